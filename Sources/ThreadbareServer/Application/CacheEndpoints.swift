@@ -1,0 +1,81 @@
+import CLibevent
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The in-process cache over HTTP: what threads share and processes cannot.
+enum CacheEndpoints {
+    static let maxKeyBytes = 250
+
+    static let statistics = Route(
+        name: "cache_stats", pattern: .exact("/cache"), methods: [.get], placement: .handler,
+        summary: "cache statistics: entries, bytes, hits, misses, evictions"
+    ) { request, context throws(RequestError) in
+        try QueryParameters(request.query).allowOnly([])
+        let cache = context.cache
+        return .json(CacheStatisticsBody(cache.statistics, maxEntries: cache.maxEntries, maxBytes: cache.maxBytes))
+    }
+
+    static let entry = Route(
+        name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete], placement: .handler,
+        summary: "GET the stored bytes, PUT a body (201 created, 200 replaced), DELETE (204)"
+    ) { request, context throws(RequestError) in
+        try QueryParameters(request.query).allowOnly([])
+        let key = try decodeKey(String(request.path.dropFirst("/cache/".count)))
+        switch request.method {
+        case .put:
+            let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
+            switch context.cache.put(key, entry) {
+            case .created: return .json(StoredBody(key: key, bytes: request.body.count), status: 201)
+            case .replaced: return .json(StoredBody(key: key, bytes: request.body.count), status: 200)
+            case .tooLarge:
+                throw RequestError(413, "entry of \(key.utf8.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
+            }
+        case .delete:
+            guard context.cache.remove(key) else { throw RequestError(404, "no cache entry for this key") }
+            return HTTPResponse(status: 204, contentType: "application/json", body: [])
+        default:
+            guard let entry = context.cache.get(key) else { throw RequestError(404, "no cache entry for this key") }
+            return HTTPResponse(status: 200, contentType: entry.contentType, body: entry.value)
+        }
+    }
+
+    /// The key is the percent-decoded rest of the path: non-empty, at most 250 bytes (as in
+    /// memcached), no control characters.
+    static func decodeKey(_ raw: String) throws(RequestError) -> String {
+        var size = 0
+        guard let decoded = evhttp_uridecode(raw, 0, &size) else { throw RequestError(400, "malformed cache key") }
+        defer { free(decoded) }
+        let bytes = UnsafeRawBufferPointer(start: decoded, count: size)
+        guard !bytes.isEmpty else { throw RequestError(400, "empty cache key") }
+        guard bytes.count <= maxKeyBytes else {
+            throw RequestError(400, "cache key is \(bytes.count) bytes; the limit is \(maxKeyBytes)")
+        }
+        guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+            throw RequestError(400, "cache key contains a control character")
+        }
+        guard let key = String(validating: bytes, as: UTF8.self) else {
+            throw RequestError(400, "cache key is not valid UTF-8")
+        }
+        return key
+    }
+}
+
+struct StoredBody: Codable {
+    let key: String
+    let bytes: Int
+}
+
+struct CacheStatisticsBody: Codable {
+    let entries, bytes, hits, misses, evictions, maxEntries, maxBytes: Int
+
+    init(_ statistics: CacheStatistics, maxEntries: Int, maxBytes: Int) {
+        entries = statistics.entries
+        bytes = statistics.bytes
+        hits = statistics.hits
+        misses = statistics.misses
+        evictions = statistics.evictions
+        self.maxEntries = maxEntries
+        self.maxBytes = maxBytes
+    }
+}

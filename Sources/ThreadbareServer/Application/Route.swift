@@ -1,0 +1,80 @@
+/// Where a route's handler runs.
+public enum Placement: Sendable {
+    /// On the loop thread that read the request: only for answers that never block and touch no
+    /// application state (the server's own health, stats and metrics).
+    case loop
+    /// On a handler thread, holding the process's interpreter lock.
+    case handler
+}
+
+/// A request the handler refuses; it becomes `{"error": message, "status": status}`.
+public struct RequestError: Error, Sendable {
+    public let status: Int
+    public let message: String
+    public var headers: [(name: String, value: String)] = []
+
+    public init(_ status: Int, _ message: String, headers: [(name: String, value: String)] = []) {
+        self.status = status
+        self.message = message
+        self.headers = headers
+    }
+}
+
+public struct Route: Sendable {
+    public enum Pattern: Sendable {
+        case exact(String)
+        /// The path continues past the prefix; the rest is the route's parameter.
+        case prefix(String)
+    }
+
+    /// The endpoint's label in /stats and /metrics.
+    public let name: String
+    public let pattern: Pattern
+    public let methods: [HTTPMethod]
+    public let placement: Placement
+    public let summary: String
+    public let handle: @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
+
+    /// How `GET /` lists the route.
+    var displayPath: String {
+        switch pattern {
+        case .exact(let path): path
+        case .prefix(let prefix): prefix + "{key}"
+        }
+    }
+
+    func matches(_ path: String) -> Bool {
+        switch pattern {
+        case .exact(let exact): path == exact
+        case .prefix(let prefix): path.hasPrefix(prefix)
+        }
+    }
+}
+
+/// Finds the route for a request, or says why there is none (404, or 405 with the methods the
+/// path does accept).
+public struct Router: Sendable {
+    public enum Match {
+        case found(Route)
+        case methodNotAllowed(allowed: [HTTPMethod])
+        case notFound
+    }
+
+    public let routes: [Route]
+
+    public func match(method: HTTPMethod, path: String) -> Match {
+        var allowed: [HTTPMethod] = []
+        for route in routes where route.matches(path) {
+            if route.methods.contains(method) { return .found(route) }
+            allowed += route.methods
+        }
+        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: allowed)
+    }
+
+    /// The Allow header for a 405: GET routes answer HEAD too.
+    static func allowHeader(_ methods: [HTTPMethod]) -> String {
+        var names = methods.map(\.rawValue)
+        if methods.contains(.get) { names.append(HTTPMethod.head.rawValue) }
+        return names.joined(separator: ", ")
+    }
+}

@@ -1,0 +1,69 @@
+import Synchronization
+
+/// The process's cache: one per process, shared by all its threads.
+///
+/// Keys are spread over up to 16 shards by hash, each an `LRUCache` behind its own mutex, so
+/// threads touching different keys rarely contend and there is no process-wide lock. The
+/// budget (`maxEntries`, `maxBytes`) is split evenly, which makes eviction LRU within a shard
+/// (approximate LRU overall, as in memcached's per-slab LRUs). Small caches get fewer shards
+/// so their LRU stays exact: below 128 entries there is a single shard.
+public final class ShardedCache: Sendable {
+    private final class Shard: Sendable {
+        let cache: Mutex<LRUCache>
+        init(maxEntries: Int, maxBytes: Int) {
+            cache = Mutex(LRUCache(maxEntries: maxEntries, maxBytes: maxBytes))
+        }
+    }
+
+    public enum PutOutcome: Sendable, Equatable { case created, replaced, tooLarge }
+
+    private let shards: [Shard]
+    public let maxEntries: Int
+    public let maxBytes: Int
+
+    public init(maxEntries: Int, maxBytes: Int) {
+        precondition(maxEntries >= 1 && maxBytes >= 1)
+        self.maxEntries = maxEntries
+        self.maxBytes = maxBytes
+        let count = max(1, min(16, maxEntries / 64))
+        shards = (0..<count).map { shard in
+            // Spread the remainders so the shards add up to exactly the configured budget.
+            Shard(maxEntries: maxEntries / count + (shard < maxEntries % count ? 1 : 0),
+                  maxBytes: maxBytes / count + (shard < maxBytes % count ? 1 : 0))
+        }
+    }
+
+    /// The largest key plus value one entry may have.
+    public var maxEntryBytes: Int { maxBytes / shards.count }
+
+    public func get(_ key: String) -> CacheEntry? {
+        shard(for: key).cache.withLock { $0.get(key) }
+    }
+
+    public func put(_ key: String, _ entry: CacheEntry) -> PutOutcome {
+        switch shard(for: key).cache.withLock({ $0.put(key, entry) }) {
+        case .created: .created
+        case .replaced: .replaced
+        case .tooLarge: .tooLarge
+        }
+    }
+
+    public func remove(_ key: String) -> Bool {
+        shard(for: key).cache.withLock { $0.remove(key) }
+    }
+
+    public var statistics: CacheStatistics {
+        shards.reduce(into: CacheStatistics()) { total, shard in
+            let part = shard.cache.withLock { $0.statistics }
+            total.entries += part.entries
+            total.bytes += part.bytes
+            total.hits += part.hits
+            total.misses += part.misses
+            total.evictions += part.evictions
+        }
+    }
+
+    private func shard(for key: String) -> Shard {
+        shards.count == 1 ? shards[0] : shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
+    }
+}

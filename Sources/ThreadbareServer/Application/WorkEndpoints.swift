@@ -1,0 +1,48 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The two workloads of the GIL debate: waiting (I/O-bound) and computing (CPU-bound).
+enum WorkEndpoints {
+    static let io = Route(
+        name: "io", pattern: .exact("/io"), methods: [.get], placement: .handler,
+        summary: "block the handler thread ms milliseconds in a real blocking call, like a database query"
+    ) { request, context throws(RequestError) in
+        let parameters = try QueryParameters(request.query)
+        try parameters.allowOnly(["ms"])
+        let milliseconds = try parameters.integer("ms", in: 0...context.limits.ioMaxMilliseconds)
+        // A blocking call releases the interpreter lock, as CPython does around system calls.
+        context.lock.withReleased { sleepBlocking(milliseconds: milliseconds) }
+        return .json(IOBody(sleptMs: milliseconds))
+    }
+
+    static let cpu = Route(
+        name: "cpu", pattern: .exact("/cpu"), methods: [.get], placement: .handler,
+        summary: "do work units of deterministic CPU work (about 1 µs each) and return the result"
+    ) { request, context throws(RequestError) in
+        let parameters = try QueryParameters(request.query)
+        try parameters.allowOnly(["work"])
+        let work = try parameters.integer("work", in: 0...context.limits.cpuMaxWork)
+        let lock = context.lock
+        let result = CPUWork.run(units: work) { lock.checkpoint() }
+        return .json(CPUBody(work: work, result: CPUWork.hex(result)))
+    }
+
+    /// nanosleep, resumed after signals until the whole time has passed.
+    static func sleepBlocking(milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR {
+            request = remaining
+        }
+    }
+}
+
+struct IOBody: Codable {
+    let sleptMs: Int
+}
+
+struct CPUBody: Codable {
+    let work: Int
+    let result: String
+}

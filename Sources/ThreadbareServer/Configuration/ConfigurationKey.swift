@@ -1,0 +1,112 @@
+/// One configurable key: its dotted name (`cache.max_entries`), how its text becomes a value,
+/// and how the value prints. The table `all` is the single source for the YAML file, the
+/// THREADBARE_* environment, `--set`, validation messages and `config check`.
+public struct ConfigurationKey: Sendable {
+    public let name: String
+    public let help: String
+    let assign: @Sendable (inout ServerConfiguration, String) throws(ConfigurationValueError) -> Void
+    let render: @Sendable (ServerConfiguration) -> String
+
+    /// The environment variable for this key: THREADBARE_ and the name in capitals, dots as `_`.
+    public var environmentName: String {
+        "THREADBARE_" + String(name.uppercased().map { $0 == "." ? "_" : $0 })
+    }
+
+    /// The YAML section the key sits in (`cache` for `cache.max_entries`), if any.
+    var section: String? { name.contains(".") ? String(name.split(separator: ".")[0]) : nil }
+
+    var leaf: String { String(name.split(separator: ".").last!) }
+
+    public static let all: [ConfigurationKey] = [
+        choice("mode", \.mode, help: "nogil | gil | subinterpreters | prefork"),
+        text("host", \.host, help: "address to listen on; 127.0.0.1 unless you mean to serve other hosts"),
+        integer("port", \.port, 0...65_535, help: "TCP port; 0 picks a free one"),
+        integer("loops", \.loops, 1...64, help: "event-loop threads per process, each with its own SO_REUSEPORT socket"),
+        integer("threads", \.threads, 1...1_024, help: "handler threads per process"),
+        integer("queue_limit", \.queueLimit, 1...1_000_000, help: "requests waiting for a handler before 503"),
+        integer("backlog", \.backlog, 1...65_535, help: "listen(2) backlog per socket"),
+        seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
+        seconds("timeout", \.timeout, 0.001...3_600, help: "seconds a connection may stay silent reading or writing, idle keep-alive included"),
+        choice("log_level", \.logLevel, among: ["trace", "debug", "info", "notice", "warning", "error", "critical"], help: "least severe log level printed"),
+        integer("limits.max_header_bytes", \.maxHeaderBytes, 256...1_048_576, help: "request line plus headers, bytes"),
+        integer("limits.max_body_bytes", \.maxBodyBytes, 0...1_073_741_824, help: "request body, bytes (413 beyond)"),
+        integer("io.max_ms", \.ioMaxMilliseconds, 0...3_600_000, help: "largest ms /io accepts"),
+        integer("cpu.max_work", \.cpuMaxWork, 0...1_000_000_000, help: "largest work /cpu accepts"),
+        integer("cache.max_entries", \.cacheMaxEntries, 1...100_000_000, help: "entries the cache holds before evicting"),
+        integer("cache.max_bytes", \.cacheMaxBytes, 1...1_099_511_627_776, help: "key plus value bytes the cache holds before evicting"),
+    ]
+
+    public static func named(_ name: String) -> ConfigurationKey? {
+        all.first { $0.name == name }
+    }
+
+    static var sections: Set<String> { Set(all.compactMap(\.section)) }
+
+    // MARK: Kinds of value
+
+    static func integer(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Int> & Sendable,
+                        _ range: ClosedRange<Int>, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            guard let value = Int(text) else {
+                throw ConfigurationValueError("expected an integer from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
+            }
+            guard range.contains(value) else {
+                throw ConfigurationValueError("must be from \(range.lowerBound) to \(range.upperBound), got \(value)")
+            }
+            configuration[keyPath: path] = value
+        }, render: { String($0[keyPath: path]) })
+    }
+
+    static func seconds(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Double> & Sendable,
+                        _ range: ClosedRange<Double>, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            guard let value = Double(text), value.isFinite else {
+                throw ConfigurationValueError("expected a number of seconds, got '\(text)'")
+            }
+            guard range.contains(value) else {
+                throw ConfigurationValueError("must be from \(range.lowerBound) to \(range.upperBound) seconds, got \(value)")
+            }
+            configuration[keyPath: path] = value
+        }, render: { String($0[keyPath: path]) })
+    }
+
+    static func text(_ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            guard !text.isEmpty else { throw ConfigurationValueError("must not be empty") }
+            configuration[keyPath: path] = text
+        }, render: { $0[keyPath: path] })
+    }
+
+    static func choice(_ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable,
+                       among choices: [String], help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            guard choices.contains(text) else {
+                throw ConfigurationValueError("expected one of \(choices.joined(separator: ", ")), got '\(text)'")
+            }
+            configuration[keyPath: path] = text
+        }, render: { $0[keyPath: path] })
+    }
+
+    static func choice(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Mode.Name> & Sendable, help: String) -> ConfigurationKey {
+        let choices = Mode.Name.allCases.map(\.rawValue)
+        return ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            guard let value = Mode.Name(rawValue: text) else {
+                throw ConfigurationValueError("expected one of \(choices.joined(separator: ", ")), got '\(text)'")
+            }
+            configuration[keyPath: path] = value
+        }, render: { $0[keyPath: path].rawValue })
+    }
+}
+
+/// Why a value is wrong, before it is known where the value came from.
+public struct ConfigurationValueError: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+}
+
+/// A configuration problem, naming where it is (file and line, variable, or flag), the key,
+/// and the reason.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

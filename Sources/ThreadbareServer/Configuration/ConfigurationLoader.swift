@@ -1,0 +1,197 @@
+import Yams
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One value for one key, and where it came from.
+public struct ConfigurationSetting: Sendable {
+    public let key: String
+    public let text: String
+    /// Where it was set, as an error message names it: `config/gil.yaml:4`,
+    /// `environment THREADBARE_PORT`, `command line --port`.
+    public let origin: String
+
+    public init(key: String, text: String, origin: String) {
+        self.key = key
+        self.text = text
+        self.origin = origin
+    }
+}
+
+/// The effective configuration and the origin of every value in it.
+public struct LoadedConfiguration: Sendable {
+    public let configuration: ServerConfiguration
+    /// Key → where its value came from ("default" when nothing set it).
+    public let origins: [String: String]
+
+    /// The configuration as YAML that `--config` accepts back, each value commented with its
+    /// origin.
+    public func rendered() -> String {
+        var lines = ["# threadbare effective configuration; precedence: command line > environment > file > default"]
+        let keys = ConfigurationKey.all
+        for key in keys where key.section == nil {
+            lines.append("\(key.name): \(key.render(configuration))  # \(origins[key.name] ?? "default")")
+        }
+        var seen: [String] = []
+        for section in keys.compactMap(\.section) where !seen.contains(section) {
+            seen.append(section)
+            lines.append("\(section):")
+            for key in keys where key.section == section {
+                lines.append("  \(key.leaf): \(key.render(configuration))  # \(origins[key.name] ?? "default")")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Builds the configuration from its layers. Precedence: command line > environment > file >
+/// built-in default. A key nobody knows, a value of the wrong type and an impossible value are
+/// all errors that name the source and the key: a typo never passes silently.
+public enum ConfigurationLoader {
+    public static let fileVariable = "THREADBARE_CONFIG"
+
+    /// `file` is the --config path; without one, THREADBARE_CONFIG names it; without that, only
+    /// defaults, environment and command line apply.
+    public static func load(file: String?, environment: [String: String], commandLine: [ConfigurationSetting]) throws(ConfigurationError) -> LoadedConfiguration {
+        var settings: [ConfigurationSetting] = []
+        if let path = file ?? environment[fileVariable] {
+            settings += try fileSettings(path: path, text: readFile(path))
+        }
+        settings += try environmentSettings(environment)
+        settings += commandLine
+
+        var configuration = ServerConfiguration()
+        var origins: [String: String] = [:]
+        for setting in settings {
+            guard let key = ConfigurationKey.named(setting.key) else {
+                throw ConfigurationError("\(setting.origin): unknown key '\(setting.key)'\(suggestion(for: setting.key, among: ConfigurationKey.all.map(\.name)))")
+            }
+            do {
+                try key.assign(&configuration, setting.text)
+            } catch {
+                throw ConfigurationError("\(setting.origin): \(key.name): \(error.reason)")
+            }
+            origins[key.name] = setting.origin
+        }
+        do {
+            _ = try configuration.makeMode()
+        } catch {
+            throw ConfigurationError("\(origins["mode"] ?? "default"): mode: \(error)")
+        }
+        return LoadedConfiguration(configuration: configuration, origins: origins)
+    }
+
+    /// Settings from a YAML file: top-level keys, and one level of sections (`cache:` holding
+    /// `max_entries:`), each value a scalar.
+    static func fileSettings(path: String, text: String) throws(ConfigurationError) -> [ConfigurationSetting] {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError("\(path): not valid YAML: \(error)")
+        }
+        guard let root else { return [] }
+        guard let mapping = root.mapping else {
+            throw ConfigurationError("\(path):\(line(root)): expected a mapping of keys to values at the top level")
+        }
+        var settings: [ConfigurationSetting] = []
+        try collect(mapping, prefix: "", path: path, into: &settings)
+        return settings
+    }
+
+    private static func collect(_ mapping: Node.Mapping, prefix: String, path: String, into settings: inout [ConfigurationSetting]) throws(ConfigurationError) {
+        // Yams itself refuses a key given twice.
+        for (keyNode, valueNode) in mapping {
+            let location = "\(path):\(line(keyNode))"
+            guard let leaf = keyNode.string else { throw ConfigurationError("\(location): keys must be plain names") }
+            let name = prefix + leaf
+            if prefix.isEmpty && ConfigurationKey.sections.contains(leaf) {
+                guard let section = valueNode.mapping else {
+                    throw ConfigurationError("\(location): '\(name)' is a section; expected a mapping of its keys")
+                }
+                try collect(section, prefix: name + ".", path: path, into: &settings)
+                continue
+            }
+            guard ConfigurationKey.named(name) != nil else {
+                let candidates = ConfigurationKey.all.map(\.name) + (prefix.isEmpty ? ConfigurationKey.sections.sorted() : [])
+                throw ConfigurationError("\(location): unknown key '\(name)'\(suggestion(for: name, among: candidates))")
+            }
+            guard let scalar = valueNode.scalar else {
+                throw ConfigurationError("\(location): \(name): expected a single value, got a \(valueNode.mapping != nil ? "mapping" : "list")")
+            }
+            guard scalar.style != .plain || !["", "~", "null", "Null", "NULL"].contains(scalar.string) else {
+                throw ConfigurationError("\(location): \(name): has no value")
+            }
+            settings.append(ConfigurationSetting(key: name, text: scalar.string, origin: location))
+        }
+    }
+
+    static func environmentSettings(_ environment: [String: String]) throws(ConfigurationError) -> [ConfigurationSetting] {
+        let byVariable = Dictionary(uniqueKeysWithValues: ConfigurationKey.all.map { ($0.environmentName, $0.name) })
+        var settings: [ConfigurationSetting] = []
+        for (variable, value) in environment.sorted(by: { $0.key < $1.key }) where variable.hasPrefix("THREADBARE_") {
+            if variable == fileVariable { continue }
+            guard let key = byVariable[variable] else {
+                throw ConfigurationError("environment \(variable): unknown variable\(suggestion(for: variable, among: Array(byVariable.keys) + [fileVariable]))")
+            }
+            settings.append(ConfigurationSetting(key: key, text: value, origin: "environment \(variable)"))
+        }
+        return settings
+    }
+
+    /// The process environment, read through libc so the server needs no Foundation for it.
+    public static func processEnvironment() -> [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let pair = String(cString: pointer)
+            if let equals = pair.firstIndex(of: "=") {
+                result[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+            }
+            entry += 1
+        }
+        return result
+    }
+
+    private static func readFile(_ path: String) throws(ConfigurationError) -> String {
+        guard let file = fopen(path, "r") else {
+            throw ConfigurationError("\(path): cannot read config file: \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let count = fread(&chunk, 1, chunk.count, file)
+            if count == 0 { break }
+            bytes += chunk[..<count]
+        }
+        guard ferror(file) == 0 else {
+            throw ConfigurationError("\(path): cannot read config file: \(String(cString: strerror(errno)))")
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func line(_ node: Node) -> Int {
+        node.mark?.line ?? 0
+    }
+
+    /// ` (did you mean 'x'?)` when one known name is within two edits of `name`.
+    static func suggestion(for name: String, among known: [String]) -> String {
+        let scored = known.map { ($0, editDistance(name.lowercased(), $0.lowercased())) }
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return "" }
+        return " (did you mean '\(best.0)'?)"
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var previous = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return a.isEmpty ? b.count : previous[b.count]
+    }
+}

@@ -1,0 +1,33 @@
+/// Everything a deployment can set. The defaults serve with no config file at all.
+public struct ServerConfiguration: Sendable, Equatable {
+    public var mode: Mode.Name = .nogil
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var loops = 1
+    public var threads = 8
+    public var queueLimit = 1024
+    public var backlog = 2048
+    public var gracefulTimeout = 30.0
+    public var timeout = 30.0
+    public var logLevel = "info"
+    public var maxHeaderBytes = 16 * 1024
+    public var maxBodyBytes = 1024 * 1024
+    public var ioMaxMilliseconds = 10_000
+    public var cpuMaxWork = 1_000_000
+    public var cacheMaxEntries = 10_000
+    public var cacheMaxBytes = 64 * 1024 * 1024
+
+    public init() {}
+
+    public var limits: HTTPLimits {
+        HTTPLimits(maxHeaderBytes: maxHeaderBytes, maxBodyBytes: maxBodyBytes, timeoutSeconds: timeout)
+    }
+
+    public var endpointLimits: EndpointLimits {
+        EndpointLimits(ioMaxMilliseconds: ioMaxMilliseconds, cpuMaxWork: cpuMaxWork)
+    }
+
+    public func makeMode() throws(ModeError) -> Mode {
+        try Mode.preset(mode, threads: threads)
+    }
+}

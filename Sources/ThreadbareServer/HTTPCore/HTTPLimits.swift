@@ -1,0 +1,15 @@
+/// The limits every evhttp gets. libevent's own defaults are unlimited sizes and 50 s timeouts.
+public struct HTTPLimits: Sendable {
+    /// Request line plus headers, in bytes; more is refused with 400 by libevent.
+    public var maxHeaderBytes: Int
+    /// Request body, in bytes; more is refused with 413 by libevent.
+    public var maxBodyBytes: Int
+    /// Read and write timeout of a connection, idle keep-alive included, in seconds.
+    public var timeoutSeconds: Double
+
+    public init(maxHeaderBytes: Int, maxBodyBytes: Int, timeoutSeconds: Double) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxBodyBytes = maxBodyBytes
+        self.timeoutSeconds = timeoutSeconds
+    }
+}

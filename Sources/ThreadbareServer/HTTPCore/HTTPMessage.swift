@@ -1,0 +1,101 @@
+import CLibevent
+
+/// The request methods evhttp recognises. Anything else never reaches Threadbare: libevent
+/// answers it itself.
+public enum HTTPMethod: String, Sendable, CaseIterable {
+    case get = "GET", head = "HEAD", post = "POST", put = "PUT", delete = "DELETE"
+    case options = "OPTIONS", trace = "TRACE", connect = "CONNECT", patch = "PATCH"
+
+    init?(_ command: evhttp_cmd_type) {
+        switch command {
+        case EVHTTP_REQ_GET: self = .get
+        case EVHTTP_REQ_HEAD: self = .head
+        case EVHTTP_REQ_POST: self = .post
+        case EVHTTP_REQ_PUT: self = .put
+        case EVHTTP_REQ_DELETE: self = .delete
+        case EVHTTP_REQ_OPTIONS: self = .options
+        case EVHTTP_REQ_TRACE: self = .trace
+        case EVHTTP_REQ_CONNECT: self = .connect
+        case EVHTTP_REQ_PATCH: self = .patch
+        default: return nil
+        }
+    }
+
+    /// Every method, so the application (not libevent) answers the ones a route lacks with 405.
+    static let evhttpMask: UInt16 = {
+        let all: [evhttp_cmd_type] = [
+            EVHTTP_REQ_GET, EVHTTP_REQ_HEAD, EVHTTP_REQ_POST, EVHTTP_REQ_PUT, EVHTTP_REQ_DELETE,
+            EVHTTP_REQ_OPTIONS, EVHTTP_REQ_TRACE, EVHTTP_REQ_CONNECT, EVHTTP_REQ_PATCH,
+        ]
+        return all.reduce(0) { $0 | UInt16($1.rawValue) }
+    }()
+}
+
+/// A parsed request, copied out of libevent so any thread may read it.
+public struct HTTPRequest: Sendable {
+    public var method: HTTPMethod
+    /// The decoded-as-sent path, without the query.
+    public var path: String
+    /// The raw query string (after `?`), if any.
+    public var query: String?
+    public var contentType: String?
+    public var body: [UInt8]
+    /// When the loop thread finished reading the request (MonotonicClock).
+    public var receivedAt: UInt64
+
+    public init(
+        method: HTTPMethod, path: String, query: String? = nil, contentType: String? = nil,
+        body: [UInt8] = [], receivedAt: UInt64 = 0
+    ) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.contentType = contentType
+        self.body = body
+        self.receivedAt = receivedAt
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var contentType: String
+    public var body: [UInt8]
+    public var headers: [(name: String, value: String)]
+
+    public init(status: Int, contentType: String, body: [UInt8], headers: [(name: String, value: String)] = []) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+        self.headers = headers
+    }
+
+    public static func text(_ text: String, status: Int = 200) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "text/plain; charset=utf-8", body: Array(text.utf8))
+    }
+}
+
+/// The W3C Server-Timing metrics of one request, in nanoseconds.
+public struct ServerTiming: Sendable {
+    /// From the loop handing the request over to a handler starting it.
+    public var queue: UInt64 = 0
+    /// Handler time.
+    public var app: UInt64 = 0
+
+    public init(queue: UInt64 = 0, app: UInt64 = 0) {
+        self.queue = queue
+        self.app = app
+    }
+
+    /// `queue;dur=0.012, app;dur=1.250`: milliseconds with microsecond resolution, formatted
+    /// by hand because this runs for every response.
+    var headerValue: String {
+        "queue;dur=\(Self.milliseconds(queue)), app;dur=\(Self.milliseconds(app))"
+    }
+
+    static func milliseconds(_ nanos: UInt64) -> String {
+        let micros = nanos / 1_000
+        let fraction = micros % 1_000
+        let pad = fraction < 10 ? "00" : fraction < 100 ? "0" : ""
+        return "\(micros / 1_000).\(pad)\(fraction)"
+    }
+}

@@ -1,0 +1,52 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP machinery: `loops` event loops, each on its own SO_REUSEPORT socket, all feeding one
+/// `HTTPService`. It knows nothing of endpoints.
+public final class HTTPServer: Sendable {
+    public let host: String
+    public let port: Int
+    private let loops: [EventLoop]
+    private let inFlightCount: SharedCounter
+
+    /// `inFlight` counts requests read and not yet fully answered, over all loops.
+    public init(sockets: ListeningSockets, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter) throws {
+        self.inFlightCount = inFlight
+        self.host = sockets.host
+        self.port = sockets.port
+        self.loops = try sockets.fds.enumerated().map { index, fd in
+            try EventLoop(index: index, listeningFD: fd, limits: limits, service: service, inFlight: inFlight)
+        }
+    }
+
+    public var inFlight: Int { inFlightCount.current }
+
+    public func start() {
+        loops.forEach { $0.start() }
+    }
+
+    /// Graceful stop: close the listening sockets, let in-flight requests finish for at most
+    /// `timeout` seconds, then end the loops. Returns the number of requests cut off.
+    @discardableResult
+    public func shutdown(gracefulTimeout timeout: Double) -> Int {
+        loops.forEach { $0.beginDraining() }
+        let deadline = MonotonicClock.now() + UInt64(max(0, timeout) * 1e9)
+        while inFlight > 0 && MonotonicClock.now() < deadline {
+            usleep(5_000)
+        }
+        let cutOff = inFlight
+        loops.forEach { $0.stop() }
+        return cutOff
+    }
+}
+
+/// A heap-allocated atomic counter that several objects share.
+public final class SharedCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    public init() {}
+    public func add(_ delta: Int) { value.add(delta, ordering: .relaxed) }
+    public func subtract(_ delta: Int) { value.subtract(delta, ordering: .relaxed) }
+    public var current: Int { value.load(ordering: .relaxed) }
+}

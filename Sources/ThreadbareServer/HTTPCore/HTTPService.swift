@@ -1,0 +1,36 @@
+/// The application as the HTTP core sees it: one call per request, on the loop thread that read
+/// it. The service must not block that thread; it answers through `reply` now or later, from
+/// any thread.
+public protocol HTTPService: Sendable {
+    func serve(_ request: HTTPRequest, reply: ReplyHandle)
+}
+
+/// The one way back to a client. Sending is safe from any thread: on the loop thread the reply
+/// goes out at once, from elsewhere it is posted to the loop's outbox.
+public struct ReplyHandle: Sendable {
+    let loop: EventLoop
+    let request: LoopConfinedRequest
+    let headOnly: Bool
+
+    public func send(_ response: HTTPResponse, timing: ServerTiming = ServerTiming()) {
+        let reply = PendingReply(request: request, response: response, timing: timing, headOnly: headOnly)
+        if loop.isCurrentThread {
+            loop.sendNow(reply)
+        } else {
+            loop.post(reply)
+        }
+    }
+}
+
+/// An evhttp request pointer travelling between threads. Only its loop thread ever
+/// dereferences it; other threads merely carry it back to that loop.
+struct LoopConfinedRequest: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+struct PendingReply: Sendable {
+    let request: LoopConfinedRequest
+    let response: HTTPResponse
+    let timing: ServerTiming
+    let headOnly: Bool
+}

@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct SocketError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Listening sockets bound to one address.
+///
+/// Each event loop gets a socket of its own with SO_REUSEPORT, so the kernel spreads new
+/// connections across loops. Several event bases polling one shared listening fd would all wake
+/// for every connection and, in practice, one of them wins nearly every time (libevent #826).
+public struct ListeningSockets: Sendable {
+    public let fds: [Int32]
+    public let host: String
+    public let port: Int
+
+    /// Binds `count` sockets to `host:port`; with port 0 the first bind picks a free port and the
+    /// others join it.
+    public static func bind(host: String, port: Int, count: Int, backlog: Int) throws -> ListeningSockets {
+        precondition(count >= 1)
+        var fds: [Int32] = []
+        var boundPort = port
+        do {
+            for _ in 0..<count {
+                let fd = try bindOne(host: host, port: boundPort, backlog: backlog)
+                fds.append(fd)
+                if boundPort == 0 { boundPort = localPort(of: fd) }
+            }
+        } catch {
+            fds.forEach { close($0) }
+            throw error
+        }
+        return ListeningSockets(fds: fds, host: host, port: boundPort)
+    }
+
+    private static func bindOne(host: String, port: Int, backlog: Int) throws -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        guard rc == 0, let info = list else {
+            throw SocketError(description: "cannot resolve host '\(host)': \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(list) }
+
+        let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError(description: "socket(): \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw SocketError(description: "cannot bind \(host):\(port): \(reason)")
+        }
+        guard listen(fd, Int32(backlog)) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw SocketError(description: "cannot listen on \(host):\(port): \(reason)")
+        }
+        return fd
+    }
+
+    private static func localPort(of fd: Int32) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
+        }
+        let family = storage.ss_family
+        return withUnsafePointer(to: &storage) { pointer in
+            if family == sa_family_t(AF_INET6) {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+/// Threadbare assembled from a configuration: the HTTP core, the concurrency model the mode
+/// asks for, and the application.
+public final class Server: Sendable {
+    public let configuration: ServerConfiguration
+    public let mode: Mode
+    private let http: HTTPServer
+
+    public init(configuration: ServerConfiguration) throws {
+        self.configuration = configuration
+        mode = try configuration.makeMode()
+        let lock: any InterpreterLock
+        switch mode.lock {
+        case .none: lock = NoInterpreterLock()
+        case .global, .perInterpreter: throw ModeError.notImplemented(mode.name)
+        }
+
+        let sockets = try ListeningSockets.bind(
+            host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
+        let inFlight = SharedCounter()
+        let pool = HandlerPool(threads: mode.threadsPerProcess, queueLimit: configuration.queueLimit)
+        let status = ServerStatus(
+            mode: mode, loops: configuration.loops, accounting: RequestAccounting(), inFlight: inFlight,
+            queueDepth: { pool.depth }, routes: Endpoints.all)
+        let context = HandlerContext(
+            lock: lock,
+            cache: ShardedCache(maxEntries: configuration.cacheMaxEntries, maxBytes: configuration.cacheMaxBytes),
+            limits: configuration.endpointLimits, status: status)
+        let service = ThreadbareService(
+            router: Router(routes: Endpoints.all), pool: pool, queueLimit: configuration.queueLimit, context: context)
+        http = try HTTPServer(sockets: sockets, limits: configuration.limits, service: service, inFlight: inFlight)
+    }
+
+    /// The address actually listened on (the real port when the configuration said 0).
+    public var url: String {
+        let host = http.host.contains(":") ? "[\(http.host)]" : http.host
+        return "http://\(host):\(http.port)"
+    }
+
+    public func start() {
+        http.start()
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `graceful_timeout`, and stops.
+    /// Returns how many requests were cut off.
+    @discardableResult
+    public func shutdown() -> Int {
+        http.shutdown(gracefulTimeout: configuration.gracefulTimeout)
+    }
+}

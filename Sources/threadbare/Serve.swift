@@ -1,0 +1,62 @@
+import ArgumentParser
+import Logging
+import ThreadbareServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve HTTP until SIGTERM or SIGINT.")
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() throws {
+        let loaded: LoadedConfiguration
+        do { loaded = try options.load() } catch { exitWithConfigurationError(error) }
+        let configuration = loaded.configuration
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "threadbare")
+
+        // Signals are taken by sigwait on this thread, so every thread started from here on
+        // inherits the mask and none of them is interrupted by them.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGTERM)
+        sigaddset(&stopSignals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+        // A client that goes away mid-reply must not kill the server.
+        signal(SIGPIPE, SIG_IGN)
+
+        let server: Server
+        do {
+            server = try Server(configuration: configuration)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        server.start()
+        // Tests and scripts wait for this line; it must not sit in a pipe's buffer.
+        print("listening on \(server.url)")
+        fflush(nil)
+        logger.info("serving", metadata: [
+            "mode": "\(server.mode.name.rawValue)", "pid": "\(getpid())",
+            "loops": "\(configuration.loops)", "threads": "\(server.mode.threadsPerProcess)",
+        ])
+
+        var received: Int32 = 0
+        sigwait(&stopSignals, &received)
+        logger.info("stopping: finishing in-flight requests", metadata: [
+            "signal": "\(received == SIGTERM ? "TERM" : "INT")", "graceful_timeout_s": "\(configuration.gracefulTimeout)",
+        ])
+        let cutOff = server.shutdown()
+        if cutOff > 0 {
+            logger.warning("graceful timeout passed with requests still in flight", metadata: ["cut_off": "\(cutOff)"])
+        }
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Logging
+import ThreadbareServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Threadbare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "threadbare",
+        abstract: "One HTTP server, three ways to use a machine's cores: gil, prefork, nogil.",
+        version: ServerStatus.version,
+        subcommands: [Serve.self, Config.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// Flags shared by `serve` and `config check`: each becomes a setting of the same name, so
+/// its value is checked by the same rules as in a file.
+struct ConfigurationOptions: ParsableArguments {
+    @Option(name: .long, help: "YAML config file (also THREADBARE_CONFIG).")
+    var config: String?
+    @Option(help: "nogil | gil | subinterpreters | prefork") var mode: String?
+    @Option(help: "Address to listen on.") var host: String?
+    @Option(help: "TCP port; 0 picks a free one.") var port: String?
+    @Option(help: "Handler threads per process.") var threads: String?
+    @Option(help: "Event-loop threads per process.") var loops: String?
+    @Option(name: .customLong("queue-limit"), help: "Requests waiting for a handler before 503.") var queueLimit: String?
+    @Option(name: .customLong("graceful-timeout"), help: "Seconds in-flight requests get on SIGTERM.") var gracefulTimeout: String?
+    @Option(name: .customLong("log-level"), help: "trace | debug | info | notice | warning | error | critical") var logLevel: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Set any key, e.g. --set cache.max_entries=100.", valueName: "key=value"))
+    var assignments: [String] = []
+
+    func load() throws(ConfigurationError) -> LoadedConfiguration {
+        var settings: [ConfigurationSetting] = []
+        let named: [(String, String, String?)] = [
+            ("mode", "--mode", mode), ("host", "--host", host), ("port", "--port", port),
+            ("threads", "--threads", threads), ("loops", "--loops", loops),
+            ("queue_limit", "--queue-limit", queueLimit), ("graceful_timeout", "--graceful-timeout", gracefulTimeout),
+            ("log_level", "--log-level", logLevel),
+        ]
+        for (key, flag, value) in named {
+            if let value { settings.append(ConfigurationSetting(key: key, text: value, origin: "command line \(flag)")) }
+        }
+        for assignment in assignments {
+            guard let equals = assignment.firstIndex(of: "=") else {
+                throw ConfigurationError("command line --set \(assignment): expected key=value")
+            }
+            let key = String(assignment[..<equals])
+            settings.append(ConfigurationSetting(
+                key: key, text: String(assignment[assignment.index(after: equals)...]), origin: "command line --set \(key)"))
+        }
+        return try ConfigurationLoader.load(
+            file: config, environment: ConfigurationLoader.processEnvironment(), commandLine: settings)
+    }
+}
+
+/// Configuration problems exit 2 with one line on stderr, like a usage error.
+func exitWithConfigurationError(_ error: any Error) -> Never {
+    let line = "threadbare: \(error)\n"
+    _ = line.utf8CString.withUnsafeBufferPointer { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
+    exit(2)
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Testing
+import ThreadbareServer
+
+@Suite("Endpoints answer as the README says")
+struct EndpointTests {
+    @Test func healthSaysOk() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let reply = try server.get("/health")
+        #expect(reply.status == 200)
+        #expect(reply.text == "ok")
+        #expect(reply.headers["content-length"] == "2")
+    }
+
+    @Test func indexDescribesTheServer() throws {
+        let server = try ServerProcess(["--threads", "3", "--loops", "2"])
+        defer { server.stop() }
+        let index = try server.json("/")
+        #expect(index["name"] as? String == "threadbare")
+        #expect(index["mode"] as? String == "nogil")
+        #expect(index["pid"] as? Int == Int(server.pid))
+        #expect(index["threads"] as? Int == 3)
+        #expect(index["loops"] as? Int == 2)
+        let endpoints = try #require(index["endpoints"] as? [[String: String]])
+        let listed = Set(endpoints.map { "\($0["method"]!) \($0["path"]!)" })
+        for expected in ["GET /health", "GET /io", "GET /cpu", "GET /cache", "PUT /cache/{key}", "GET /stats", "GET /metrics"] {
+            #expect(listed.contains(expected), "GET / should list \(expected)")
+        }
+    }
+
+    @Test func ioSleepsTheRequestedTime() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let reply = try server.get("/io?ms=120")
+        #expect(reply.status == 200)
+        #expect(try reply.json()["slept_ms"] as? Int == 120)
+        // The server's own handler time covers the sleep.
+        #expect(try #require(reply.serverTiming("app")) >= 115)
+    }
+
+    @Test func cpuResultIsDeterministicAndMatchesTheLibrary() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let first = try server.get("/cpu?work=2500").json()
+        let second = try server.get("/cpu?work=2500").json()
+        #expect(first["work"] as? Int == 2500)
+        #expect(first["result"] as? String == second["result"] as? String)
+        #expect(first["result"] as? String == CPUWork.hex(CPUWork.run(units: 2500)))
+        #expect(try server.get("/cpu?work=0").status == 200)
+    }
+
+    @Test func cacheStoresReplacesReadsAndDeletes() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let put = try server.request("PUT", "/cache/greeting", headers: ["Content-Type": "text/plain"], body: Array("hello".utf8))
+        #expect(put.status == 201)
+        let replace = try server.request("PUT", "/cache/greeting", headers: ["Content-Type": "text/x-greeting"], body: Array("hi".utf8))
+        #expect(replace.status == 200)
+        let read = try server.get("/cache/greeting")
+        #expect(read.status == 200)
+        #expect(read.text == "hi")
+        #expect(read.headers["content-type"] == "text/x-greeting")
+        #expect(try server.get("/cache/absent").status == 404)
+
+        let stats = try server.json("/cache")
+        #expect(stats["entries"] as? Int == 1)
+        #expect(stats["bytes"] as? Int == "greeting".utf8.count + 2)
+        #expect(stats["hits"] as? Int == 1)
+        #expect(stats["misses"] as? Int == 1)
+
+        #expect(try server.request("DELETE", "/cache/greeting").status == 204)
+        #expect(try server.request("DELETE", "/cache/greeting").status == 404)
+        #expect(try server.get("/cache/greeting").status == 404)
+    }
+
+    @Test func cacheKeysArePercentDecoded() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        #expect(try server.request("PUT", "/cache/a%20b", body: Array("x".utf8)).status == 201)
+        #expect(try server.get("/cache/a%20b").text == "x")
+        #expect(try server.get("/cache/a%00b").status == 400)
+    }
+
+    @Test func cacheEvictsTheLeastRecentlyUsed() throws {
+        let server = try ServerProcess(["--set", "cache.max_entries=2"])
+        defer { server.stop() }
+        for key in ["a", "b"] { _ = try server.request("PUT", "/cache/\(key)", body: [1]) }
+        _ = try server.get("/cache/a")  // b is now the least recently used
+        _ = try server.request("PUT", "/cache/c", body: [1])
+        #expect(try server.get("/cache/b").status == 404)
+        #expect(try server.get("/cache/a").status == 200)
+        #expect(try server.get("/cache/c").status == 200)
+        #expect(try server.json("/cache")["evictions"] as? Int == 1)
+    }
+
+    @Test func everyReplyCarriesServerTiming() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        for path in ["/health", "/cpu?work=10", "/io?ms=1", "/cache/x", "/nowhere"] {
+            let reply = try server.get(path)
+            #expect(reply.serverTiming("queue") != nil, "\(path): \(reply.headers)")
+            #expect(reply.serverTiming("app") != nil, "\(path): \(reply.headers)")
+        }
+    }
+
+    @Test func headAnswersWithoutABody() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let connection = try server.connect()
+        let head = try connection.request("HEAD", "/health")
+        #expect(head.status == 200)
+        #expect(head.headers["content-length"] == "2")
+        // The connection stays usable: no stray body bytes were sent.
+        #expect(try connection.request("GET", "/health").text == "ok")
+    }
+
+    @Test func statsCountRequestsByEndpointAndStatus() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        _ = try server.get("/health")
+        _ = try server.get("/health")
+        _ = try server.get("/io?ms=nope")
+        let stats = try server.json("/stats")
+        let requests = try #require(stats["requests"] as? [String: [String: Int]])
+        #expect(requests["health"]?["200"] == 2)
+        #expect(requests["io"]?["400"] == 1)
+        #expect(stats["mode"] as? String == "nogil")
+        #expect(stats["pid"] as? Int == Int(server.pid))
+        #expect((stats["rss_bytes"] as? Int ?? 0) > 1_000_000)
+        #expect(stats["in_flight"] as? Int == 1, "the /stats request itself")
+        #expect(stats["queue_depth"] as? Int == 0)
+        #expect((stats["uptime_s"] as? Double ?? -1) >= 0)
+    }
+
+    @Test func metricsArePrometheusText() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        _ = try server.get("/cpu?work=5")
+        let metrics = try server.get("/metrics")
+        #expect(metrics.status == 200)
+        #expect(metrics.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+        #expect(metrics.text.contains(#"threadbare_requests_total{endpoint="cpu",status="200"} 1"#))
+        #expect(metrics.text.contains(#"threadbare_request_duration_seconds_bucket{endpoint="cpu",status="200",le="+Inf"} 1"#))
+        #expect(metrics.text.contains("# TYPE threadbare_in_flight_requests gauge"))
+    }
+
+    @Test func keepAliveServesManyRequestsOnOneConnection() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let connection = try server.connect()
+        for work in 0..<50 {
+            #expect(try connection.request("GET", "/cpu?work=\(work)").status == 200)
+        }
+    }
+}

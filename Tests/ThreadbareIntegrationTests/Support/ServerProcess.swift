@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+
+/// The real `threadbare` binary, started in a subprocess on port 0, as a user would run it.
+final class ServerProcess: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    private let outputFile: URL
+    private let errorFile: URL
+
+    /// `swift build` puts the executable next to the test bundle.
+    static var binary: URL {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("threadbare")
+        if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/debug/threadbare")
+    }
+
+    /// Starts `threadbare serve --port 0 <arguments>` and waits for its `listening on` line.
+    init(_ arguments: [String] = [], environment: [String: String] = [:]) throws {
+        (outputFile, errorFile) = Self.temporaryFiles()
+        process.executableURL = Self.binary
+        process.arguments = ["serve", "--port", "0"] + arguments
+        process.environment = Self.cleanEnvironment(adding: environment)
+        process.standardOutput = try FileHandle(forWritingTo: outputFile)
+        process.standardError = try FileHandle(forWritingTo: errorFile)
+        try process.run()
+
+        let deadline = Date().addingTimeInterval(20)
+        var found: Int?
+        while found == nil && Date() < deadline && process.isRunning {
+            found = Self.listeningPort(in: (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "")
+            if found == nil { Thread.sleep(forTimeInterval: 0.02) }
+        }
+        guard let found else {
+            process.terminate()
+            throw ServerDidNotStart(stderr: (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
+        }
+        port = found
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var standardError: String { (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "" }
+
+    func connect() throws -> HTTPConnection { try HTTPConnection(port: port) }
+
+    /// One request on a new connection.
+    func request(_ method: String = "GET", _ path: String, headers: [String: String] = [:], body: [UInt8] = []) throws -> HTTPReply {
+        try connect().request(method, path, headers: headers, body: body)
+    }
+
+    func get(_ path: String) throws -> HTTPReply { try request("GET", path) }
+
+    func json(_ path: String) throws -> [String: Any] {
+        let reply = try get(path)
+        return try #require(try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])
+    }
+
+    /// Sends `signal` and waits for the exit; returns the exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM) -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: outputFile)
+        try? FileManager.default.removeItem(at: errorFile)
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    static func listeningPort(in output: String) -> Int? {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("listening on http://") }),
+              let colon = line.lastIndex(of: ":") else { return nil }
+        return Int(line[line.index(after: colon)...])
+    }
+
+    /// The test runner's environment minus every THREADBARE_* variable, plus `adding`: the
+    /// server refuses unknown THREADBARE_* variables, and a developer's shell must not leak in.
+    static func cleanEnvironment(adding: [String: String]) -> [String: String] {
+        ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("THREADBARE_") }.merging(adding) { $1 }
+    }
+
+    static func temporaryFiles() -> (URL, URL) {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("threadbare-test-\(UUID().uuidString)")
+        let output = base.appendingPathExtension("out"), error = base.appendingPathExtension("err")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: error.path, contents: nil)
+        return (output, error)
+    }
+}
+
+struct ServerDidNotStart: Error, CustomStringConvertible {
+    let stderr: String
+    var description: String { "threadbare did not print its listening line; stderr:\n\(stderr)" }
+}
+
+/// Runs `threadbare <arguments>` to completion (for commands that exit, like `config check`).
+func runThreadbare(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    let (outputFile, errorFile) = ServerProcess.temporaryFiles()
+    defer {
+        try? FileManager.default.removeItem(at: outputFile)
+        try? FileManager.default.removeItem(at: errorFile)
+    }
+    process.executableURL = ServerProcess.binary
+    process.arguments = arguments
+    process.environment = ServerProcess.cleanEnvironment(adding: environment)
+    process.standardOutput = try FileHandle(forWritingTo: outputFile)
+    process.standardError = try FileHandle(forWritingTo: errorFile)
+    try process.run()
+    process.waitUntilExit()
+    return (process.terminationStatus,
+            (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "",
+            (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
+}
+
+/// A YAML file in the temporary directory, removed by the caller.
+func temporaryConfig(_ yaml: String) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("threadbare-\(UUID().uuidString).yaml")
+    try yaml.write(to: url, atomically: true, encoding: .utf8)
+    return url
+}

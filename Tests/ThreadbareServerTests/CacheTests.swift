@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+@testable import ThreadbareServer
+
+@Suite("The bounded LRU cache")
+struct CacheTests {
+    private func entry(_ bytes: Int) -> CacheEntry {
+        CacheEntry(value: [UInt8](repeating: 1, count: bytes), contentType: "application/octet-stream")
+    }
+
+    @Test func evictsLeastRecentlyUsedByCount() {
+        var cache = LRUCache(maxEntries: 3, maxBytes: 1_000)
+        for key in ["a", "b", "c"] { #expect(cache.put(key, entry(1)) == .created) }
+        _ = cache.get("a")
+        _ = cache.put("d", entry(1))
+        #expect(cache.get("b") == nil)
+        #expect(cache.get("a") != nil && cache.get("c") != nil && cache.get("d") != nil)
+        #expect(cache.statistics.evictions == 1)
+        #expect(cache.statistics.entries == 3)
+    }
+
+    @Test func evictsByBytesAndCountsKeyPlusValue() {
+        var cache = LRUCache(maxEntries: 100, maxBytes: 30)
+        _ = cache.put("a", entry(9))  // 10 bytes
+        _ = cache.put("b", entry(9))
+        _ = cache.put("c", entry(9))
+        #expect(cache.statistics.bytes == 30)
+        _ = cache.put("d", entry(4))  // 5 more: "a" must go
+        #expect(cache.get("a") == nil)
+        #expect(cache.statistics.bytes == 25)
+    }
+
+    @Test func replacingAdjustsBytesAndKeepsCount() {
+        var cache = LRUCache(maxEntries: 10, maxBytes: 100)
+        #expect(cache.put("k", entry(10)) == .created)
+        #expect(cache.put("k", entry(3)) == .replaced)
+        #expect(cache.statistics.entries == 1)
+        #expect(cache.statistics.bytes == 4)
+        #expect(cache.get("k")?.value.count == 3)
+    }
+
+    @Test func refusesAnEntryLargerThanTheWholeCache() {
+        var cache = LRUCache(maxEntries: 10, maxBytes: 8)
+        _ = cache.put("a", entry(2))
+        #expect(cache.put("big", entry(6)) == .tooLarge)
+        #expect(cache.get("a") != nil, "a refused entry evicts nothing")
+    }
+
+    @Test func removeAndReuseSlots() {
+        var cache = LRUCache(maxEntries: 2, maxBytes: 100)
+        for round in 0..<50 {
+            _ = cache.put("k\(round)", entry(1))
+            if round % 3 == 0 { cache.remove("k\(round)") }
+        }
+        #expect(cache.statistics.entries <= 2)
+        #expect(cache.statistics.hits + cache.statistics.misses == 0)
+    }
+
+    @Test func hitsAndMisses() {
+        var cache = LRUCache(maxEntries: 2, maxBytes: 100)
+        _ = cache.put("a", entry(1))
+        _ = cache.get("a")
+        _ = cache.get("zz")
+        #expect(cache.statistics.hits == 1)
+        #expect(cache.statistics.misses == 1)
+    }
+
+    @Test func shardsAddUpToTheConfiguredBudget() {
+        let cache = ShardedCache(maxEntries: 1_000, maxBytes: 1_000_000)
+        for index in 0..<5_000 { _ = cache.put("key-\(index)", entry(10)) }
+        #expect(cache.statistics.entries == 1_000)
+        let small = ShardedCache(maxEntries: 5, maxBytes: 1_000)
+        for index in 0..<20 { _ = small.put("key-\(index)", entry(1)) }
+        #expect(small.statistics.entries == 5)
+        // Below 128 entries one shard keeps LRU exact: the last five stored are the ones kept.
+        #expect((15..<20).allSatisfy { small.get("key-\($0)") != nil })
+    }
+
+    /// Many threads on one cache: run under `swift test --sanitize=thread` this is the race check.
+    @Test func concurrentUseKeepsCountsConsistent() async {
+        let cache = ShardedCache(maxEntries: 512, maxBytes: 1 << 20)
+        await withTaskGroup(of: Void.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    for step in 0..<2_000 {
+                        let key = "k\((worker * 7 + step) % 700)"
+                        switch step % 4 {
+                        case 0: _ = cache.put(key, CacheEntry(value: [UInt8(step & 0xFF)], contentType: "x"))
+                        case 1: _ = cache.remove(key)
+                        default: _ = cache.get(key)
+                        }
+                    }
+                }
+            }
+        }
+        let statistics = cache.statistics
+        #expect(statistics.entries <= 512)
+        #expect(statistics.hits + statistics.misses == 8 * 1_000)
+    }
+}

@@ -1,0 +1,64 @@
+import Testing
+@testable import ThreadbareServer
+
+@Suite("Configuration layering and validation")
+struct ConfigurationLoaderTests {
+    @Test func defaultsServeWithNoFile() throws {
+        let loaded = try ConfigurationLoader.load(file: nil, environment: [:], commandLine: [])
+        #expect(loaded.configuration == ServerConfiguration())
+        #expect(loaded.configuration.host == "127.0.0.1")
+        #expect(loaded.configuration.port == 8080)
+        #expect(loaded.configuration.mode == .nogil)
+        #expect(loaded.configuration.threads == 8)
+        #expect(loaded.configuration.loops == 1)
+    }
+
+    @Test func fileSettingsFlattenSections() throws {
+        let settings = try ConfigurationLoader.fileSettings(path: "f.yaml", text: "port: 9\ncache:\n  max_bytes: 10\n")
+        #expect(settings.map(\.key) == ["port", "cache.max_bytes"])
+        #expect(settings.map(\.origin) == ["f.yaml:1", "f.yaml:3"])
+    }
+
+    @Test func emptyFileMeansDefaults() throws {
+        #expect(try ConfigurationLoader.fileSettings(path: "f.yaml", text: "# nothing\n").isEmpty)
+    }
+
+    @Test func environmentNamesFollowKeys() {
+        #expect(ConfigurationKey.named("cache.max_entries")?.environmentName == "THREADBARE_CACHE_MAX_ENTRIES")
+        #expect(ConfigurationKey.named("port")?.environmentName == "THREADBARE_PORT")
+    }
+
+    @Test func laterLayersWin() throws {
+        let loaded = try ConfigurationLoader.load(
+            file: nil, environment: ["THREADBARE_PORT": "81", "THREADBARE_THREADS": "2", "PATH": "/bin"],
+            commandLine: [ConfigurationSetting(key: "port", text: "82", origin: "command line --port")])
+        #expect(loaded.configuration.port == 82)
+        #expect(loaded.configuration.threads == 2)
+        #expect(loaded.origins["port"] == "command line --port")
+        #expect(loaded.origins["threads"] == "environment THREADBARE_THREADS")
+    }
+
+    @Test func fractionalSecondsAreAccepted() throws {
+        let loaded = try ConfigurationLoader.load(
+            file: nil, environment: ["THREADBARE_GRACEFUL_TIMEOUT": "0.25"], commandLine: [])
+        #expect(loaded.configuration.gracefulTimeout == 0.25)
+    }
+
+    @Test func renderedConfigurationReadsBack() throws {
+        let loaded = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_THREADS": "3"], commandLine: [])
+        let settings = try ConfigurationLoader.fileSettings(path: "rendered", text: loaded.rendered())
+        #expect(settings.count == ConfigurationKey.all.count)
+        #expect(settings.first { $0.key == "threads" }?.text == "3")
+    }
+
+    @Test func suggestionsCatchTypos() {
+        #expect(ConfigurationLoader.suggestion(for: "treads", among: ["threads", "loops"]) == " (did you mean 'threads'?)")
+        #expect(ConfigurationLoader.suggestion(for: "zzzzzz", among: ["threads", "loops"]) == "")
+    }
+
+    @Test func unimplementedModeIsAnError() {
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "gil"], commandLine: [])
+        }
+    }
+}

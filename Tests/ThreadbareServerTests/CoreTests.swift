@@ -1,0 +1,78 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import ThreadbareServer
+
+@Suite("CPU work, timing, parameters, routing, the handler pool")
+struct CoreTests {
+    @Test func cpuWorkIsDeterministic() {
+        #expect(CPUWork.run(units: 0) == 0x9E37_79B9_7F4A_7C15)
+        #expect(CPUWork.run(units: 1000) == CPUWork.run(units: 1000))
+        #expect(CPUWork.run(units: 1000) != CPUWork.run(units: 1001))
+        // A fixed vector: a change to the unit changes this and must be deliberate.
+        #expect(CPUWork.hex(CPUWork.run(units: 1000)) == "d2986e5b1bc691cd")
+        #expect(CPUWork.hex(1) == "0000000000000001")
+    }
+
+    @Test func cpuWorkCallsTheCheckpointOncePerUnit() {
+        var checkpoints = 0
+        _ = CPUWork.run(units: 37) { checkpoints += 1 }
+        #expect(checkpoints == 37)
+    }
+
+    @Test func serverTimingIsMillisecondsWithMicroseconds() {
+        #expect(ServerTiming(queue: 12_345, app: 2_000_000_000).headerValue == "queue;dur=0.012, app;dur=2000.000")
+        #expect(ServerTiming.milliseconds(1_500) == "0.001")
+        #expect(ServerTiming.milliseconds(999_999) == "0.999")
+    }
+
+    @Test func queryParametersDecodeAndCheck() throws {
+        let parameters = try QueryParameters("ms=12&name=a%20b")
+        #expect(try parameters.integer("ms", in: 0...100) == 12)
+        #expect(try parameters.integer("absent", in: 0...1, default: 1) == 1)
+        #expect(throws: RequestError.self) { try parameters.integer("ms", in: 0...5) }
+        #expect(throws: RequestError.self) { try parameters.allowOnly(["ms"]) }
+        try parameters.allowOnly(["ms", "name"])
+        #expect(throws: RequestError.self) { try QueryParameters("ms") }
+        #expect(try QueryParameters(nil).integer("x", in: 0...1, default: 0) == 0)
+    }
+
+    @Test func routerFindsRoutesAndExplainsMisses() {
+        let router = Router(routes: Endpoints.all)
+        guard case .found(let route) = router.match(method: .put, path: "/cache/k") else {
+            Issue.record("PUT /cache/k should match")
+            return
+        }
+        #expect(route.name == "cache")
+        guard case .methodNotAllowed(let allowed) = router.match(method: .post, path: "/io") else {
+            Issue.record("POST /io should be 405")
+            return
+        }
+        #expect(Router.allowHeader(allowed) == "GET, HEAD")
+        guard case .notFound = router.match(method: .get, path: "/iox") else {
+            Issue.record("/iox should be 404")
+            return
+        }
+    }
+
+    @Test func handlerPoolRunsJobsAndRefusesWhenFull() throws {
+        let pool = HandlerPool(threads: 1, queueLimit: 2)
+        let gate = Mutex(false)
+        let done = Atomic<Int>(0)
+        // Occupy the only thread, then fill the queue.
+        #expect(pool.submit {
+            while !gate.withLock({ $0 }) { usleep(1_000) }
+            done.add(1, ordering: .relaxed)
+        })
+        while pool.depth > 0 { usleep(1_000) }
+        #expect(pool.submit { done.add(1, ordering: .relaxed) })
+        #expect(pool.submit { done.add(1, ordering: .relaxed) })
+        #expect(!pool.submit { done.add(1, ordering: .relaxed) }, "a third waiting job exceeds queue_limit 2")
+        gate.withLock { $0 = true }
+        for _ in 0..<5_000 where done.load(ordering: .relaxed) < 3 { usleep(1_000) }
+        #expect(done.load(ordering: .relaxed) == 3)
+        #expect(pool.depth == 0)
+    }
+}
