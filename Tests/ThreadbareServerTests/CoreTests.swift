@@ -24,8 +24,8 @@ struct CoreTests {
 
     @Test func serverTimingIsMillisecondsWithMicroseconds() {
         #expect(ServerTiming(queue: 12_345, app: 2_000_000_000).headerValue == "queue;dur=0.012, app;dur=2000.000")
-        #expect(ServerTiming.milliseconds(1_500) == "0.001")
-        #expect(ServerTiming.milliseconds(999_999) == "0.999")
+        #expect(ServerTiming(queue: 1_500, app: 999_999).headerValue == "queue;dur=0.001, app;dur=0.999")
+        #expect(ServerTiming(queue: 0, app: 12_345_678_901).headerValue == "queue;dur=0.000, app;dur=12345.678")
     }
 
     @Test func queryParametersDecodeAndCheck() throws {

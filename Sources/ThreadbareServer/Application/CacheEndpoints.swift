@@ -13,7 +13,7 @@ enum CacheEndpoints {
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
         let cache = context.cache
-        return .json(CacheStatisticsBody(cache.statistics, maxEntries: cache.maxEntries, maxBytes: cache.maxBytes))
+        return .json(cache.statistics.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes))
     }
 
     static let entry = Route(
@@ -26,8 +26,8 @@ enum CacheEndpoints {
         case .put:
             let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
             switch context.cache.put(key, entry) {
-            case .created: return .json(StoredBody(key: key, bytes: request.body.count), status: 201)
-            case .replaced: return .json(StoredBody(key: key, bytes: request.body.count), status: 200)
+            case .created: return .json(["key": .string(key), "bytes": .integer(request.body.count)], status: 201)
+            case .replaced: return .json(["key": .string(key), "bytes": .integer(request.body.count)], status: 200)
             case .tooLarge:
                 throw RequestError(413, "entry of \(key.utf8.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
             }
@@ -61,21 +61,9 @@ enum CacheEndpoints {
     }
 }
 
-struct StoredBody: Codable {
-    let key: String
-    let bytes: Int
-}
-
-struct CacheStatisticsBody: Codable {
-    let entries, bytes, hits, misses, evictions, maxEntries, maxBytes: Int
-
-    init(_ statistics: CacheStatistics, maxEntries: Int, maxBytes: Int) {
-        entries = statistics.entries
-        bytes = statistics.bytes
-        hits = statistics.hits
-        misses = statistics.misses
-        evictions = statistics.evictions
-        self.maxEntries = maxEntries
-        self.maxBytes = maxBytes
+extension CacheStatistics {
+    func json(maxEntries: Int, maxBytes: Int) -> JSONValue {
+        ["entries": .integer(entries), "bytes": .integer(bytes), "hits": .integer(hits), "misses": .integer(misses),
+         "evictions": .integer(evictions), "max_entries": .integer(maxEntries), "max_bytes": .integer(maxBytes)]
     }
 }

@@ -10,20 +10,25 @@ enum IntrospectionEndpoints {
         name: "health", pattern: .exact("/health"), methods: [.get], placement: .loop,
         summary: "liveness: 200 ok"
     ) { _, _ throws(RequestError) in
-        .text("ok")
+        ok
     }
+
+    /// Made once: the answer a load balancer asks for thousands of times a second.
+    private static let ok = HTTPResponse.text("ok")
 
     static let index = Route(
         name: "index", pattern: .exact("/"), methods: [.get], placement: .loop,
         summary: "this description"
     ) { _, context throws(RequestError) in
         let status = context.status
-        return .json(IndexBody(
-            name: "threadbare", version: ServerStatus.version, mode: status.mode.name.rawValue,
-            pid: Int(getpid()), loops: status.loops, threads: status.mode.threadsPerProcess,
-            endpoints: status.routes.flatMap { route in
-                route.methods.map { EndpointBody(method: $0.rawValue, path: route.displayPath, summary: route.summary) }
-            }))
+        let endpoints: [JSONValue] = status.routes.flatMap { route in
+            route.methods.map { ["method": .string($0.rawValue), "path": .string(route.displayPath), "summary": .string(route.summary)] }
+        }
+        return .json([
+            "name": "threadbare", "version": .string(ServerStatus.version), "mode": .string(status.mode.name.rawValue),
+            "pid": .integer(Int(getpid())), "loops": .integer(status.loops), "threads": .integer(status.mode.threadsPerProcess),
+            "endpoints": .array(endpoints),
+        ])
     }
 
     static let stats = Route(
@@ -31,11 +36,15 @@ enum IntrospectionEndpoints {
         summary: "requests by endpoint and status, in flight, queue depth, uptime, RSS"
     ) { _, context throws(RequestError) in
         let status = context.status
-        return .json(StatsBody(
-            mode: status.mode.name.rawValue, pid: Int(getpid()), uptimeS: status.uptimeSeconds,
-            rssBytes: ProcessMemory.residentBytes(), inFlight: status.inFlight.current,
-            queueDepth: status.queueDepth(), requestsTotal: status.accounting.total,
-            requests: status.accounting.countsByEndpoint()))
+        let requests = status.accounting.countsByEndpoint().sorted { $0.key < $1.key }.map { endpoint, byStatus in
+            (endpoint, JSONValue.object(byStatus.sorted { $0.key < $1.key }.map { ($0.key, .integer($0.value)) }))
+        }
+        return .json([
+            "mode": .string(status.mode.name.rawValue), "pid": .integer(Int(getpid())),
+            "uptime_s": .number(status.uptimeSeconds), "rss_bytes": .integer(ProcessMemory.residentBytes()),
+            "in_flight": .integer(status.inFlight.current), "queue_depth": .integer(status.queueDepth()),
+            "requests_total": .integer(status.accounting.total), "requests": .object(requests),
+        ])
     }
 
     static let metrics = Route(
@@ -60,22 +69,4 @@ enum IntrospectionEndpoints {
         return HTTPResponse(
             status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToBuffer())
     }
-}
-
-struct IndexBody: Codable {
-    let name, version, mode: String
-    let pid, loops, threads: Int
-    let endpoints: [EndpointBody]
-}
-
-struct EndpointBody: Codable {
-    let method, path, summary: String
-}
-
-struct StatsBody: Codable {
-    let mode: String
-    let pid: Int
-    let uptimeS: Double
-    let rssBytes, inFlight, queueDepth, requestsTotal: Int
-    let requests: [String: [String: Int]]
 }

@@ -9,7 +9,7 @@ public struct CacheEntry: Sendable, Equatable {
     }
 }
 
-public struct CacheStatistics: Sendable, Codable, Equatable {
+public struct CacheStatistics: Sendable, Equatable {
     public var entries = 0
     public var bytes = 0
     public var hits = 0

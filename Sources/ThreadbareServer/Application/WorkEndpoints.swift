@@ -13,7 +13,7 @@ enum WorkEndpoints {
         let milliseconds = try parameters.integer("ms", in: 0...context.limits.ioMaxMilliseconds)
         // A blocking call releases the interpreter lock, as CPython does around system calls.
         context.lock.withReleased { sleepBlocking(milliseconds: milliseconds) }
-        return .json(IOBody(sleptMs: milliseconds))
+        return .json(["slept_ms": .integer(milliseconds)])
     }
 
     static let cpu = Route(
@@ -25,7 +25,7 @@ enum WorkEndpoints {
         let work = try parameters.integer("work", in: 0...context.limits.cpuMaxWork)
         let lock = context.lock
         let result = CPUWork.run(units: work) { lock.checkpoint() }
-        return .json(CPUBody(work: work, result: CPUWork.hex(result)))
+        return .json(["work": .integer(work), "result": .string(CPUWork.hex(result))])
     }
 
     /// nanosleep, resumed after signals until the whole time has passed.
@@ -36,13 +36,4 @@ enum WorkEndpoints {
             request = remaining
         }
     }
-}
-
-struct IOBody: Codable {
-    let sleptMs: Int
-}
-
-struct CPUBody: Codable {
-    let work: Int
-    let result: String
 }

@@ -176,7 +176,7 @@ final class EventLoop: @unchecked Sendable {
         if response.status != 204 {
             evhttp_add_header(headers, "Content-Length", String(response.body.count))
         }
-        evhttp_add_header(headers, "Server-Timing", reply.timing.headerValue)
+        reply.timing.withHeaderValue { _ = evhttp_add_header(headers, "Server-Timing", $0) }
         for header in response.headers {
             evhttp_add_header(headers, header.name, header.value)
         }

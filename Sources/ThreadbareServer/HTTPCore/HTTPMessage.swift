@@ -87,15 +87,39 @@ public struct ServerTiming: Sendable {
     }
 
     /// `queue;dur=0.012, app;dur=1.250`: milliseconds with microsecond resolution, formatted
-    /// by hand because this runs for every response.
-    var headerValue: String {
-        "queue;dur=\(Self.milliseconds(queue)), app;dur=\(Self.milliseconds(app))"
+    /// into a stack buffer because this runs for every response.
+    func withHeaderValue<R>(_ body: (UnsafePointer<CChar>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 96) { buffer in
+            var count = 0
+            func append(_ text: StaticString) {
+                text.withUTF8Buffer { for byte in $0 { buffer[count] = CChar(bitPattern: byte); count += 1 } }
+            }
+            func appendMilliseconds(_ nanos: UInt64) {
+                let micros = nanos / 1_000
+                var whole = micros / 1_000
+                var length = 1
+                while whole >= 10 { length += 1; whole /= 10 }
+                whole = micros / 1_000
+                for position in stride(from: count + length - 1, through: count, by: -1) {
+                    buffer[position] = CChar(48 + Int(whole % 10))
+                    whole /= 10
+                }
+                count += length
+                let fraction = Int(micros % 1_000)
+                buffer[count] = CChar(UInt8(ascii: "."))
+                buffer[count + 1] = CChar(48 + fraction / 100)
+                buffer[count + 2] = CChar(48 + fraction / 10 % 10)
+                buffer[count + 3] = CChar(48 + fraction % 10)
+                count += 4
+            }
+            append("queue;dur=")
+            appendMilliseconds(queue)
+            append(", app;dur=")
+            appendMilliseconds(app)
+            buffer[count] = 0
+            return body(buffer.baseAddress!)
+        }
     }
 
-    static func milliseconds(_ nanos: UInt64) -> String {
-        let micros = nanos / 1_000
-        let fraction = micros % 1_000
-        let pad = fraction < 10 ? "00" : fraction < 100 ? "0" : ""
-        return "\(micros / 1_000).\(pad)\(fraction)"
-    }
+    var headerValue: String { withHeaderValue { String(cString: $0) } }
 }
