@@ -108,7 +108,7 @@ final class EventLoop: @unchecked Sendable {
 
     // MARK: Loop thread
 
-    private func receive(_ request: OpaquePointer) {
+    private func receive(_ request: UnsafeMutablePointer<evhttp_request>) {
         let connection = evhttp_request_get_connection(request)
         if let connection, unanswered.insert(connection).inserted {
             inFlight.add(1)
@@ -128,15 +128,16 @@ final class EventLoop: @unchecked Sendable {
         let uri = evhttp_request_get_evhttp_uri(request)
         let path = evhttp_uri_get_path(uri).map { String(cString: $0) } ?? "/"
         let query = evhttp_uri_get_query(uri).map { String(cString: $0) }
-        let contentType = evhttp_find_header(evhttp_request_get_input_headers(request), "Content-Type")
-            .map { String(cString: $0) }
         let input = evhttp_request_get_input_buffer(request)
         var body: [UInt8] = []
+        var contentType: String?
         let length = evbuffer_get_length(input)
         if length > 0 {
             body = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
                 count = Int(evbuffer_copyout(input, buffer.baseAddress, length))
             }
+            contentType = evhttp_find_header(evhttp_request_get_input_headers(request), "Content-Type")
+                .map { String(cString: $0) }
         }
         let parsed = HTTPRequest(
             method: method == .head ? .get : method, path: path, query: query,
@@ -172,8 +173,9 @@ final class EventLoop: @unchecked Sendable {
         let response = reply.response
         let headers = evhttp_request_get_output_headers(request)
         evhttp_add_header(headers, "Content-Type", response.contentType)
-        // 204 carries no body and so no length (RFC 9110 §8.6); evhttp agrees.
-        if response.status != 204 {
+        // evhttp adds Content-Length itself to HTTP/1.1 answers that have a body; HEAD and
+        // HTTP/1.0 answers need ours. 204 carries no body and so no length (RFC 9110 §8.6).
+        if response.status != 204 && (reply.headOnly || request.pointee.minor == 0) {
             evhttp_add_header(headers, "Content-Length", String(response.body.count))
         }
         reply.timing.withHeaderValue { _ = evhttp_add_header(headers, "Server-Timing", $0) }

@@ -1,3 +1,5 @@
+import CLibevent
+
 /// The application as the HTTP core sees it: one call per request, on the loop thread that read
 /// it. The service must not block that thread; it answers through `reply` now or later, from
 /// any thread.
@@ -25,7 +27,7 @@ public struct ReplyHandle: Sendable {
 /// An evhttp request pointer travelling between threads. Only its loop thread ever
 /// dereferences it; other threads merely carry it back to that loop.
 struct LoopConfinedRequest: @unchecked Sendable {
-    let pointer: OpaquePointer
+    let pointer: UnsafeMutablePointer<evhttp_request>
 }
 
 struct PendingReply: Sendable {
