@@ -59,18 +59,18 @@ struct CoreTests {
 
     @Test func handlerPoolRunsJobsAndRefusesWhenFull() throws {
         let pool = HandlerPool(threads: 1, queueLimit: 2)
-        let gate = Mutex(false)
+        let gate = Atomic<Bool>(false)
         let done = Atomic<Int>(0)
         // Occupy the only thread, then fill the queue.
         #expect(pool.submit {
-            while !gate.withLock({ $0 }) { usleep(1_000) }
+            while !gate.load(ordering: .acquiring) { usleep(1_000) }
             done.add(1, ordering: .relaxed)
         })
         while pool.depth > 0 { usleep(1_000) }
         #expect(pool.submit { done.add(1, ordering: .relaxed) })
         #expect(pool.submit { done.add(1, ordering: .relaxed) })
         #expect(!pool.submit { done.add(1, ordering: .relaxed) }, "a third waiting job exceeds queue_limit 2")
-        gate.withLock { $0 = true }
+        gate.store(true, ordering: .releasing)
         for _ in 0..<5_000 where done.load(ordering: .relaxed) < 3 { usleep(1_000) }
         #expect(done.load(ordering: .relaxed) == 3)
         #expect(pool.depth == 0)

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// The process's cache: one per process, shared by all its threads.
 ///
 /// Keys are spread over up to 16 shards by hash, each an `LRUCache` behind its own mutex, so
@@ -8,16 +6,9 @@ import Synchronization
 /// (approximate LRU overall, as in memcached's per-slab LRUs). Small caches get fewer shards
 /// so their LRU stays exact: below 128 entries there is a single shard.
 public final class ShardedCache: Sendable {
-    private final class Shard: Sendable {
-        let cache: Mutex<LRUCache>
-        init(maxEntries: Int, maxBytes: Int) {
-            cache = Mutex(LRUCache(maxEntries: maxEntries, maxBytes: maxBytes))
-        }
-    }
-
     public enum PutOutcome: Sendable, Equatable { case created, replaced, tooLarge }
 
-    private let shards: [Shard]
+    private let shards: [Locked<LRUCache>]
     public let maxEntries: Int
     public let maxBytes: Int
 
@@ -28,8 +19,8 @@ public final class ShardedCache: Sendable {
         let count = max(1, min(16, maxEntries / 64))
         shards = (0..<count).map { shard in
             // Spread the remainders so the shards add up to exactly the configured budget.
-            Shard(maxEntries: maxEntries / count + (shard < maxEntries % count ? 1 : 0),
-                  maxBytes: maxBytes / count + (shard < maxBytes % count ? 1 : 0))
+            Locked(LRUCache(maxEntries: maxEntries / count + (shard < maxEntries % count ? 1 : 0),
+                            maxBytes: maxBytes / count + (shard < maxBytes % count ? 1 : 0)))
         }
     }
 
@@ -37,11 +28,11 @@ public final class ShardedCache: Sendable {
     public var maxEntryBytes: Int { maxBytes / shards.count }
 
     public func get(_ key: String) -> CacheEntry? {
-        shard(for: key).cache.withLock { $0.get(key) }
+        shard(for: key).withLock { $0.get(key) }
     }
 
     public func put(_ key: String, _ entry: CacheEntry) -> PutOutcome {
-        switch shard(for: key).cache.withLock({ $0.put(key, entry) }) {
+        switch shard(for: key).withLock({ $0.put(key, entry) }) {
         case .created: .created
         case .replaced: .replaced
         case .tooLarge: .tooLarge
@@ -49,12 +40,12 @@ public final class ShardedCache: Sendable {
     }
 
     public func remove(_ key: String) -> Bool {
-        shard(for: key).cache.withLock { $0.remove(key) }
+        shard(for: key).withLock { $0.remove(key) }
     }
 
     public var statistics: CacheStatistics {
         shards.reduce(into: CacheStatistics()) { total, shard in
-            let part = shard.cache.withLock { $0.statistics }
+            let part = shard.withLock { $0.statistics }
             total.entries += part.entries
             total.bytes += part.bytes
             total.hits += part.hits
@@ -63,7 +54,7 @@ public final class ShardedCache: Sendable {
         }
     }
 
-    private func shard(for key: String) -> Shard {
+    private func shard(for key: String) -> Locked<LRUCache> {
         shards.count == 1 ? shards[0] : shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
     }
 }

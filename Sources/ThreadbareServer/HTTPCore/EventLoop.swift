@@ -18,7 +18,7 @@ final class EventLoop: @unchecked Sendable {
     private let inFlight: SharedCounter
 
     // Cross-thread state.
-    private let outbox = Mutex<[PendingReply]>([])
+    private let outbox = Locked<[PendingReply]>([])
     private let drainRequested = Atomic<Bool>(false)
     private var wakeEvent: OpaquePointer?
     private var controlEvent: OpaquePointer?

@@ -28,7 +28,7 @@ public final class RequestAccounting: Sendable {
 
     public let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    private let recorders = Mutex<[Key: Recorder]>([:])
+    private let recorders = Locked<[Key: Recorder]>([:])
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)

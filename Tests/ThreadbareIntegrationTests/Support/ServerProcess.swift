@@ -57,11 +57,16 @@ final class ServerProcess: @unchecked Sendable {
         return try #require(try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])
     }
 
-    /// Sends `signal` and waits for the exit; returns the exit status.
+    /// Sends `signal` and waits for the exit; returns the exit status. A sanitizer report in the
+    /// server's stderr (under `make test-tsan`) fails the test that ran it.
     @discardableResult
-    func stop(signal: Int32 = SIGTERM) -> Int32 {
+    func stop(signal: Int32 = SIGTERM, sourceLocation: SourceLocation = #_sourceLocation) -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
         process.waitUntilExit()
+        let errors = standardError
+        for marker in ["WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"] where errors.contains(marker) {
+            Issue.record("the server reported \(marker):\n\(errors)", sourceLocation: sourceLocation)
+        }
         try? FileManager.default.removeItem(at: outputFile)
         try? FileManager.default.removeItem(at: errorFile)
         return process.terminationStatus
