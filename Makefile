@@ -19,7 +19,7 @@ setup:
 	@if ! [ -x "$(SWIFT)" ]; then \
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
-	@if pkg-config --exists libevent libevent_pthreads 2>/dev/null; then exit 0; fi; \
+	@if pkg-config --exists libevent 2>/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \

@@ -18,7 +18,7 @@ let package = Package(
     targets: [
         .systemLibrary(
             name: "CLibevent",
-            pkgConfig: "libevent_pthreads",
+            pkgConfig: "libevent",
             providers: [.apt(["libevent-dev", "pkg-config"])]
         ),
         .target(

@@ -71,6 +71,9 @@ start() {
 }
 
 start c "C server" "$tmp/evhttp_ok" 127.0.0.1 0
+# A second, identical C server measured in the same rounds: its ratio to the first is the
+# noise floor of this machine, to read the other ratios against.
+start c2 "second C server" "$tmp/evhttp_ok" 127.0.0.1 0
 start tb threadbare "$TB" serve --port 0 --loops 1
 
 # Idle RSS before any request reaches threadbare.
@@ -78,8 +81,8 @@ rss_mb=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$tb_pid/status")
 [[ -n $rss_mb ]] || die "could not read VmRSS of threadbare (pid $tb_pid)"
 
 WRK=(taskset -c 1 wrk -t1 -c64)
-names=("C evhttp /health" "threadbare /health" "threadbare /cpu?work=0")
-urls=("$c_url/health" "$tb_url/health" "$tb_url/cpu?work=0")
+names=("C evhttp /health" "threadbare /health" "threadbare /cpu?work=0" "C evhttp again (noise)")
+urls=("$c_url/health" "$tb_url/health" "$tb_url/cpu?work=0" "$c2_url/health")
 
 # bench URL DURATION : runs wrk, sets $rps; any error ends the script.
 bench() {
@@ -103,17 +106,18 @@ echo "         $(wrk -v 2>&1 | head -n1 || true); 2s warm-up per target, $ROUNDS
 echo
 
 for url in "${urls[@]}"; do bench "$url" 2s; done
-r0=() r1=() r2=()
+r0=() r1=() r2=() r3=()
 for ((round = 1; round <= ROUNDS; round++)); do
     bench "${urls[0]}" "$DURATION"; r0+=("$rps")
     bench "${urls[1]}" "$DURATION"; r1+=("$rps")
     bench "${urls[2]}" "$DURATION"; r2+=("$rps")
-    echo "round $round/$ROUNDS: C ${r0[-1]}  threadbare /health ${r1[-1]}  /cpu?work=0 ${r2[-1]}"
+    bench "${urls[3]}" "$DURATION"; r3+=("$rps")
+    echo "round $round/$ROUNDS: C ${r0[-1]}  threadbare /health ${r1[-1]}  /cpu?work=0 ${r2[-1]}  C again ${r3[-1]}"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
     END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-m0=$(median "${r0[@]}"); m1=$(median "${r1[@]}"); m2=$(median "${r2[@]}")
+m0=$(median "${r0[@]}"); m1=$(median "${r1[@]}"); m2=$(median "${r2[@]}"); m3=$(median "${r3[@]}")
 
 row() { # name median target
     awk -v n="$1" -v m="$2" -v c="$m0" -v t="$3" 'BEGIN {
@@ -127,6 +131,7 @@ printf -- '-%.0s' {1..72}; echo
 row "${names[0]}" "$m0" ""
 row "${names[1]}" "$m1" 0.95
 row "${names[2]}" "$m2" 0.60
+row "${names[3]}" "$m3" ""
 echo
 awk -v r="$rss_mb" 'BEGIN { printf "idle RSS threadbare: %.1f MB (target ≤ 20 MB) %s\n",
     r, (r <= 20) ? "ok" : "MISSED" }'

@@ -19,13 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/http_struct.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
-#include <event2/thread.h>
 #include <event2/util.h>
 
 /* glibc declares this only under _GNU_SOURCE, which the headers above were kept from; threads
