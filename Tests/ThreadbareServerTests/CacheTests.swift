@@ -8,49 +8,68 @@ struct CacheTests {
         CacheEntry(value: [UInt8](repeating: 1, count: bytes), contentType: "application/octet-stream")
     }
 
+    @Test func canonicallyEquivalentKeysAreDifferentKeys() {
+        // "é" precomposed (2 bytes) and "e" + combining acute (3 bytes) are equal as Swift
+        // Strings; as cache keys they are two keys with their own sizes.
+        var cache = LRUCache(maxEntries: 10, maxBytes: 100)
+        #expect(cache.put(CacheKey("e\u{0301}"), entry(1)) == .created)
+        #expect(cache.put(CacheKey("\u{00E9}"), entry(1)) == .created)
+        #expect(cache.statistics.entries == 2)
+        #expect(cache.statistics.bytes == 3 + 1 + 2 + 1)
+        let removed = cache.remove(CacheKey("e\u{0301}"))
+        #expect(removed)
+        #expect(cache.statistics.bytes == 2 + 1)
+    }
+
+    @Test func smallByteBudgetStillStoresEntries() {
+        let cache = ShardedCache(maxEntries: 10_000, maxBytes: 10)
+        #expect(cache.put(CacheKey("k"), entry(5)) == .created)
+        #expect(cache.maxEntryBytes == 10)
+    }
+
     @Test func evictsLeastRecentlyUsedByCount() {
         var cache = LRUCache(maxEntries: 3, maxBytes: 1_000)
-        for key in ["a", "b", "c"] { #expect(cache.put(key, entry(1)) == .created) }
-        _ = cache.get("a")
-        _ = cache.put("d", entry(1))
-        #expect(cache.get("b") == nil)
-        #expect(cache.get("a") != nil && cache.get("c") != nil && cache.get("d") != nil)
+        for key in ["a", "b", "c"] { #expect(cache.put(CacheKey(key), entry(1)) == .created) }
+        _ = cache.get(CacheKey("a"))
+        _ = cache.put(CacheKey("d"), entry(1))
+        #expect(cache.get(CacheKey("b")) == nil)
+        #expect(cache.get(CacheKey("a")) != nil && cache.get(CacheKey("c")) != nil && cache.get(CacheKey("d")) != nil)
         #expect(cache.statistics.evictions == 1)
         #expect(cache.statistics.entries == 3)
     }
 
     @Test func evictsByBytesAndCountsKeyPlusValue() {
         var cache = LRUCache(maxEntries: 100, maxBytes: 30)
-        _ = cache.put("a", entry(9))  // 10 bytes
-        _ = cache.put("b", entry(9))
-        _ = cache.put("c", entry(9))
+        _ = cache.put(CacheKey("a"), entry(9))  // 10 bytes
+        _ = cache.put(CacheKey("b"), entry(9))
+        _ = cache.put(CacheKey("c"), entry(9))
         #expect(cache.statistics.bytes == 30)
-        _ = cache.put("d", entry(4))  // 5 more: "a" must go
-        #expect(cache.get("a") == nil)
+        _ = cache.put(CacheKey("d"), entry(4))  // 5 more: "a" must go
+        #expect(cache.get(CacheKey("a")) == nil)
         #expect(cache.statistics.bytes == 25)
     }
 
     @Test func replacingAdjustsBytesAndKeepsCount() {
         var cache = LRUCache(maxEntries: 10, maxBytes: 100)
-        #expect(cache.put("k", entry(10)) == .created)
-        #expect(cache.put("k", entry(3)) == .replaced)
+        #expect(cache.put(CacheKey("k"), entry(10)) == .created)
+        #expect(cache.put(CacheKey("k"), entry(3)) == .replaced)
         #expect(cache.statistics.entries == 1)
         #expect(cache.statistics.bytes == 4)
-        #expect(cache.get("k")?.value.count == 3)
+        #expect(cache.get(CacheKey("k"))?.value.count == 3)
     }
 
     @Test func refusesAnEntryLargerThanTheWholeCache() {
         var cache = LRUCache(maxEntries: 10, maxBytes: 8)
-        _ = cache.put("a", entry(2))
-        #expect(cache.put("big", entry(6)) == .tooLarge)
-        #expect(cache.get("a") != nil, "a refused entry evicts nothing")
+        _ = cache.put(CacheKey("a"), entry(2))
+        #expect(cache.put(CacheKey("big"), entry(6)) == .tooLarge)
+        #expect(cache.get(CacheKey("a")) != nil, "a refused entry evicts nothing")
     }
 
     @Test func removeAndReuseSlots() {
         var cache = LRUCache(maxEntries: 2, maxBytes: 100)
         for round in 0..<50 {
-            _ = cache.put("k\(round)", entry(1))
-            if round % 3 == 0 { cache.remove("k\(round)") }
+            _ = cache.put(CacheKey("k\(round)"), entry(1))
+            if round % 3 == 0 { cache.remove(CacheKey("k\(round)")) }
         }
         #expect(cache.statistics.entries <= 2)
         #expect(cache.statistics.hits + cache.statistics.misses == 0)
@@ -58,22 +77,22 @@ struct CacheTests {
 
     @Test func hitsAndMisses() {
         var cache = LRUCache(maxEntries: 2, maxBytes: 100)
-        _ = cache.put("a", entry(1))
-        _ = cache.get("a")
-        _ = cache.get("zz")
+        _ = cache.put(CacheKey("a"), entry(1))
+        _ = cache.get(CacheKey("a"))
+        _ = cache.get(CacheKey("zz"))
         #expect(cache.statistics.hits == 1)
         #expect(cache.statistics.misses == 1)
     }
 
     @Test func shardsAddUpToTheConfiguredBudget() {
         let cache = ShardedCache(maxEntries: 1_000, maxBytes: 1_000_000)
-        for index in 0..<5_000 { _ = cache.put("key-\(index)", entry(10)) }
+        for index in 0..<5_000 { _ = cache.put(CacheKey("key-\(index)"), entry(10)) }
         #expect(cache.statistics.entries == 1_000)
         let small = ShardedCache(maxEntries: 5, maxBytes: 1_000)
-        for index in 0..<20 { _ = small.put("key-\(index)", entry(1)) }
+        for index in 0..<20 { _ = small.put(CacheKey("key-\(index)"), entry(1)) }
         #expect(small.statistics.entries == 5)
         // Below 128 entries one shard keeps LRU exact: the last five stored are the ones kept.
-        #expect((15..<20).allSatisfy { small.get("key-\($0)") != nil })
+        #expect((15..<20).allSatisfy { small.get(CacheKey("key-\($0)")) != nil })
     }
 
     /// Many threads on one cache: run under `swift test --sanitize=thread` this is the race check.
@@ -85,9 +104,9 @@ struct CacheTests {
                     for step in 0..<2_000 {
                         let key = "k\((worker * 7 + step) % 700)"
                         switch step % 4 {
-                        case 0: _ = cache.put(key, CacheEntry(value: [UInt8(step & 0xFF)], contentType: "x"))
-                        case 1: _ = cache.remove(key)
-                        default: _ = cache.get(key)
+                        case 0: _ = cache.put(CacheKey(key), CacheEntry(value: [UInt8(step & 0xFF)], contentType: "x"))
+                        case 1: _ = cache.remove(CacheKey(key))
+                        default: _ = cache.get(CacheKey(key))
                         }
                     }
                 }

@@ -25,11 +25,12 @@ enum CacheEndpoints {
         switch request.method {
         case .put:
             let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
+            let stored: JSONValue = ["key": .string(String(decoding: key.bytes, as: UTF8.self)), "bytes": .integer(request.body.count)]
             switch context.cache.put(key, entry) {
-            case .created: return .json(["key": .string(key), "bytes": .integer(request.body.count)], status: 201)
-            case .replaced: return .json(["key": .string(key), "bytes": .integer(request.body.count)], status: 200)
+            case .created: return .json(stored, status: 201)
+            case .replaced: return .json(stored, status: 200)
             case .tooLarge:
-                throw RequestError(413, "entry of \(key.utf8.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
+                throw RequestError(413, "entry of \(key.bytes.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
             }
         case .delete:
             guard context.cache.remove(key) else { throw RequestError(404, "no cache entry for this key") }
@@ -41,8 +42,8 @@ enum CacheEndpoints {
     }
 
     /// The key is the percent-decoded rest of the path: non-empty, at most 250 bytes (as in
-    /// memcached), no control characters.
-    static func decodeKey(_ raw: String) throws(RequestError) -> String {
+    /// memcached), no control characters, valid UTF-8 (so it can be echoed in JSON).
+    static func decodeKey(_ raw: String) throws(RequestError) -> CacheKey {
         var size = 0
         guard let decoded = evhttp_uridecode(raw, 0, &size) else { throw RequestError(400, "malformed cache key") }
         defer { free(decoded) }
@@ -54,10 +55,10 @@ enum CacheEndpoints {
         guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
             throw RequestError(400, "cache key contains a control character")
         }
-        guard let key = String(validating: bytes, as: UTF8.self) else {
+        guard String(validating: bytes, as: UTF8.self) != nil else {
             throw RequestError(400, "cache key is not valid UTF-8")
         }
-        return key
+        return CacheKey(Array(bytes))
     }
 }
 

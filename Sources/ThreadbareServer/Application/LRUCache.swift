@@ -1,3 +1,13 @@
+/// A cache key: exact bytes, as memcached compares them. Not `String`, whose equality is
+/// Unicode canonical equivalence: "é" (2 bytes) and "e" + U+0301 (3 bytes) would be one key with
+/// two sizes, and the byte accounting would drift.
+public struct CacheKey: Hashable, Sendable {
+    public let bytes: [UInt8]
+
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ text: String) { bytes = Array(text.utf8) }
+}
+
 /// One entry of the in-process cache.
 public struct CacheEntry: Sendable, Equatable {
     public var value: [UInt8]
@@ -25,7 +35,7 @@ struct LRUCache {
     enum PutOutcome: Equatable { case created, replaced, tooLarge }
 
     private struct Node {
-        var key: String
+        var key: CacheKey
         var entry: CacheEntry
         var newer = -1
         var older = -1
@@ -33,7 +43,7 @@ struct LRUCache {
 
     let maxEntries: Int
     let maxBytes: Int
-    private var index: [String: Int] = [:]
+    private var index: [CacheKey: Int] = [:]
     private var nodes: [Node] = []
     private var freeSlots: [Int] = []
     private var newest = -1
@@ -45,7 +55,7 @@ struct LRUCache {
         self.maxBytes = maxBytes
     }
 
-    mutating func get(_ key: String) -> CacheEntry? {
+    mutating func get(_ key: CacheKey) -> CacheEntry? {
         guard let slot = index[key] else {
             statistics.misses += 1
             return nil
@@ -55,7 +65,7 @@ struct LRUCache {
         return nodes[slot].entry
     }
 
-    mutating func put(_ key: String, _ entry: CacheEntry) -> PutOutcome {
+    mutating func put(_ key: CacheKey, _ entry: CacheEntry) -> PutOutcome {
         let size = Self.size(key, entry)
         guard size <= maxBytes, maxEntries > 0 else { return .tooLarge }
         let outcome: PutOutcome
@@ -90,7 +100,7 @@ struct LRUCache {
     }
 
     @discardableResult
-    mutating func remove(_ key: String) -> Bool {
+    mutating func remove(_ key: CacheKey) -> Bool {
         guard let slot = index[key] else { return false }
         remove(slot: slot)
         return true
@@ -103,12 +113,12 @@ struct LRUCache {
         statistics.entries -= 1
         statistics.bytes -= Self.size(node.key, node.entry)
         // Drop the value now rather than when the slot is reused.
-        nodes[slot] = Node(key: "", entry: CacheEntry(value: [], contentType: ""))
+        nodes[slot] = Node(key: CacheKey([]), entry: CacheEntry(value: [], contentType: ""))
         freeSlots.append(slot)
     }
 
-    private static func size(_ key: String, _ entry: CacheEntry) -> Int {
-        key.utf8.count + entry.value.count
+    private static func size(_ key: CacheKey, _ entry: CacheEntry) -> Int {
+        key.bytes.count + entry.value.count
     }
 
     private mutating func moveToFront(_ slot: Int) {

@@ -7,6 +7,10 @@ public struct QueryParameters: Sendable {
 
     public init(_ query: String?) throws(RequestError) {
         guard let query, !query.isEmpty else { return }
+        // libevent decodes into C strings, where %00 would silently cut a name or value short.
+        guard !query.lowercased().contains("%00") else {
+            throw RequestError(400, "query string contains an encoded NUL byte (%00)")
+        }
         let list = UnsafeMutablePointer<evkeyvalq>.allocate(capacity: 1)
         defer { list.deallocate() }
         // evhttp_parse_query_str initialises the list itself, and empties it on failure.

@@ -4,7 +4,8 @@
 /// threads touching different keys rarely contend and there is no process-wide lock. The
 /// budget (`maxEntries`, `maxBytes`) is split evenly, which makes eviction LRU within a shard
 /// (approximate LRU overall, as in memcached's per-slab LRUs). Small caches get fewer shards
-/// so their LRU stays exact: below 128 entries there is a single shard.
+/// so their LRU stays exact and an entry as large as a request body still fits a shard: a
+/// shard holds at least 64 entries and 1 MiB when the budget allows, else there is one shard.
 public final class ShardedCache: Sendable {
     public enum PutOutcome: Sendable, Equatable { case created, replaced, tooLarge }
 
@@ -16,7 +17,7 @@ public final class ShardedCache: Sendable {
         precondition(maxEntries >= 1 && maxBytes >= 1)
         self.maxEntries = maxEntries
         self.maxBytes = maxBytes
-        let count = max(1, min(16, maxEntries / 64))
+        let count = max(1, min(16, maxEntries / 64, maxBytes / (1 << 20)))
         shards = (0..<count).map { shard in
             // Spread the remainders so the shards add up to exactly the configured budget.
             Locked(LRUCache(maxEntries: maxEntries / count + (shard < maxEntries % count ? 1 : 0),
@@ -27,11 +28,11 @@ public final class ShardedCache: Sendable {
     /// The largest key plus value one entry may have.
     public var maxEntryBytes: Int { maxBytes / shards.count }
 
-    public func get(_ key: String) -> CacheEntry? {
+    public func get(_ key: CacheKey) -> CacheEntry? {
         shard(for: key).withLock { $0.get(key) }
     }
 
-    public func put(_ key: String, _ entry: CacheEntry) -> PutOutcome {
+    public func put(_ key: CacheKey, _ entry: CacheEntry) -> PutOutcome {
         switch shard(for: key).withLock({ $0.put(key, entry) }) {
         case .created: .created
         case .replaced: .replaced
@@ -39,7 +40,7 @@ public final class ShardedCache: Sendable {
         }
     }
 
-    public func remove(_ key: String) -> Bool {
+    public func remove(_ key: CacheKey) -> Bool {
         shard(for: key).withLock { $0.remove(key) }
     }
 
@@ -54,7 +55,7 @@ public final class ShardedCache: Sendable {
         }
     }
 
-    private func shard(for key: String) -> Locked<LRUCache> {
+    private func shard(for key: CacheKey) -> Locked<LRUCache> {
         shards.count == 1 ? shards[0] : shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
     }
 }

@@ -144,6 +144,10 @@ final class EventLoop: @unchecked Sendable {
             body = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
                 count = Int(evbuffer_copyout(input, buffer.baseAddress, length))
             }
+        }
+        // Only requests that may carry a body have a content type worth reading (an empty PUT
+        // still does); skipping the header scan for GET keeps the common path short.
+        if length > 0 || method == .put || method == .post || method == .patch {
             contentType = evhttp_find_header(evhttp_request_get_input_headers(request), "Content-Type")
                 .map { String(cString: $0) }
         }
@@ -188,16 +192,21 @@ final class EventLoop: @unchecked Sendable {
         let response = reply.response
         let headers = evhttp_request_get_output_headers(request)
         evhttp_add_header(headers, "Content-Type", response.contentType)
-        // evhttp adds Content-Length itself to HTTP/1.1 answers that have a body; HEAD and
-        // HTTP/1.0 answers need ours. 204 carries no body and so no length (RFC 9110 §8.6).
-        if response.status != 204 && (reply.headOnly || request.pointee.minor == 0) {
+        // evhttp adds Content-Length itself to HTTP/1.1 answers with a body, but not to HEAD,
+        // CONNECT or HTTP/1.0 answers: those get ours (evhttp then adds none of its own).
+        // 204 carries no body and so no length (RFC 9110 §8.6).
+        let evhttpAddsLength = !reply.headOnly && request.pointee.minor >= 1 && request.pointee.type != EVHTTP_REQ_CONNECT
+        if response.status != 204 && !evhttpAddsLength {
             evhttp_add_header(headers, "Content-Length", String(response.body.count))
         }
         reply.timing.withHeaderValue { _ = evhttp_add_header(headers, "Server-Timing", $0) }
         for header in response.headers {
             evhttp_add_header(headers, header.name, header.value)
         }
-        if draining {
+        // While draining, ask HTTP/1.1 clients to close. (For an HTTP/1.0 keep-alive client
+        // evhttp appends its own "Connection: keep-alive", which would contradict ours; such a
+        // connection simply ends when the server exits.)
+        if draining && request.pointee.minor >= 1 {
             evhttp_add_header(headers, "Connection", "close")
         }
         if !reply.headOnly && !response.body.isEmpty {

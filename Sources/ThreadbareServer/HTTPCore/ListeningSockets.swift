@@ -20,12 +20,16 @@ public struct ListeningSockets: Sendable {
     /// others join it.
     public static func bind(host: String, port: Int, count: Int, backlog: Int) throws -> ListeningSockets {
         precondition(count >= 1)
+        if port != 0 { try ensureNotInUse(host: host, port: port) }
         var fds: [Int32] = []
         var boundPort = port
         do {
             for _ in 0..<count {
-                let fd = try bindOne(host: host, port: boundPort, backlog: backlog)
+                let fd = try bindOne(host: host, port: boundPort, reusePort: true)
                 fds.append(fd)
+                guard listen(fd, Int32(backlog)) == 0 else {
+                    throw SocketError(description: "cannot listen on \(host):\(boundPort): \(String(cString: strerror(errno)))")
+                }
                 if boundPort == 0 { boundPort = localPort(of: fd) }
             }
         } catch {
@@ -35,7 +39,15 @@ public struct ListeningSockets: Sendable {
         return ListeningSockets(fds: fds, host: host, port: boundPort)
     }
 
-    private static func bindOne(host: String, port: Int, backlog: Int) throws -> Int32 {
+    /// SO_REUSEPORT would let this process silently share a port with another server of the
+    /// same user (a stale instance, say) and split the traffic with it. A plain socket cannot
+    /// bind a port anyone listens on, so trying one first turns that into "address in use".
+    private static func ensureNotInUse(host: String, port: Int) throws {
+        let probe = try bindOne(host: host, port: port, reusePort: false)
+        close(probe)
+    }
+
+    private static func bindOne(host: String, port: Int, reusePort: Bool) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -51,16 +63,13 @@ public struct ListeningSockets: Sendable {
         guard fd >= 0 else { throw SocketError(description: "socket(): \(String(cString: strerror(errno)))") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        if reusePort {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
         guard Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw SocketError(description: "cannot bind \(host):\(port): \(reason)")
-        }
-        guard listen(fd, Int32(backlog)) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw SocketError(description: "cannot listen on \(host):\(port): \(reason)")
         }
         return fd
     }

@@ -5,6 +5,8 @@ struct HTTPReply {
     /// Header names in lower case.
     let headers: [String: String]
     let body: [UInt8]
+    /// Status line and headers as received, for what the header dictionary folds together.
+    var rawHead = ""
 
     var text: String { String(decoding: body, as: UTF8.self) }
 
@@ -92,7 +94,7 @@ final class HTTPConnection {
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
         if status == 204 || method == "HEAD" {
-            return HTTPReply(status: status, headers: headers, body: [])
+            return HTTPReply(status: status, headers: headers, body: [], rawHead: head)
         }
         guard let lengthText = headers["content-length"], let length = Int(lengthText) else {
             throw Failure("reply \(status) has no Content-Length:\n\(head)")
@@ -100,7 +102,7 @@ final class HTTPConnection {
         while buffer.count < length { try fill() }
         let body = Array(buffer[..<length])
         buffer.removeFirst(length)
-        return HTTPReply(status: status, headers: headers, body: body)
+        return HTTPReply(status: status, headers: headers, body: body, rawHead: head)
     }
 
     /// True when the server has closed its end (a read returns end-of-file).
