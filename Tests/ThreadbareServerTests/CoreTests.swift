@@ -28,6 +28,11 @@ struct CoreTests {
         #expect(ServerTiming(queue: 0, app: 12_345_678_901).headerValue == "queue;dur=0.000, app;dur=12345.678")
     }
 
+    @Test func jsonEscapesWhatRFC8259Requires() {
+        let value: JSONValue = ["text": .string("a\"b\\c\nd\u{01}é"), "n": .integer(-3), "x": .number(.infinity), "ok": .bool(true)]
+        #expect(String(decoding: value.bytes, as: UTF8.self) == #"{"text":"a\"b\\c\nd\u0001é","n":-3,"x":null,"ok":true}"#)
+    }
+
     @Test func queryParametersDecodeAndCheck() throws {
         let parameters = try QueryParameters("ms=12&name=a%20b")
         #expect(try parameters.integer("ms", in: 0...100) == 12)

@@ -1,7 +1,7 @@
 /// A JSON document, written by hand because every response body is one: Codable's JSONEncoder
 /// cost more than the rest of a `/cpu?work=0` request put together. Objects keep the order they
 /// are written in.
-public enum JSONValue: Sendable, Equatable {
+public enum JSONValue: Sendable {
     case object([(String, JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -9,10 +9,6 @@ public enum JSONValue: Sendable, Equatable {
     case number(Double)
     case bool(Bool)
     case null
-
-    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
-        lhs.bytes == rhs.bytes
-    }
 
     public var bytes: [UInt8] {
         var output: [UInt8] = []
@@ -69,10 +65,9 @@ public enum JSONValue: Sendable, Equatable {
     }
 }
 
-extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByStringLiteral {
     public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(elements) }
     public init(stringLiteral value: String) { self = .string(value) }
-    public init(integerLiteral value: Int) { self = .integer(value) }
 }
 
 extension HTTPResponse {
