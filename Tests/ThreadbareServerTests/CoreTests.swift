@@ -46,7 +46,7 @@ struct CoreTests {
 
     @Test func routerFindsRoutesAndExplainsMisses() {
         let router = Router(routes: Endpoints.all)
-        guard case .found(let route) = router.match(method: .put, path: "/cache/k") else {
+        guard case .found(let route, _) = router.match(method: .put, path: "/cache/k") else {
             Issue.record("PUT /cache/k should match")
             return
         }

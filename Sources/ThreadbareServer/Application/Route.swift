@@ -20,7 +20,8 @@ public struct RequestError: Error, Sendable {
     }
 }
 
-public struct Route: Sendable {
+/// A class, so the request path passes one reference around instead of copying its fields.
+public final class Route: Sendable {
     public enum Pattern: Sendable {
         case exact(String)
         /// The path continues past the prefix; the rest is the route's parameter.
@@ -34,6 +35,18 @@ public struct Route: Sendable {
     public let placement: Placement
     public let summary: String
     public let handle: @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
+
+    public init(
+        name: String, pattern: Pattern, methods: [HTTPMethod], placement: Placement, summary: String,
+        handle: @escaping @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
+    ) {
+        self.name = name
+        self.pattern = pattern
+        self.methods = methods
+        self.placement = placement
+        self.summary = summary
+        self.handle = handle
+    }
 
     /// How `GET /` lists the route.
     var displayPath: String {
@@ -55,7 +68,8 @@ public struct Route: Sendable {
 /// path does accept).
 public struct Router: Sendable {
     public enum Match {
-        case found(Route)
+        /// The route, and where it stands in `routes`.
+        case found(Route, index: Int)
         case methodNotAllowed(allowed: [HTTPMethod])
         case notFound
     }
@@ -64,8 +78,8 @@ public struct Router: Sendable {
 
     public func match(method: HTTPMethod, path: String) -> Match {
         var allowed: [HTTPMethod] = []
-        for route in routes where route.matches(path) {
-            if route.methods.contains(method) { return .found(route) }
+        for (index, route) in routes.enumerated() where route.matches(path) {
+            if route.methods.contains(method) { return .found(route, index: index) }
             allowed += route.methods
         }
         return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: allowed)
