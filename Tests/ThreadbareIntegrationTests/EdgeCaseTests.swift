@@ -50,4 +50,25 @@ struct EdgeCaseTests {
         #expect(second.stderr.contains("cannot bind 127.0.0.1:\(first.port)"), "\(second.stderr)")
     }
 
+    /// A client that leaves with FIN still gets its answer written (and so completed); one that
+    /// resets makes that write fail, and only the connection's close settles the request.
+    @Test(arguments: [false, true])
+    func clientThatLeavesEarlyIsNoLongerInFlight(reset: Bool) throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        do {
+            let leaving = try server.connect()
+            if reset { leaving.resetWhenClosed() }
+            try leaving.send(Array("GET /io?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            Thread.sleep(forTimeInterval: 0.05)
+        }  // the connection closes here, before its answer
+        var inFlight = -1
+        for _ in 0..<100 {
+            inFlight = try server.json("/stats")["in_flight"] as? Int ?? -1
+            if inFlight == 1 { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        #expect(inFlight == 1, "only the /stats request itself")
+        #expect(try server.get("/health").text == "ok")
+    }
 }

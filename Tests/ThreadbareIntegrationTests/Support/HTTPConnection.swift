@@ -63,6 +63,13 @@ final class HTTPConnection {
 
     deinit { close(fd) }
 
+    /// Makes closing this connection send a TCP reset instead of an orderly FIN, as a client
+    /// that crashes or times out does.
+    func resetWhenClosed() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
     func request(_ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8] = []) throws -> HTTPReply {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
