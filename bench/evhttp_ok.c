@@ -7,8 +7,13 @@
  * Swift server by the ratio of its requests/sec to this one's, measured in
  * the same run, so the machine's speed cancels out.
  *
- * Usage: evhttp_ok HOST PORT     (PORT may be 0 for any free port)
+ * Usage: evhttp_ok HOST PORT [--changelist]   (PORT may be 0 for any free port)
  * Prints one line "listening on http://HOST:PORT" once it accepts.
+ *
+ * Without flags this is the minimal server the targets are judged against.
+ * --changelist gives its event_base the one flag Threadbare's loops set
+ * (EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST), so the benchmark can also show how
+ * much of Threadbare's speed is that flag and how much is the Swift layer.
  */
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -16,6 +21,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 static void handle(struct evhttp_request *req, void *arg) {
@@ -29,11 +35,17 @@ static void handle(struct evhttp_request *req, void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s HOST PORT\n", argv[0]);
+    int changelist = argc == 4 && strcmp(argv[3], "--changelist") == 0;
+    if (argc != 3 && !changelist) {
+        fprintf(stderr, "usage: %s HOST PORT [--changelist]\n", argv[0]);
         return 2;
     }
-    struct event_base *base = event_base_new();
+    struct event_config *config = event_config_new();
+    if (config && changelist)
+        event_config_set_flag(config, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = config ? event_base_new_with_config(config) : NULL;
+    if (config)
+        event_config_free(config);
     struct evhttp *http = base ? evhttp_new(base) : NULL;
     if (!http) {
         fprintf(stderr, "evhttp_ok: cannot create event base / evhttp\n");
