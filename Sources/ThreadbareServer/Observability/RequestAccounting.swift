@@ -7,23 +7,13 @@ import Synchronization
 /// Each endpoint has its own `EndpointAccounting`, which the service looks up once, at start,
 /// rather than hashing the endpoint's name for every request. Each (endpoint, status) pair then
 /// gets one recorder, made on first use: a swift-metrics counter and timer backed by this
-/// server's own Prometheus registry (no global `MetricsSystem` bootstrap, so tests can make as
-/// many servers as they like), plus a plain atomic that `/stats` reads.
+/// server's own Prometheus registry, plus a plain atomic that `/stats` reads.
 public final class RequestAccounting: Sendable {
-    public let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
     private let endpoints = Locked<[EndpointAccounting]>([])
 
-    public init() {
-        var factory = PrometheusMetricsFactory(registry: registry)
-        // Finer than the library's default (5 ms and up): most answers here take well under 1 ms.
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
-            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
-            .seconds(1), .seconds(2), .seconds(5), .seconds(10),
-        ]
-        self.factory = factory
+    public init(metrics: MetricsExport) {
+        factory = metrics.factory
     }
 
     /// The accounting of the endpoint labelled `name`, made on first request for it.
