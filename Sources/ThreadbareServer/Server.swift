@@ -8,25 +8,20 @@ public final class Server: Sendable {
     public init(configuration: ServerConfiguration) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
-        let lock: any InterpreterLock
-        switch mode.lock {
-        case .none: lock = NoInterpreterLock()
-        case .global, .perInterpreter: throw ModeError.notImplemented(mode.name)
-        }
 
         let sockets = try ListeningSockets.bind(
             host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
         let inFlight = SharedCounter()
-        let pool = HandlerPool(threads: mode.threadsPerProcess, queueLimit: configuration.queueLimit)
+        let metrics = MetricsExport()
+        let domains = InterpreterDomain.make(
+            mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
+            cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes, metrics: metrics)
         let status = ServerStatus(
-            mode: mode, loops: configuration.loops, accounting: RequestAccounting(), inFlight: inFlight,
-            queueDepth: { pool.depth }, routes: Endpoints.all)
-        let context = HandlerContext(
-            lock: lock,
-            cache: ShardedCache(maxEntries: configuration.cacheMaxEntries, maxBytes: configuration.cacheMaxBytes),
-            limits: configuration.endpointLimits, status: status)
+            mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
+            accounting: RequestAccounting(metrics: metrics), inFlight: inFlight, domains: domains, routes: Endpoints.all)
         let service = ThreadbareService(
-            router: Router(routes: Endpoints.all), pool: pool, queueLimit: configuration.queueLimit, context: context)
+            router: Router(routes: Endpoints.all), domains: domains, queueLimit: configuration.queueLimit,
+            limits: configuration.endpointLimits, status: status)
         http = try HTTPServer(sockets: sockets, limits: configuration.limits, service: service, inFlight: inFlight)
     }
 

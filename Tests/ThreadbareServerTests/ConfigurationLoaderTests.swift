@@ -58,7 +58,19 @@ struct ConfigurationLoaderTests {
 
     @Test func unimplementedModeIsAnError() {
         #expect(throws: ConfigurationError.self) {
-            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "gil"], commandLine: [])
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork"], commandLine: [])
         }
+    }
+
+    @Test func subinterpretersNeedAThreadPerInterpreter() throws {
+        let error = #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "subinterpreters", "THREADBARE_THREADS": "3"],
+                                         commandLine: [ConfigurationSetting(key: "interpreters", text: "4", origin: "command line --interpreters")])
+        }
+        #expect(error?.description.contains("threads 3 < interpreters 4") == true, "\(String(describing: error))")
+        let loaded = try ConfigurationLoader.load(
+            file: nil, environment: ["THREADBARE_MODE": "subinterpreters", "THREADBARE_SWITCH_INTERVAL_MS": "0.1"], commandLine: [])
+        #expect(try loaded.configuration.makeMode() == Mode(name: .subinterpreters, processes: 1, threadsPerProcess: 8, lock: .perInterpreter, interpreters: 2))
+        #expect(loaded.configuration.switchInterval == .microseconds(100))
     }
 }

@@ -23,9 +23,10 @@ struct CoreTests {
     }
 
     @Test func serverTimingIsMillisecondsWithMicroseconds() {
-        #expect(ServerTiming(queue: 12_345, app: 2_000_000_000).headerValue == "queue;dur=0.012, app;dur=2000.000")
-        #expect(ServerTiming(queue: 1_500, app: 999_999).headerValue == "queue;dur=0.001, app;dur=0.999")
-        #expect(ServerTiming(queue: 0, app: 12_345_678_901).headerValue == "queue;dur=0.000, app;dur=12345.678")
+        #expect(ServerTiming(queue: 12_345, app: 2_000_000_000).headerValue == "queue;dur=0.012, lock;dur=0.000, app;dur=2000.000")
+        #expect(ServerTiming(queue: 1_500, app: 999_999, lock: 5_000_001).headerValue == "queue;dur=0.001, lock;dur=5.000, app;dur=0.999")
+        #expect(ServerTiming(queue: 0, app: 12_345_678_901, lock: .max).headerValue
+            == "queue;dur=0.000, lock;dur=18446744073709.551, app;dur=12345.678", "the widest value fits the buffer")
     }
 
     @Test func jsonEscapesWhatRFC8259Requires() {

@@ -1,7 +1,9 @@
-/// What a handler may use: the process's lock, its cache, the endpoint limits, and the
-/// server's own figures for the introspection endpoints.
+/// What a handler may use: its request's lock session and its domain's cache (the objects of
+/// the interpreter it runs in), the endpoint limits, and the server's own figures for the
+/// introspection endpoints. Routes placed on the loop run outside every domain and must not
+/// touch `lock` or `cache`.
 public struct HandlerContext: Sendable {
-    public let lock: any InterpreterLock
+    public let lock: LockSession
     public let cache: ShardedCache
     public let limits: EndpointLimits
     public let status: ServerStatus
@@ -23,20 +25,29 @@ public final class ServerStatus: Sendable {
 
     public let mode: Mode
     public let loops: Int
+    public let switchInterval: Duration
+    public let metrics: MetricsExport
     public let accounting: RequestAccounting
     public let inFlight: SharedCounter
+    public let domains: [InterpreterDomain]
     let startedAt = MonotonicClock.now()
-    let queueDepth: @Sendable () -> Int
     let routes: [Route]
 
-    init(mode: Mode, loops: Int, accounting: RequestAccounting, inFlight: SharedCounter,
-         queueDepth: @escaping @Sendable () -> Int, routes: [Route]) {
+    init(mode: Mode, loops: Int, switchInterval: Duration, metrics: MetricsExport, accounting: RequestAccounting,
+         inFlight: SharedCounter, domains: [InterpreterDomain], routes: [Route]) {
         self.mode = mode
         self.loops = loops
+        self.switchInterval = switchInterval
+        self.metrics = metrics
         self.accounting = accounting
         self.inFlight = inFlight
-        self.queueDepth = queueDepth
+        self.domains = domains
         self.routes = routes
+    }
+
+    /// Requests waiting for a handler thread, over all domains.
+    func queueDepth() -> Int {
+        domains.reduce(0) { $0 + $1.pool.depth }
     }
 
     var uptimeSeconds: Double { Double(MonotonicClock.elapsed(since: startedAt)) / 1e9 }

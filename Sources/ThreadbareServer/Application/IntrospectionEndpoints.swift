@@ -44,7 +44,34 @@ enum IntrospectionEndpoints {
             "uptime_s": .number(status.uptimeSeconds), "rss_bytes": .integer(ProcessMemory.residentBytes()),
             "in_flight": .integer(status.inFlight.current), "queue_depth": .integer(status.queueDepth()),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),
+            "lock": lockJSON(status),
         ])
+    }
+
+    /// The lock model and, per domain, what its lock did. Times in milliseconds.
+    private static func lockJSON(_ status: ServerStatus) -> JSONValue {
+        func milliseconds(_ nanoseconds: UInt64) -> JSONValue { .number(Double(nanoseconds) / 1e6) }
+        func summary(_ summary: LockStatistics.Summary) -> JSONValue {
+            ["count": .integer(Int(summary.count)), "mean_ms": .number(summary.mean / 1e6), "p50_ms": milliseconds(summary.p50),
+             "p99_ms": milliseconds(summary.p99), "max_ms": milliseconds(summary.max)]
+        }
+        let domains: [JSONValue] = status.domains.map { domain in
+            let figures = domain.lock.statistics.snapshot()
+            return [
+                "domain": .integer(figures.domain), "threads": .integer(domain.pool.threadCount),
+                "acquisitions": .integer(figures.acquisitions), "handovers": .integer(figures.handovers),
+                "drop_requests": .integer(figures.dropRequests), "drops_honoured": .integer(figures.dropsHonoured),
+                "most_holders": .integer(figures.mostHolders),
+                "wait": summary(figures.wait), "hold": summary(figures.hold),
+            ]
+        }
+        let interval = status.switchInterval.components
+        let intervalMilliseconds = Double(interval.seconds) * 1e3 + Double(interval.attoseconds) / 1e15
+        return [
+            "model": .string(status.mode.lock.rawValue),
+            "switch_interval_ms": status.mode.lock == .none ? .null : .number(intervalMilliseconds),
+            "domains": .array(domains),
+        ]
     }
 
     static let metrics = Route(
@@ -52,19 +79,24 @@ enum IntrospectionEndpoints {
         summary: "Prometheus text exposition: request counts and latency histograms"
     ) { _, context throws(RequestError) in
         let status = context.status
-        let registry = status.accounting.registry
-        let cache = context.cache.statistics
+        let registry = status.metrics.registry
         // Gauges are sampled at scrape time rather than kept up to date on every request.
-        let gauges: [(name: String, help: String, value: Int)] = [
-            ("in_flight_requests", "Requests read and not yet fully answered", status.inFlight.current),
-            ("handler_queue_depth", "Requests waiting for a handler thread", status.queueDepth()),
-            ("resident_memory_bytes", "Resident set size of this process", ProcessMemory.residentBytes()),
-            ("cache_entries", "Entries in this process's cache", cache.entries),
-            ("cache_bytes", "Key plus value bytes in this process's cache", cache.bytes),
+        var gauges: [(name: String, help: String, labels: [(String, String)], value: Int)] = [
+            ("in_flight_requests", "Requests read and not yet fully answered", [], status.inFlight.current),
+            ("handler_queue_depth", "Requests waiting for a handler thread", [], status.queueDepth()),
+            ("resident_memory_bytes", "Resident set size of this process", [], ProcessMemory.residentBytes()),
         ]
+        for domain in status.domains {
+            let cache = domain.cache.statistics
+            let labels = [("domain", String(domain.index))]
+            gauges.append(("cache_entries", "Entries in this domain's cache", labels, cache.entries))
+            gauges.append(("cache_bytes", "Key plus value bytes in this domain's cache", labels, cache.bytes))
+        }
         for gauge in gauges {
-            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "threadbare", metricName: gauge.name, unitName: "", helpText: gauge.help))
-                .set(Int64(gauge.value))
+            registry.makeGauge(
+                descriptor: MetricNameDescriptor(namespace: "threadbare", metricName: gauge.name, unitName: "", helpText: gauge.help),
+                labels: gauge.labels
+            ).set(Int64(gauge.value))
         }
         return HTTPResponse(
             status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToBuffer())

@@ -1,23 +1,29 @@
 /// Threadbare's application as an `HTTPService`: routes each request, runs it where its route
-/// says (on the loop, or on a handler thread holding the interpreter lock), accounts for it, and
-/// replies.
+/// says (on the loop, or on a handler thread of one interpreter domain, holding that domain's
+/// lock), accounts for it, and replies.
 final class ThreadbareService: HTTPService {
     private let router: Router
-    private let pool: HandlerPool
-    private let context: HandlerContext
+    private let domains: [InterpreterDomain]
+    private let limits: EndpointLimits
+    private let status: ServerStatus
     private let queueLimit: Int
+    /// For routes on the loop, which run in no domain; see `HandlerContext`.
+    private let loopContext: HandlerContext
     /// The accounting of each route, in `router.routes` order.
     private let routeAccounting: [EndpointAccounting]
     /// 404s and 405s.
     private let unmatchedAccounting: EndpointAccounting
 
-    init(router: Router, pool: HandlerPool, queueLimit: Int, context: HandlerContext) {
+    init(router: Router, domains: [InterpreterDomain], queueLimit: Int, limits: EndpointLimits, status: ServerStatus) {
+        precondition(!domains.isEmpty)
         self.router = router
-        self.pool = pool
+        self.domains = domains
         self.queueLimit = queueLimit
-        self.context = context
-        routeAccounting = router.routes.map { context.status.accounting.endpoint($0.name) }
-        unmatchedAccounting = context.status.accounting.endpoint("unmatched")
+        self.limits = limits
+        self.status = status
+        loopContext = HandlerContext(lock: LockSession(lock: domains[0].lock), cache: domains[0].cache, limits: limits, status: status)
+        routeAccounting = router.routes.map { status.accounting.endpoint($0.name) }
+        unmatchedAccounting = status.accounting.endpoint("unmatched")
     }
 
     func serve(_ request: HTTPRequest, reply: ReplyHandle) {
@@ -31,18 +37,14 @@ final class ThreadbareService: HTTPService {
             finish(unmatchedAccounting, request, .error(error), ServerTiming(), reply)
         case .found(let route, let index) where route.placement == .loop:
             let started = MonotonicClock.now()
-            let response = respond(route, request)
+            let response = respond(route, request, loopContext)
             finish(routeAccounting[index], request, response, ServerTiming(app: MonotonicClock.elapsed(since: started)), reply)
         case .found(let route, let index):
             let accounting = routeAccounting[index]
+            let domain = domain(for: request)
             let handedOver = MonotonicClock.now()
-            let accepted = pool.submit { [self] in
-                let started = MonotonicClock.now()
-                context.lock.acquire()
-                let response = respond(route, request)
-                context.lock.release()
-                let finished = MonotonicClock.now()
-                finish(accounting, request, response, ServerTiming(queue: started - handedOver, app: finished - started), reply)
+            let accepted = domain.pool.submit { [self] in
+                runInDomain(domain, route, request, accounting, handedOver: handedOver, reply)
             }
             if !accepted {
                 let error = RequestError(503, "all handler threads are busy and the queue is full (queue_limit \(queueLimit)); retry later",
@@ -52,7 +54,35 @@ final class ThreadbareService: HTTPService {
         }
     }
 
-    private func respond(_ route: Route, _ request: HTTPRequest) -> HTTPResponse {
+    /// A connection stays in one domain for its whole life, as a connection stays with the
+    /// interpreter that accepted it: the domain is the connection's socket number modulo the
+    /// number of domains, which spreads connections opened one after another round-robin.
+    private func domain(for request: HTTPRequest) -> InterpreterDomain {
+        domains.count == 1 ? domains[0] : domains[max(request.connection, 0) % domains.count]
+    }
+
+    /// On a handler thread: the request's code runs under its domain's lock, and so does the
+    /// bookkeeping after it; the reply is sent between the two with the lock released, as a
+    /// Python server's `socket.send` releases the GIL. A request therefore takes the lock at
+    /// least twice, and waits for it each time when another thread is busy computing.
+    private func runInDomain(_ domain: InterpreterDomain, _ route: Route, _ request: HTTPRequest,
+                             _ accounting: EndpointAccounting, handedOver: UInt64, _ reply: ReplyHandle) {
+        let started = MonotonicClock.now()
+        let session = LockSession(lock: domain.lock)
+        session.acquire()
+        var response = respond(route, request, HandlerContext(lock: session, cache: domain.cache, limits: limits, status: status))
+        session.release()
+        let finished = MonotonicClock.now()
+        if domains.count > 1 {
+            response.headers.append(("Threadbare-Interpreter", String(domain.index)))
+        }
+        reply.send(response, timing: ServerTiming(queue: started - handedOver, app: finished - started, lock: session.waited))
+        session.acquire()
+        accounting.record(status: response.status, nanoseconds: finished - request.receivedAt)
+        session.release()
+    }
+
+    private func respond(_ route: Route, _ request: HTTPRequest, _ context: HandlerContext) -> HTTPResponse {
         do {
             return try route.handle(request, context)
         } catch {

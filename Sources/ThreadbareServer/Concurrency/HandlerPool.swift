@@ -23,18 +23,21 @@ public final class HandlerPool: @unchecked Sendable {
     private var waking = false
 
     private let limit: Int
+    public let threadCount: Int
     private let mutex: UnsafeMutablePointer<pthread_mutex_t> = .allocate(capacity: 1)
     private let workAvailable: UnsafeMutablePointer<pthread_cond_t> = .allocate(capacity: 1)
     private var threads: [OSThread] = []
 
-    public init(threads count: Int, queueLimit: Int) {
+    /// Threads are named `name-0`, `name-1`, … (as `top -H` and debuggers show them).
+    public init(threads count: Int, queueLimit: Int, name: String = "tb-handler") {
         precondition(count >= 1 && queueLimit >= 1)
         limit = queueLimit
+        threadCount = count
         jobs = Deque(minimumCapacity: min(queueLimit, 4096))
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(workAvailable, nil)
         threads = (0..<count).map { index in
-            OSThread(name: "tb-handler-\(index)") { [self] in self.run() }
+            OSThread(name: "\(name)-\(index)") { [self] in self.run() }
         }
     }
 

@@ -19,13 +19,23 @@ public struct Mode: Sendable, Equatable {
     public var processes: Int
     public var threadsPerProcess: Int
     public var lock: LockModel
+    /// Lock domains per process: one lock (or none) and one cache each.
+    public var interpreters: Int
 
-    /// The preset `name` with `threads` handler threads per process.
-    public static func preset(_ name: Name, threads: Int) throws(ModeError) -> Mode {
+    /// The preset `name` with `threads` handler threads per process; `interpreters` counts only
+    /// for subinterpreters.
+    public static func preset(_ name: Name, threads: Int, interpreters: Int = 1) throws(ModeError) -> Mode {
         switch name {
         case .nogil:
-            return Mode(name: .nogil, processes: 1, threadsPerProcess: threads, lock: .none)
-        case .gil, .subinterpreters, .prefork:
+            return Mode(name: .nogil, processes: 1, threadsPerProcess: threads, lock: .none, interpreters: 1)
+        case .gil:
+            return Mode(name: .gil, processes: 1, threadsPerProcess: threads, lock: .global, interpreters: 1)
+        case .subinterpreters:
+            guard threads >= interpreters else {
+                throw ModeError.invalid("subinterpreters needs at least one handler thread per interpreter: threads \(threads) < interpreters \(interpreters)")
+            }
+            return Mode(name: .subinterpreters, processes: 1, threadsPerProcess: threads, lock: .perInterpreter, interpreters: interpreters)
+        case .prefork:
             throw ModeError.notImplemented(name)
         }
     }
@@ -33,9 +43,12 @@ public struct Mode: Sendable, Equatable {
 
 public enum ModeError: Error, CustomStringConvertible {
     case notImplemented(Mode.Name)
+    case invalid(String)
 
     public var description: String {
         switch self {
+        case .invalid(let reason):
+            return reason
         case .notImplemented(let name):
             let implemented = Mode.Name.allCases.filter { (try? Mode.preset($0, threads: 1)) != nil }
             return "mode '\(name.rawValue)' is not implemented yet; implemented: "

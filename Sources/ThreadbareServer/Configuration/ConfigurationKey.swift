@@ -23,6 +23,9 @@ public struct ConfigurationKey: Sendable {
         integer("port", \.port, 0...65_535, help: "TCP port; 0 picks a free one"),
         integer("loops", \.loops, 1...64, help: "event-loop threads per process, each with its own SO_REUSEPORT socket"),
         integer("threads", \.threads, 1...1_024, help: "handler threads per process"),
+        number("switch_interval_ms", \.switchIntervalMilliseconds, 0.001...1_000,
+               help: "gil, subinterpreters: how long a waiting thread lets the holder run before asking it to drop the lock (sys.setswitchinterval)"),
+        integer("interpreters", \.interpreters, 1...64, help: "subinterpreters: lock domains, each with its own lock, cache and share of the threads"),
         integer("queue_limit", \.queueLimit, 1...1_000_000, help: "requests waiting for a handler before 503"),
         integer("backlog", \.backlog, 1...65_535, help: "listen(2) backlog per socket"),
         seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
@@ -59,12 +62,17 @@ public struct ConfigurationKey: Sendable {
 
     static func seconds(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Double> & Sendable,
                         _ range: ClosedRange<Double>, help: String) -> ConfigurationKey {
+        number(name, path, range, unit: "seconds", help: help)
+    }
+
+    static func number(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Double> & Sendable,
+                       _ range: ClosedRange<Double>, unit: String? = nil, help: String) -> ConfigurationKey {
         ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
             guard let value = Double(text), value.isFinite else {
-                throw ConfigurationValueError("expected a number of seconds, got '\(text)'")
+                throw ConfigurationValueError("expected a number\(unit.map { " of \($0)" } ?? ""), got '\(text)'")
             }
             guard range.contains(value) else {
-                throw ConfigurationValueError("must be from \(range.lowerBound) to \(range.upperBound) seconds, got \(value)")
+                throw ConfigurationValueError("must be from \(range.lowerBound) to \(range.upperBound)\(unit.map { " \($0)" } ?? ""), got \(value)")
             }
             configuration[keyPath: path] = value
         }, render: { String($0[keyPath: path]) })

@@ -5,6 +5,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var port = 8080
     public var loops = 1
     public var threads = 8
+    public var switchIntervalMilliseconds = 5.0
+    public var interpreters = 2
     public var queueLimit = 1024
     public var backlog = 2048
     public var gracefulTimeout = 30.0
@@ -27,7 +29,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         EndpointLimits(ioMaxMilliseconds: ioMaxMilliseconds, cpuMaxWork: cpuMaxWork)
     }
 
+    public var switchInterval: Duration { .nanoseconds(Int64((switchIntervalMilliseconds * 1e6).rounded())) }
+
     public func makeMode() throws(ModeError) -> Mode {
-        try Mode.preset(mode, threads: threads)
+        try Mode.preset(mode, threads: threads, interpreters: interpreters)
     }
 }

@@ -130,7 +130,9 @@ final class EventLoop: @unchecked Sendable {
     /// first triggers it, so either way the request is settled once.
     private func receive(_ request: UnsafeMutablePointer<evhttp_request>) {
         let this = Unmanaged.passUnretained(self).toOpaque()
+        var socket: Int32 = -1
         if let connection = evhttp_request_get_connection(request) {
+            socket = bufferevent_getfd(evhttp_connection_get_bufferevent(connection))
             inFlight.add(1)
             evhttp_connection_set_closecb(connection, { _, arg in
                 Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().inFlight.subtract(1)
@@ -168,7 +170,7 @@ final class EventLoop: @unchecked Sendable {
         }
         let parsed = HTTPRequest(
             method: method == .head ? .get : method, path: path, query: query,
-            contentType: contentType, body: body, receivedAt: receivedAt)
+            contentType: contentType, body: body, receivedAt: receivedAt, connection: Int(socket))
         service.serve(parsed, reply: ReplyHandle(
             loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
     }

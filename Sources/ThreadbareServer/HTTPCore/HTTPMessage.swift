@@ -42,11 +42,15 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
     /// When the loop thread finished reading the request (MonotonicClock).
     public var receivedAt: UInt64
+    /// Tells the client connection apart from the others open at the same time (it is the
+    /// connection's socket descriptor), so a service can keep a connection with one worker.
+    public var connection: Int
 
     public init(
         method: HTTPMethod, path: String, query: String? = nil, contentType: String? = nil,
-        body: [UInt8] = [], receivedAt: UInt64 = 0
+        body: [UInt8] = [], receivedAt: UInt64 = 0, connection: Int = 0
     ) {
+        self.connection = connection
         self.method = method
         self.path = path
         self.query = query
@@ -80,16 +84,20 @@ public struct ServerTiming: Sendable {
     public var queue: UInt64 = 0
     /// Handler time.
     public var app: UInt64 = 0
+    /// Of the handler time, how long the request waited for its interpreter lock, over all its
+    /// acquisitions.
+    public var lock: UInt64 = 0
 
-    public init(queue: UInt64 = 0, app: UInt64 = 0) {
+    public init(queue: UInt64 = 0, app: UInt64 = 0, lock: UInt64 = 0) {
         self.queue = queue
         self.app = app
+        self.lock = lock
     }
 
-    /// `queue;dur=0.012, app;dur=1.250`: milliseconds with microsecond resolution, formatted
+    /// `queue;dur=0.012, lock;dur=0.000, app;dur=1.250`: milliseconds with microsecond resolution, formatted
     /// into a stack buffer because this runs for every response.
     func withHeaderValue<R>(_ body: (UnsafePointer<CChar>) -> R) -> R {
-        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 96) { buffer in
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 128) { buffer in
             var count = 0
             func append(_ text: StaticString) {
                 text.withUTF8Buffer { for byte in $0 { buffer[count] = CChar(bitPattern: byte); count += 1 } }
@@ -114,6 +122,8 @@ public struct ServerTiming: Sendable {
             }
             append("queue;dur=")
             appendMilliseconds(queue)
+            append(", lock;dur=")
+            appendMilliseconds(lock)
             append(", app;dur=")
             appendMilliseconds(app)
             buffer[count] = 0

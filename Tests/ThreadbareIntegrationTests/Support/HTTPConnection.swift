@@ -34,7 +34,8 @@ struct HTTPReply {
 /// A keep-alive HTTP/1.1 connection over a plain socket: what tests need, and nothing that
 /// would hide what the server really sends. Every reply must carry Content-Length (Threadbare
 /// promises it), except 204 and replies to HEAD, which carry no body.
-final class HTTPConnection {
+/// Used by one thread at a time; a test may hand a connection to another thread.
+final class HTTPConnection: @unchecked Sendable {
     struct Failure: Error, CustomStringConvertible {
         let description: String
         init(_ description: String) { self.description = description }

@@ -1,0 +1,37 @@
+/// One lock domain: a lock, the handler threads that take it, and the objects only they touch.
+/// gil and nogil have one domain; subinterpreters has one per interpreter (PEP 684), and like
+/// interpreters the domains share no objects: each has its own cache.
+public final class InterpreterDomain: Sendable {
+    public let index: Int
+    public let lock: any InterpreterLock
+    public let cache: ShardedCache
+    let pool: HandlerPool
+
+    init(index: Int, lock: any InterpreterLock, cache: ShardedCache, pool: HandlerPool) {
+        self.index = index
+        self.lock = lock
+        self.cache = cache
+        self.pool = pool
+    }
+
+    /// Makes the `mode.interpreters` domains of a process, splitting its handler threads among
+    /// them as evenly as they go.
+    static func make(
+        mode: Mode, switchInterval: Duration, queueLimit: Int, cacheMaxEntries: Int, cacheMaxBytes: Int,
+        metrics: MetricsExport
+    ) -> [InterpreterDomain] {
+        let count = mode.interpreters
+        return (0..<count).map { index in
+            let statistics = LockStatistics(domain: index, metrics: metrics)
+            let lock: any InterpreterLock = switch mode.lock {
+            case .none: NoInterpreterLock(statistics: statistics)
+            case .global, .perInterpreter: GlobalInterpreterLock(switchInterval: switchInterval, statistics: statistics)
+            }
+            let threads = mode.threadsPerProcess / count + (index < mode.threadsPerProcess % count ? 1 : 0)
+            return InterpreterDomain(
+                index: index, lock: lock,
+                cache: ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes),
+                pool: HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-handler" : "tb-handler"))
+        }
+    }
+}
