@@ -48,6 +48,7 @@ test-tsan: setup
 
 bench: setup
 	bench/http_core.sh
+	bench/lock_modes.sh
 
 clean:
 	rm -rf .build

@@ -27,6 +27,11 @@ struct LockModeTests {
         let waited = replies.compactMap { $0.serverTiming("lock") }.reduce(0, +)
         let total = replies.compactMap { $0.serverTiming("app") }.reduce(0, +)
         #expect(waited > 0.25 * total, "lock \(waited) ms of app \(total) ms")
+        let metrics = try server.get("/metrics").text
+        for name in ["threadbare_lock_wait_seconds_count", "threadbare_lock_hold_seconds_count", "threadbare_lock_handovers_total",
+                     "threadbare_lock_drop_requests_total", "threadbare_lock_drops_honoured_total"] {
+            #expect(metrics.contains(name + #"{domain="0"}"#), "\(name) missing from /metrics")
+        }
     }
 
     @Test func nogilRunsCPURequestsTogetherAndNeverWaits() throws {

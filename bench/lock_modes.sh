@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# lock_modes.sh - what each lock model does to CPU-bound and I/O-bound requests.
+#
+# Part 1: /cpu?work=$WORK throughput at 1, 2, 4 and 8 keep-alive connections for gil,
+# subinterpreters (K=2) and nogil, each with 8 handler threads. Under the GIL, throughput stays
+# flat as connections grow; with two lock domains or none it grows up to the core count.
+#
+# Part 2, the convoy effect: sequential /io?ms=0 requests (one connection) per second, alone
+# and while a second connection keeps /cpu busy, under gil at switch intervals 5, 1 and
+# 0.1 ms (and nogil for reference). An I/O request must take the lock twice before it can
+# answer, and each time it waits about one switch interval behind the computing thread.
+#
+# Servers and wrk share both cores: the point is what the server does with all of them.
+# Usage: bench/lock_modes.sh     env: DURATION (default 5s), WORK (default 1000, about 1 ms)
+BENCH=lock_modes
+source "$(dirname "$0")/lib.sh"
+
+DURATION=${DURATION:-5s}
+WORK=${WORK:-1000}
+HOG_WORK=50000
+[[ $WORK =~ ^[0-9]+$ ]] || die "WORK must be a non-negative integer, got '$WORK'"
+all_cores="0-$(($(nproc) - 1))"
+
+echo "machine: $(nproc) cores, $(uname -m); $(wrk -v 2>&1 | head -n1 || true)"
+echo "each figure: wrk -t1 -cN -d$DURATION after a 1 s warm-up"
+echo
+
+modes=(gil subinterpreters nogil)
+mode_args=("--mode gil" "--mode subinterpreters --interpreters 2" "--mode nogil")
+connections=(1 2 4 8)
+printf "%-26s" "/cpu?work=$WORK req/s"
+for c in "${connections[@]}"; do printf " | %8s" "$c conn"; done
+printf " | %s\n" "8 conn / 1 conn"
+printf -- '-%.0s' {1..80}; echo
+for i in "${!modes[@]}"; do
+    # shellcheck disable=SC2086 # mode_args holds several words on purpose
+    start srv "${modes[i]}" "$all_cores" "$TB" serve --port 0 --threads 8 ${mode_args[i]}
+    wrk_rps "$srv_url/cpu?work=$WORK" 1s -t1 -c1
+    printf "%-26s" "${modes[i]}"
+    first=""
+    for c in "${connections[@]}"; do
+        wrk_rps "$srv_url/cpu?work=$WORK" "$DURATION" -t1 -c"$c"
+        [[ -n $first ]] || first=$rps
+        last=$rps
+        printf " | %8.0f" "$rps"
+    done
+    awk -v a="$last" -v b="$first" 'BEGIN { printf " | %.2f\n", a / b }'
+    stop_server "$srv_pid"
+done
+
+echo
+printf "%-26s | %12s | %15s | %8s\n" "sequential /io?ms=0" "alone req/s" "with /cpu busy" "slowdown"
+printf -- '-%.0s' {1..72}; echo
+convoy() { # LABEL SERVE-ARGS...
+    local label=$1; shift
+    start srv "$label" "$all_cores" "$TB" serve --port 0 --threads 8 "$@"
+    wrk_rps "$srv_url/io?ms=0" 1s -t1 -c1
+    wrk_rps "$srv_url/io?ms=0" "$DURATION" -t1 -c1
+    local alone=$rps
+    # One client keeps a handler thread computing: each /cpu request runs ~50 ms, back to back.
+    "${WRK_PREFIX[@]}" wrk -t1 -c1 -d3600s "$srv_url/cpu?work=$HOG_WORK" >/dev/null 2>&1 &
+    local hog=$!
+    pids+=("$hog")
+    sleep 0.5
+    wrk_rps "$srv_url/io?ms=0" "$DURATION" -t1 -c1
+    kill "$hog" 2>/dev/null || true
+    wait "$hog" 2>/dev/null || true
+    awk -v n="$label" -v a="$alone" -v b="$rps" \
+        'BEGIN { printf "%-26s | %12.0f | %15.0f | %7.0f×\n", n, a, b, a / b }'
+    stop_server "$srv_pid"
+}
+convoy "gil, switch 5 ms" --mode gil --switch-interval-ms 5
+convoy "gil, switch 1 ms" --mode gil --switch-interval-ms 1
+convoy "gil, switch 0.1 ms" --mode gil --switch-interval-ms 0.1
+convoy "nogil" --mode nogil
