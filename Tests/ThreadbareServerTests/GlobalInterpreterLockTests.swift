@@ -49,7 +49,9 @@ struct GlobalInterpreterLockTests {
         let figures = lock.statistics.snapshot()
         #expect(held.forcedDrops >= 5, "the threads should have been made to switch")
         #expect(held.retakenWithoutAnotherRunner == 0)
-        #expect(figures.dropsHonoured == held.forcedDrops)
+        // Each forced drop answered a request; so may the final release.
+        #expect(figures.dropsHonoured >= held.forcedDrops)
+        #expect(figures.dropRequests >= held.forcedDrops)
         #expect(figures.mostHolders == 1)
         #expect(figures.handovers >= held.forcedDrops)
     }

@@ -55,30 +55,31 @@ final class ThreadbareService: HTTPService {
     }
 
     /// A connection stays in one domain for its whole life, as a connection stays with the
-    /// interpreter that accepted it: the domain is the connection's socket number modulo the
-    /// number of domains, which spreads connections opened one after another round-robin.
+    /// interpreter that accepted it; connections take turns, in the order the loops see them.
     private func domain(for request: HTTPRequest) -> InterpreterDomain {
-        domains.count == 1 ? domains[0] : domains[max(request.connection, 0) % domains.count]
+        domains.count == 1 ? domains[0] : domains[request.connection % domains.count]
     }
 
-    /// On a handler thread: the request's code runs under its domain's lock, and so does the
-    /// bookkeeping after it; the reply is sent between the two with the lock released, as a
-    /// Python server's `socket.send` releases the GIL. A request therefore takes the lock at
-    /// least twice, and waits for it each time when another thread is busy computing.
+    /// On a handler thread: the request's code and its accounting run under its domain's lock.
+    /// The reply is sent with the lock released, as a Python server's `socket.send` releases
+    /// the GIL, and the thread takes the lock back afterwards, as Python code resumes after
+    /// `send` returns. A request therefore takes the lock at least twice, and waits for it each
+    /// time while another thread is busy computing.
     private func runInDomain(_ domain: InterpreterDomain, _ route: Route, _ request: HTTPRequest,
                              _ accounting: EndpointAccounting, handedOver: UInt64, _ reply: ReplyHandle) {
         let started = MonotonicClock.now()
         let session = LockSession(lock: domain.lock)
         session.acquire()
         var response = respond(route, request, HandlerContext(lock: session, cache: domain.cache, limits: limits, status: status))
-        session.release()
         let finished = MonotonicClock.now()
+        // Counted before the reply leaves, so a client that reads /stats next finds it there.
+        accounting.record(status: response.status, nanoseconds: finished - request.receivedAt)
+        session.release()
         if domains.count > 1 {
             response.headers.append(("Threadbare-Interpreter", String(domain.index)))
         }
         reply.send(response, timing: ServerTiming(queue: started - handedOver, app: finished - started, lock: session.waited))
         session.acquire()
-        accounting.record(status: response.status, nanoseconds: finished - request.receivedAt)
         session.release()
     }
 

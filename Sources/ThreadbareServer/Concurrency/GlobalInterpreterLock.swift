@@ -6,15 +6,16 @@ import Glibc
 /// CPython's GIL, the "new GIL" of Python/ceval_gil.c (3.2 and later), for handler threads.
 ///
 /// - A thread that wants the lock waits on a condition variable for at most one switch
-///   interval. If that wait timed out, the lock is still held and no hand-over happened
+///   interval. If that wait timed out, the lock is still held and it has not changed hands
 ///   meanwhile (the switch number did not move), it asks the holder to drop the lock. Any other
-///   outcome starts a whole new interval, so a holder is only ever asked after holding the lock
-///   for a full interval.
+///   outcome starts a whole new interval. So a thread that keeps computing is asked only after
+///   a full interval (one that lets go and takes the lock back itself keeps the switch number,
+///   as in CPython, and may be asked sooner).
 /// - The holder looks for that request only at check points (`checkpoint`, once per unit of
 ///   `/cpu` work): code between them is never preempted.
-/// - A holder that drops because it was asked waits until another thread has taken the lock,
-///   so it cannot take it straight back. A voluntary `release` (around blocking I/O) does not
-///   wait.
+/// - A holder that lets go while a drop request is pending, at a check point or around I/O,
+///   waits until another thread has taken the lock, so it cannot take it straight back and
+///   void the request (CPython's FORCE_SWITCHING). A release nobody asked for does not wait.
 /// - Dropping wakes one waiter; there is no queue and no fairness.
 ///
 /// Thread identity is the pthread, as CPython's is the thread state.
@@ -41,11 +42,13 @@ public final class GlobalInterpreterLock: InterpreterLock, @unchecked Sendable {
     private let switchMutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let switched = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
+    /// `switchInterval` is clamped to 1 µs – 1 hour (CPython's floor is 1 µs). Below about 50 µs
+    /// Linux's timer slack, not the interval, decides how long a timed wait really lasts.
     public init(switchInterval: Duration, statistics: LockStatistics) {
-        precondition(switchInterval > .zero)
-        self.switchInterval = switchInterval
+        let interval = min(max(switchInterval, .microseconds(1)), .seconds(3_600))
+        self.switchInterval = interval
         self.statistics = statistics
-        let (seconds, attoseconds) = switchInterval.components
+        let (seconds, attoseconds) = interval.components
         intervalNanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
         pthread_mutex_init(mutex, nil)
         pthread_mutex_init(switchMutex, nil)
@@ -76,8 +79,8 @@ public final class GlobalInterpreterLock: InterpreterLock, @unchecked Sendable {
         while locked {
             let saved = switchNumber
             let timedOut = waitOneInterval()
-            if timedOut && locked && switchNumber == saved {
-                dropRequested.store(true, ordering: .relaxed)
+            // The request is one flag: a second waiter repeating it is not a new request.
+            if timedOut && locked && switchNumber == saved && !dropRequested.exchange(true, ordering: .relaxed) {
                 statistics.recordDropRequest(holderTenure: MonotonicClock.now() - takenAt)
             }
         }
@@ -100,35 +103,39 @@ public final class GlobalInterpreterLock: InterpreterLock, @unchecked Sendable {
     }
 
     public func release() {
-        drop(forced: false)
+        drop()
     }
 
     @inline(__always)
     public func checkpoint() -> UInt64 {
         guard dropRequested.load(ordering: .relaxed) else { return 0 }
         let started = MonotonicClock.now()
-        drop(forced: true)
-        statistics.recordDropHonoured()
+        drop()
         _ = acquire()
         return MonotonicClock.now() - started
     }
 
-    private func drop(forced: Bool) {
+    private func drop() {
         let me = UInt(pthread_self())
+        precondition(lastHolder.load(ordering: .relaxed) == me,
+                     "GlobalInterpreterLock released by a thread that does not hold it")
         // Accounted while still held, so the statistics never see two holders at once.
         statistics.recordRelease(held: MonotonicClock.now() - takenAt)
-        lastHolder.store(me, ordering: .relaxed)
         pthread_mutex_lock(mutex)
-        precondition(locked, "GlobalInterpreterLock released by a thread that does not hold it")
+        precondition(locked, "GlobalInterpreterLock released while not held")
+        // Waiters set the request and takers clear it, both under `mutex`: read here, it is
+        // exactly the request made of this holder. Its waiter is still in `acquire` and will
+        // take the lock, so the wait below ends.
+        let requested = dropRequested.load(ordering: .relaxed)
         locked = false
         pthread_cond_signal(lockReleased)
         pthread_mutex_unlock(mutex)
-        guard forced else { return }
+        guard requested else { return }
+        statistics.recordDropHonoured()
         pthread_mutex_lock(switchMutex)
         // CPython waits once and tolerates a spurious wake-up; waiting until someone else has
         // really taken the lock makes "cannot take it straight back" hold without exception.
         if lastHolder.load(ordering: .relaxed) == me {
-            dropRequested.store(false, ordering: .relaxed)
             repeat {
                 pthread_cond_wait(switched, switchMutex)
             } while lastHolder.load(ordering: .relaxed) == me

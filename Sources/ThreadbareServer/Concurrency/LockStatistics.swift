@@ -2,8 +2,10 @@ import CoreMetrics
 import Histogram
 import Synchronization
 
-/// What one lock domain's lock did: how long threads waited for it and held it, how often it
-/// changed hands, how often a waiter asked the holder to drop it and how often the holder did.
+/// What one lock domain's lock did: how long threads waited in `acquire` and held the lock,
+/// how often it changed hands, how often a waiter asked the holder to drop it (once per
+/// holder, however many waiters time out) and how often a holder let go with such a request
+/// pending.
 ///
 /// `/stats` reads percentiles from HdrHistograms; `/metrics` gets the same figures through
 /// swift-metrics timers and counters labelled with the domain.
@@ -18,16 +20,16 @@ public final class LockStatistics: Sendable {
     /// keeps the second at 1, and with no lock it shows how many threads ran handler code at once.
     private let holders = Atomic<Int>(0)
     private let mostHolders = Atomic<Int>(0)
-    /// How long the holder had held the lock when a waiter asked it to drop, at the least.
-    /// The switch-number rule keeps this at a full interval or more. Signed, because
+    /// How long the holder had held the lock when a waiter asked it to drop, at the least. The
+    /// switch-number rule keeps this at a full interval or more for threads that only compute. Signed, because
     /// `Atomic<UInt64>.min` in Swift 6.3.1 compares as signed and never replaces `UInt64.max`.
     private let shortestTenureAtDropRequest = Atomic<Int>(.max)
 
+    /// Longer waits and holds are counted as this long (one hour, in ns).
+    private static let longest: UInt64 = 3_600_000_000_000
     private struct Distributions {
-        var wait = Histogram<UInt64>(lowestDiscernibleValue: 1_000, highestTrackableValue: 3_600_000_000_000,
-                                     numberOfSignificantValueDigits: .two)
-        var hold = Histogram<UInt64>(lowestDiscernibleValue: 1_000, highestTrackableValue: 3_600_000_000_000,
-                                     numberOfSignificantValueDigits: .two)
+        var wait = Histogram<UInt64>(lowestDiscernibleValue: 1_000, highestTrackableValue: longest, numberOfSignificantValueDigits: .two)
+        var hold = Histogram<UInt64>(lowestDiscernibleValue: 1_000, highestTrackableValue: longest, numberOfSignificantValueDigits: .two)
     }
     private let distributions = Locked(Distributions())
 
@@ -67,14 +69,14 @@ public final class LockStatistics: Sendable {
             handovers.add(1, ordering: .relaxed)
             handoverCounter.increment()
         }
-        distributions.withLock { _ = $0.wait.record(waited) }
+        distributions.withLock { _ = $0.wait.record(min(waited, Self.longest)) }
         waitTimer.recordNanoseconds(Int64(clamping: waited))
     }
 
     /// The holder is letting go after holding the lock `held` ns (called before it does).
     func recordRelease(held: UInt64) {
         recordExit()
-        distributions.withLock { _ = $0.hold.record(held) }
+        distributions.withLock { _ = $0.hold.record(min(held, Self.longest)) }
         holdTimer.recordNanoseconds(Int64(clamping: held))
     }
 

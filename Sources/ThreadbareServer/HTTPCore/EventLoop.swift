@@ -31,7 +31,12 @@ final class EventLoop: @unchecked Sendable {
     private var boundSocket: OpaquePointer?
     private var spareBatch: [PendingReply] = []
     private var draining = false
-    init(index: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter) throws {
+    /// By socket number: the peer port of the connection on that socket and its number.
+    private var connectionNumbers: [(peerPort: UInt16, number: Int)] = []
+    private var connectionsSeen = 0
+    private let loopCount: Int
+    init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter) throws {
+        self.loopCount = loopCount
         doorbell = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard doorbell >= 0 else { throw SocketError(description: "eventfd failed: \(String(cString: strerror(errno)))") }
         guard let base = Self.makeBase() else { throw SocketError(description: "event_base_new_with_config failed") }
@@ -130,9 +135,9 @@ final class EventLoop: @unchecked Sendable {
     /// first triggers it, so either way the request is settled once.
     private func receive(_ request: UnsafeMutablePointer<evhttp_request>) {
         let this = Unmanaged.passUnretained(self).toOpaque()
-        var socket: Int32 = -1
+        var connectionNumber = 0
         if let connection = evhttp_request_get_connection(request) {
-            socket = bufferevent_getfd(evhttp_connection_get_bufferevent(connection))
+            connectionNumber = number(of: connection)
             inFlight.add(1)
             evhttp_connection_set_closecb(connection, { _, arg in
                 Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().inFlight.subtract(1)
@@ -170,9 +175,30 @@ final class EventLoop: @unchecked Sendable {
         }
         let parsed = HTTPRequest(
             method: method == .head ? .get : method, path: path, query: query,
-            contentType: contentType, body: body, receivedAt: receivedAt, connection: Int(socket))
+            contentType: contentType, body: body, receivedAt: receivedAt, connection: connectionNumber)
         service.serve(parsed, reply: ReplyHandle(
             loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
+    }
+
+    /// Numbers connections in the order this loop first sees them (interleaved with the other
+    /// loops' numbers). evhttp offers no per-connection storage and reuses both socket numbers
+    /// and connection memory, so a connection is known by its socket and its peer's port: a
+    /// request on a socket whose peer port changed comes from a new connection.
+    private func number(of connection: OpaquePointer) -> Int {
+        let socket = Int(bufferevent_getfd(evhttp_connection_get_bufferevent(connection)))
+        guard socket >= 0 else { return index }
+        var address: UnsafeMutablePointer<CChar>?
+        var peerPort: UInt16 = 0
+        evhttp_connection_get_peer(connection, &address, &peerPort)
+        if socket >= connectionNumbers.count {
+            connectionNumbers += repeatElement((peerPort: 0, number: -1), count: socket + 1 - connectionNumbers.count)
+        }
+        let known = connectionNumbers[socket]
+        if known.number >= 0 && known.peerPort == peerPort { return known.number }
+        let number = connectionsSeen * loopCount + index
+        connectionsSeen += 1
+        connectionNumbers[socket] = (peerPort, number)
+        return number
     }
 
     private func answerDoorbell() {

@@ -42,8 +42,9 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
     /// When the loop thread finished reading the request (MonotonicClock).
     public var receivedAt: UInt64
-    /// Tells the client connection apart from the others open at the same time (it is the
-    /// connection's socket descriptor), so a service can keep a connection with one worker.
+    /// The client connection's number: connections are numbered in the order the loops first
+    /// see them, so a service can keep a connection with one worker and let connections take
+    /// turns.
     public var connection: Int
 
     public init(

@@ -17,7 +17,7 @@ public final class HTTPServer: Sendable {
         self.host = sockets.host
         self.port = sockets.port
         self.loops = try sockets.fds.enumerated().map { index, fd in
-            try EventLoop(index: index, listeningFD: fd, limits: limits, service: service, inFlight: inFlight)
+            try EventLoop(index: index, of: sockets.fds.count, listeningFD: fd, limits: limits, service: service, inFlight: inFlight)
         }
     }
 
