@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -32,5 +33,11 @@
 /* glibc declares this only under _GNU_SOURCE, which the headers above were kept from; threads
  * named tb-loop-N and tb-handler-N make `top -H` and debuggers readable. */
 extern int pthread_setname_np(pthread_t thread, const char *name);
+
+/* prctl is variadic, which Swift cannot call: a prefork worker asks for `signal` when the
+ * process that forked it dies. */
+static inline int threadbare_set_parent_death_signal(int signal) {
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0UL, 0UL, 0UL);
+}
 
 #endif

@@ -5,15 +5,23 @@ public final class Server: Sendable {
     public let mode: Mode
     private let http: HTTPServer
 
-    public init(configuration: ServerConfiguration) throws {
+    /// A server listening on its own sockets, bound to the configured address.
+    public convenience init(configuration: ServerConfiguration) throws {
+        let sockets = try ListeningSockets.bind(
+            host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
+        try self.init(configuration: configuration, sockets: sockets)
+    }
+
+    /// A server on sockets bound elsewhere (a prefork worker's, inherited from its master).
+    /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
+    public init(configuration: ServerConfiguration, sockets: ListeningSockets,
+                fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
 
-        let sockets = try ListeningSockets.bind(
-            host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
         let inFlight = SharedCounter()
         let metrics = MetricsExport()
-        let domains = InterpreterDomain.make(
+        let domains = try InterpreterDomain.make(
             mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
             cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes, metrics: metrics)
         let status = ServerStatus(
@@ -22,7 +30,8 @@ public final class Server: Sendable {
         let service = ThreadbareService(
             router: Router(routes: Endpoints.all), domains: domains, queueLimit: configuration.queueLimit,
             limits: configuration.endpointLimits, status: status)
-        http = try HTTPServer(sockets: sockets, limits: configuration.limits, service: service, inFlight: inFlight)
+        http = try HTTPServer(sockets: sockets, limits: configuration.limits, service: service, inFlight: inFlight,
+                              fixedHeaders: fixedHeaders, tick: tick)
     }
 
     /// The address actually listened on (the real port when the configuration said 0).
@@ -31,14 +40,20 @@ public final class Server: Sendable {
         return "http://\(host):\(http.port)"
     }
 
-    public func start() {
-        http.start()
+    public func start() throws {
+        try http.start()
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `graceful_timeout`, and stops.
     /// Returns how many requests were cut off.
     @discardableResult
     public func shutdown() -> Int {
-        http.shutdown(gracefulTimeout: configuration.gracefulTimeout)
+        shutdown(gracefulTimeout: configuration.gracefulTimeout)
+    }
+
+    /// The same with another limit: 0 stops at once.
+    @discardableResult
+    public func shutdown(gracefulTimeout: Double) -> Int {
+        http.shutdown(gracefulTimeout: gracefulTimeout)
     }
 }

@@ -32,6 +32,11 @@ struct Serve: ParsableCommand {
         // A client that goes away mid-reply must not kill the server.
         signal(SIGPIPE, SIG_IGN)
 
+        if configuration.mode == .prefork {
+            try runMaster(configuration, logger)
+            return
+        }
+
         let server: Server
         do {
             server = try Server(configuration: configuration)
@@ -39,7 +44,12 @@ struct Serve: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        server.start()
+        do {
+            try server.start()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
         // Tests and scripts wait for this line; it must not sit in a pipe's buffer.
         print("listening on \(server.url)")
         fflush(nil)
@@ -57,6 +67,26 @@ struct Serve: ParsableCommand {
         if cutOff > 0 {
             logger.warning("graceful timeout passed with requests still in flight", metadata: ["cut_off": "\(cutOff)"])
         }
+        logger.info("stopped")
+    }
+
+    /// prefork: this process becomes the master; the workers are its forked children.
+    private func runMaster(_ configuration: ServerConfiguration, _ logger: Logger) throws {
+        let master: PreforkMaster
+        do {
+            master = try PreforkMaster(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        logger.info("master started", metadata: [
+            "pid": "\(getpid())", "workers": "\(configuration.workers)", "threads": "\(configuration.threads)",
+        ])
+        let status = master.run {
+            print("listening on \(master.url)")
+            fflush(nil)
+        }
+        if status != 0 { throw ExitCode(status) }
         logger.info("stopped")
     }
 }

@@ -27,6 +27,8 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Event-loop threads per process.") var loops: String?
     @Option(name: .customLong("switch-interval-ms"), help: "gil, subinterpreters: the lock's switch interval (sys.setswitchinterval).") var switchInterval: String?
     @Option(help: "subinterpreters: lock domains, each with its own lock and cache.") var interpreters: String?
+    @Option(help: "prefork: worker processes (default: the machine's cores).") var workers: String?
+    @Option(help: "prefork: reuseport | shared listening sockets.") var accept: String?
     @Option(name: .customLong("queue-limit"), help: "Requests waiting for a handler before 503.") var queueLimit: String?
     @Option(name: .customLong("graceful-timeout"), help: "Seconds in-flight requests get on SIGTERM.") var gracefulTimeout: String?
     @Option(name: .customLong("log-level"), help: "trace | debug | info | notice | warning | error | critical") var logLevel: String?
@@ -39,6 +41,7 @@ struct ConfigurationOptions: ParsableArguments {
             ("mode", "--mode", mode), ("host", "--host", host), ("port", "--port", port),
             ("threads", "--threads", threads), ("loops", "--loops", loops),
             ("switch_interval_ms", "--switch-interval-ms", switchInterval), ("interpreters", "--interpreters", interpreters),
+            ("workers", "--workers", workers), ("accept", "--accept", accept),
             ("queue_limit", "--queue-limit", queueLimit), ("graceful_timeout", "--graceful-timeout", gracefulTimeout),
             ("log_level", "--log-level", logLevel),
         ]

@@ -3,7 +3,7 @@ import Testing
 
 @Suite("Configuration files, environment and flags, as a deployment uses them")
 struct ConfigurationTests {
-    @Test(arguments: ["nogil", "gil", "subinterpreters"])
+    @Test(arguments: ["nogil", "gil", "subinterpreters", "prefork"])
     func shippedConfigIsValid(mode: String) throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let result = try runThreadbare(["config", "check", root.appendingPathComponent("config/\(mode).yaml").path])
@@ -88,11 +88,10 @@ struct ConfigurationTests {
         #expect(missing.stderr.contains("/nonexistent/threadbare.yaml: cannot read config file: No such file or directory"))
     }
 
-    @Test(arguments: ["prefork"])
-    func modesNotBuiltYetSayItAndExit2(mode: String) throws {
-        let result = try runThreadbare(["serve", "--mode", mode, "--port", "0"])
+    @Test func impossibleModeSettingsSayWhyAndExit2() throws {
+        let result = try runThreadbare(["serve", "--mode", "subinterpreters", "--threads", "2", "--interpreters", "3", "--port", "0"])
         #expect(result.status == 2)
-        #expect(result.stderr.contains("mode '\(mode)' is not implemented yet"))
+        #expect(result.stderr.contains("threads 2 < interpreters 3"), "\(result.stderr)")
     }
 
     @Test func portInUseIsAClearError() throws {

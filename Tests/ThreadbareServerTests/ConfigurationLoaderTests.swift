@@ -56,9 +56,14 @@ struct ConfigurationLoaderTests {
         #expect(ConfigurationLoader.suggestion(for: "zzzzzz", among: ["threads", "loops"]) == "")
     }
 
-    @Test func unimplementedModeIsAnError() {
+    @Test func preforkWorkersHaveOneThreadUnlessTold() throws {
+        let plain = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork", "THREADBARE_WORKERS": "3"], commandLine: [])
+        #expect(try plain.configuration.makeMode() == Mode(name: .prefork, processes: 3, threadsPerProcess: 1, lock: .global, interpreters: 1))
+        #expect(plain.origins["threads"] == "default for prefork")
+        let threaded = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork", "THREADBARE_THREADS": "4"], commandLine: [])
+        #expect(threaded.configuration.threads == 4)
         #expect(throws: ConfigurationError.self) {
-            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork"], commandLine: [])
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork", "THREADBARE_ACCEPT": "fastest"], commandLine: [])
         }
     }
 

@@ -64,7 +64,7 @@ struct CoreTests {
     }
 
     @Test func handlerPoolRunsJobsAndRefusesWhenFull() throws {
-        let pool = HandlerPool(threads: 1, queueLimit: 2)
+        let pool = try HandlerPool(threads: 1, queueLimit: 2)
         let gate = Atomic<Bool>(false)
         let done = Atomic<Int>(0)
         // Occupy the only thread, then fill the queue.

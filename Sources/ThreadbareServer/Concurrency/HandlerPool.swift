@@ -29,15 +29,15 @@ public final class HandlerPool: @unchecked Sendable {
     private var threads: [OSThread] = []
 
     /// Threads are named `name-0`, `name-1`, … (as `top -H` and debuggers show them).
-    public init(threads count: Int, queueLimit: Int, name: String = "tb-handler") {
+    public init(threads count: Int, queueLimit: Int, name: String = "tb-handler") throws {
         precondition(count >= 1 && queueLimit >= 1)
         limit = queueLimit
         threadCount = count
         jobs = Deque(minimumCapacity: min(queueLimit, 4096))
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(workAvailable, nil)
-        threads = (0..<count).map { index in
-            OSThread(name: "\(name)-\(index)") { [self] in self.run() }
+        threads = try (0..<count).map { index in
+            try OSThread(name: "\(name)-\(index)") { [self] in self.run() }
         }
     }
 

@@ -19,9 +19,9 @@ public final class InterpreterDomain: Sendable {
     static func make(
         mode: Mode, switchInterval: Duration, queueLimit: Int, cacheMaxEntries: Int, cacheMaxBytes: Int,
         metrics: MetricsExport
-    ) -> [InterpreterDomain] {
+    ) throws -> [InterpreterDomain] {
         let count = mode.interpreters
-        return (0..<count).map { index in
+        return try (0..<count).map { index in
             let statistics = LockStatistics(domain: index, metrics: metrics)
             let lock: any InterpreterLock = switch mode.lock {
             case .none: NoInterpreterLock(statistics: statistics)
@@ -31,7 +31,7 @@ public final class InterpreterDomain: Sendable {
             return InterpreterDomain(
                 index: index, lock: lock,
                 cache: ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes),
-                pool: HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-handler" : "tb-handler"))
+                pool: try HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-handler" : "tb-handler"))
         }
     }
 }

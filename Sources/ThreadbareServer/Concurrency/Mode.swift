@@ -24,7 +24,7 @@ public struct Mode: Sendable, Equatable {
 
     /// The preset `name` with `threads` handler threads per process; `interpreters` counts only
     /// for subinterpreters.
-    public static func preset(_ name: Name, threads: Int, interpreters: Int = 1) throws(ModeError) -> Mode {
+    public static func preset(_ name: Name, threads: Int, interpreters: Int = 1, workers: Int = 1) throws(ModeError) -> Mode {
         switch name {
         case .nogil:
             return Mode(name: .nogil, processes: 1, threadsPerProcess: threads, lock: .none, interpreters: 1)
@@ -32,27 +32,21 @@ public struct Mode: Sendable, Equatable {
             return Mode(name: .gil, processes: 1, threadsPerProcess: threads, lock: .global, interpreters: 1)
         case .subinterpreters:
             guard threads >= interpreters else {
-                throw ModeError.invalid("subinterpreters needs at least one handler thread per interpreter: threads \(threads) < interpreters \(interpreters)")
+                throw ModeError("subinterpreters needs at least one handler thread per interpreter: threads \(threads) < interpreters \(interpreters)")
             }
             return Mode(name: .subinterpreters, processes: 1, threadsPerProcess: threads, lock: .perInterpreter, interpreters: interpreters)
         case .prefork:
-            throw ModeError.notImplemented(name)
+            // Each worker is a whole CPython-like process: its own GIL, its own memory.
+            return Mode(name: .prefork, processes: workers, threadsPerProcess: threads, lock: .global, interpreters: 1)
         }
     }
 }
 
-public enum ModeError: Error, CustomStringConvertible {
-    case notImplemented(Mode.Name)
-    case invalid(String)
+/// A combination of settings no mode can run with.
+public struct ModeError: Error, CustomStringConvertible {
+    public let description: String
 
-    public var description: String {
-        switch self {
-        case .invalid(let reason):
-            return reason
-        case .notImplemented(let name):
-            let implemented = Mode.Name.allCases.filter { (try? Mode.preset($0, threads: 1)) != nil }
-            return "mode '\(name.rawValue)' is not implemented yet; implemented: "
-                + implemented.map(\.rawValue).joined(separator: ", ")
-        }
+    init(_ description: String) {
+        self.description = description
     }
 }

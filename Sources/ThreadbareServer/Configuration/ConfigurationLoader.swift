@@ -73,6 +73,12 @@ public enum ConfigurationLoader {
             }
             origins[key.name] = setting.origin
         }
+        // A prefork worker has one handler thread unless told otherwise, like gunicorn's sync
+        // worker; more threads make it a gthread worker.
+        if configuration.mode == .prefork && origins["threads"] == nil {
+            configuration.threads = 1
+            origins["threads"] = "default for prefork"
+        }
         do {
             _ = try configuration.makeMode()
         } catch {

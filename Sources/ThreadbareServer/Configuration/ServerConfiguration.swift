@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Everything a deployment can set. The defaults serve with no config file at all.
 public struct ServerConfiguration: Sendable, Equatable {
     public var mode: Mode.Name = .nogil
@@ -7,6 +11,13 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var threads = 8
     public var switchIntervalMilliseconds = 5.0
     public var interpreters = 2
+    /// prefork: worker processes; the machine's cores unless set.
+    public var workers = ServerConfiguration.onlineCores
+    /// prefork: `shared` (one listening socket every worker accepts on) or `reuseport` (a
+    /// SO_REUSEPORT socket per worker, the kernel spreading connections).
+    public var accept = "reuseport"
+    /// prefork: seconds a worker's loop may go without a heartbeat before it is replaced.
+    public var workerTimeout = 30.0
     public var queueLimit = 1024
     public var backlog = 2048
     public var gracefulTimeout = 30.0
@@ -21,6 +32,8 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     public init() {}
 
+    public static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
     public var limits: HTTPLimits {
         HTTPLimits(maxHeaderBytes: maxHeaderBytes, maxBodyBytes: maxBodyBytes, timeoutSeconds: timeout)
     }
@@ -32,6 +45,6 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var switchInterval: Duration { .nanoseconds(Int64((switchIntervalMilliseconds * 1e6).rounded())) }
 
     public func makeMode() throws(ModeError) -> Mode {
-        try Mode.preset(mode, threads: threads, interpreters: interpreters)
+        try Mode.preset(mode, threads: threads, interpreters: interpreters, workers: workers)
     }
 }

@@ -17,6 +17,10 @@ final class EventLoop: @unchecked Sendable {
     private let http: OpaquePointer
     private let service: any HTTPService
     private let inFlight: SharedCounter
+    /// Added to every answer, after the service's own headers.
+    private let fixedHeaders: [(name: String, value: String)]
+    private let tick: (@Sendable () -> Void)?
+    private var tickEvent: OpaquePointer?
 
     // Cross-thread state.
     private let outbox = Locked<[PendingReply]>([])
@@ -35,8 +39,13 @@ final class EventLoop: @unchecked Sendable {
     private var connectionNumbers: [(peerPort: UInt16, number: Int)] = []
     private var connectionsSeen = 0
     private let loopCount: Int
-    init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter) throws {
+    /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
+    /// the loop stops turning.
+    init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter,
+         fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
         self.loopCount = loopCount
+        self.fixedHeaders = fixedHeaders
+        self.tick = tick
         doorbell = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard doorbell >= 0 else { throw SocketError(description: "eventfd failed: \(String(cString: strerror(errno)))") }
         guard let base = Self.makeBase() else { throw SocketError(description: "event_base_new_with_config failed") }
@@ -63,6 +72,13 @@ final class EventLoop: @unchecked Sendable {
             Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().answerDoorbell()
         }, this)
         event_add(doorbellEvent, nil)
+        if tick != nil {
+            tickEvent = event_new(base, -1, Int16(EV_PERSIST), { _, _, arg in
+                Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().tick?()
+            }, this)
+            var second = timeval(tv_sec: 1, tv_usec: 0)
+            event_add(tickEvent, &second)
+        }
         guard let bound = evhttp_accept_socket_with_handle(http, listeningFD) else {
             throw SocketError(description: "evhttp_accept_socket failed on fd \(listeningFD)")
         }
@@ -82,9 +98,9 @@ final class EventLoop: @unchecked Sendable {
         return event_base_new_with_config(config)
     }
 
-    func start() {
+    func start() throws {
         let this = self
-        thread = OSThread(name: "tb-loop-\(index)") {
+        thread = try OSThread(name: "tb-loop-\(index)") {
             this.threadID.store(UInt(pthread_self()), ordering: .releasing)
             // The doorbell stays registered, so the loop keeps running after draining removes
             // the listener, until `stop` asks it to end.
@@ -239,6 +255,9 @@ final class EventLoop: @unchecked Sendable {
         }
         reply.timing.withHeaderValue { _ = evhttp_add_header(headers, "Server-Timing", $0) }
         for header in response.headers {
+            evhttp_add_header(headers, header.name, header.value)
+        }
+        for header in fixedHeaders {
             evhttp_add_header(headers, header.name, header.value)
         }
         // While draining, ask HTTP/1.1 clients to close. (For an HTTP/1.0 keep-alive client

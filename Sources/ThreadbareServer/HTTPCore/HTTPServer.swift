@@ -12,19 +12,22 @@ public final class HTTPServer: Sendable {
     private let inFlightCount: SharedCounter
 
     /// `inFlight` counts requests read and not yet fully answered, over all loops.
-    public init(sockets: ListeningSockets, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter) throws {
+    /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop.
+    public init(sockets: ListeningSockets, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter,
+                fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
         self.inFlightCount = inFlight
         self.host = sockets.host
         self.port = sockets.port
         self.loops = try sockets.fds.enumerated().map { index, fd in
-            try EventLoop(index: index, of: sockets.fds.count, listeningFD: fd, limits: limits, service: service, inFlight: inFlight)
+            try EventLoop(index: index, of: sockets.fds.count, listeningFD: fd, limits: limits, service: service, inFlight: inFlight,
+                          fixedHeaders: fixedHeaders, tick: index == 0 ? tick : nil)
         }
     }
 
     public var inFlight: Int { inFlightCount.current }
 
-    public func start() {
-        loops.forEach { $0.start() }
+    public func start() throws {
+        try loops.forEach { try $0.start() }
     }
 
     /// Graceful stop: close the listening sockets, let in-flight requests finish for at most

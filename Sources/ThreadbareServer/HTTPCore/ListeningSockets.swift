@@ -16,11 +16,20 @@ public struct ListeningSockets: Sendable {
     public let host: String
     public let port: Int
 
+    public func close() {
+        fds.forEach { _ = Glibc.close($0) }
+    }
+
+    /// `http://HOST:PORT`, with brackets around an IPv6 host.
+    public var url: String {
+        "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
+
     /// Binds `count` sockets to `host:port`; with port 0 the first bind picks a free port and the
-    /// others join it.
-    public static func bind(host: String, port: Int, count: Int, backlog: Int) throws -> ListeningSockets {
+    /// others join it. `joining` adds sockets to a port this process already listens on.
+    public static func bind(host: String, port: Int, count: Int, backlog: Int, joining: Bool = false) throws -> ListeningSockets {
         precondition(count >= 1)
-        if port != 0 { try ensureNotInUse(host: host, port: port) }
+        if port != 0 && !joining { try ensureNotInUse(host: host, port: port) }
         var fds: [Int32] = []
         var boundPort = port
         do {
@@ -33,7 +42,7 @@ public struct ListeningSockets: Sendable {
                 if boundPort == 0 { boundPort = localPort(of: fd) }
             }
         } catch {
-            fds.forEach { close($0) }
+            fds.forEach { _ = Glibc.close($0) }
             throw error
         }
         return ListeningSockets(fds: fds, host: host, port: boundPort)
@@ -44,7 +53,7 @@ public struct ListeningSockets: Sendable {
     /// bind a port anyone listens on, so trying one first turns that into "address in use".
     private static func ensureNotInUse(host: String, port: Int) throws {
         let probe = try bindOne(host: host, port: port, reusePort: false)
-        close(probe)
+        _ = Glibc.close(probe)
     }
 
     private static func bindOne(host: String, port: Int, reusePort: Bool) throws -> Int32 {
@@ -68,7 +77,7 @@ public struct ListeningSockets: Sendable {
         }
         guard Glibc.bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
             let reason = String(cString: strerror(errno))
-            close(fd)
+            _ = Glibc.close(fd)
             throw SocketError(description: "cannot bind \(host):\(port): \(reason)")
         }
         return fd

@@ -21,7 +21,7 @@ final class OSThread: @unchecked Sendable {
 
     /// Starts `body` on a new thread named `name` (shown by `top -H` and in debuggers; Linux
     /// keeps the first 15 bytes).
-    init(name: String, _ body: @escaping @Sendable () -> Void) {
+    init(name: String, _ body: @escaping @Sendable () -> Void) throws {
         let start = Unmanaged.passRetained(Start(name: name, body: body)).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
@@ -30,7 +30,10 @@ final class OSThread: @unchecked Sendable {
             start.body()
             return nil
         }, start)
-        precondition(rc == 0, "pthread_create failed: \(String(cString: strerror(rc)))")
+        guard rc == 0 else {
+            Unmanaged<Start>.fromOpaque(start).release()
+            throw SocketError(description: "cannot start thread \(name): \(String(cString: strerror(rc)))")
+        }
         handle = thread
     }
 

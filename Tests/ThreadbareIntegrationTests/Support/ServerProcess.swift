@@ -105,16 +105,22 @@ struct ServerDidNotStart: Error, CustomStringConvertible {
     var description: String { "threadbare did not print its listening line; stderr:\n\(stderr)" }
 }
 
-/// Runs `threadbare <arguments>` to completion (for commands that exit, like `config check`).
-func runThreadbare(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs `threadbare <arguments>` to completion (for commands that exit, like `config check`),
+/// through `launcher` if given (a command such as `prlimit --nofile=10` that runs the rest).
+func runThreadbare(_ arguments: [String], environment: [String: String] = [:], launcher: [String] = []) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
     let (outputFile, errorFile) = ServerProcess.temporaryFiles()
     defer {
         try? FileManager.default.removeItem(at: outputFile)
         try? FileManager.default.removeItem(at: errorFile)
     }
-    process.executableURL = ServerProcess.binary
-    process.arguments = arguments
+    if let command = launcher.first {
+        process.executableURL = URL(fileURLWithPath: command)
+        process.arguments = Array(launcher.dropFirst()) + [ServerProcess.binary.path] + arguments
+    } else {
+        process.executableURL = ServerProcess.binary
+        process.arguments = arguments
+    }
     process.environment = ServerProcess.cleanEnvironment(adding: environment)
     process.standardOutput = try FileHandle(forWritingTo: outputFile)
     process.standardError = try FileHandle(forWritingTo: errorFile)

@@ -1,0 +1,48 @@
+import CLibevent
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One prefork worker: a whole Threadbare server in a process of its own, on sockets its master
+/// bound. It runs in a child the master has just forked. The master never starts a thread or
+/// an event loop (it only forks, waits and signals), so the child starts with the one thread
+/// that called fork and consistent memory, and builds its loops and handler threads from
+/// scratch, like a process that has just started.
+enum PreforkWorker {
+    /// The worker's exit status when it could not boot, as gunicorn's WORKER_BOOT_ERROR.
+    static let bootFailureStatus: Int32 = 3
+
+    static func run(slot: Int, sockets: ListeningSockets, configuration: ServerConfiguration,
+                    scoreboard: Scoreboard, masterPID: pid_t) -> Never {
+        // Orphan detection: the kernel sends TERM (a graceful stop) when the master dies. The
+        // master may already have died between fork and here, so look once ourselves.
+        threadbare_set_parent_death_signal(SIGTERM)
+        if getppid() != masterPID { exit(0) }
+
+        let pid = getpid()
+        scoreboard.setPID(pid, slot: slot)
+        let server: Server
+        do {
+            server = try Server(
+                configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))],
+                tick: { scoreboard.beat(slot: slot) })
+            try server.start()
+        } catch {
+            scoreboard.recordBootError("\(error)", slot: slot)
+            exit(bootFailureStatus)
+        }
+        scoreboard.beat(slot: slot)
+        scoreboard.setState(.ready, slot: slot)
+
+        // The master blocked these before forking; the mask is inherited, so sigwait takes them.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        for signal in [SIGTERM, SIGINT, SIGQUIT] { sigaddset(&stopSignals, signal) }
+        var received: Int32 = 0
+        sigwait(&stopSignals, &received)
+        scoreboard.setState(.stopping, slot: slot)
+        // TERM: finish what is in flight (gunicorn's graceful stop); INT and QUIT: stop now.
+        server.shutdown(gracefulTimeout: received == SIGTERM ? configuration.gracefulTimeout : 0)
+        exit(0)
+    }
+}

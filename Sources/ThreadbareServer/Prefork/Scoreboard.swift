@@ -1,0 +1,140 @@
+import Atomics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One shared-memory segment the prefork master maps before it forks, with a slot per worker:
+/// the way Apache's scoreboard and gunicorn's heartbeat files let a master see its workers, and
+/// let any worker describe all of them. Every field is an atomic word, so the master and the
+/// workers read and write it without a lock that a dying process could leave held.
+public final class Scoreboard: @unchecked Sendable {
+    public enum State: Int, Sendable {
+        case empty = 0, booting, ready, stopping
+    }
+
+    /// Slots in the segment; `workers` and TTIN are limited to it.
+    public static let capacity = 256
+    static let bootErrorBytes = 240
+
+    /// swift-atomics' storage for one atomic Int, which can live in shared memory.
+    private typealias Word = UnsafeAtomic<Int>.Storage
+
+    private struct Slot {
+        var pid: Word
+        var state: Word
+        /// Wall-clock seconds since the epoch when the worker was forked.
+        var startedAt: Word
+        /// Monotonic nanoseconds of the worker loop's last beat.
+        var heartbeat: Word
+        var requests: Word
+        /// Why the worker could not boot, NUL-terminated; written just before it exits.
+        var bootError: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                        UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                        UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    }
+
+    private let slots: UnsafeMutablePointer<Slot>
+    private let bytes: Int
+
+    public init() throws {
+        bytes = MemoryLayout<Slot>.stride * Self.capacity
+        guard let mapping = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0),
+              mapping != MAP_FAILED else {
+            throw SocketError(description: "cannot map the worker scoreboard: \(String(cString: strerror(errno)))")
+        }
+        // A fresh anonymous mapping is zero-filled: every slot is empty, every counter 0.
+        slots = mapping.bindMemory(to: Slot.self, capacity: Self.capacity)
+    }
+
+    deinit {
+        munmap(slots, bytes)
+    }
+
+    private func atomic(_ slot: Int, _ field: KeyPath<Slot, Word>) -> UnsafeAtomic<Int> {
+        precondition((0..<Self.capacity).contains(slot))
+        let offset = MemoryLayout<Slot>.offset(of: field)!
+        let pointer = (UnsafeMutableRawPointer(slots + slot) + offset).assumingMemoryBound(to: Word.self)
+        return UnsafeAtomic(at: pointer)
+    }
+
+    // MARK: The master
+
+    /// Claims `slot` for a worker about to be forked.
+    func prepare(slot: Int) {
+        atomic(slot, \.pid).store(0, ordering: .relaxed)
+        atomic(slot, \.requests).store(0, ordering: .relaxed)
+        atomic(slot, \.heartbeat).store(Int(MonotonicClock.now()), ordering: .relaxed)
+        atomic(slot, \.startedAt).store(time(nil), ordering: .relaxed)
+        withUnsafeMutableBytes(of: &slots[slot].bootError) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        atomic(slot, \.state).store(State.booting.rawValue, ordering: .releasing)
+    }
+
+    func setPID(_ pid: Int32, slot: Int) {
+        atomic(slot, \.pid).store(Int(pid), ordering: .relaxed)
+    }
+
+    func clear(slot: Int) {
+        atomic(slot, \.state).store(State.empty.rawValue, ordering: .releasing)
+        atomic(slot, \.pid).store(0, ordering: .relaxed)
+    }
+
+    /// What the worker in `slot` wrote before it exited, if anything.
+    func bootError(slot: Int) -> String? {
+        let text = withUnsafeBytes(of: &slots[slot].bootError) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return text.isEmpty ? nil : text
+    }
+
+    // MARK: Either side
+
+    public func state(slot: Int) -> State {
+        State(rawValue: atomic(slot, \.state).load(ordering: .acquiring)) ?? .empty
+    }
+
+    public func setState(_ state: State, slot: Int) {
+        atomic(slot, \.state).store(state.rawValue, ordering: .releasing)
+    }
+
+    public func heartbeat(slot: Int) -> UInt64 {
+        UInt64(atomic(slot, \.heartbeat).load(ordering: .relaxed))
+    }
+
+    // MARK: The worker
+
+    public func beat(slot: Int) {
+        atomic(slot, \.heartbeat).store(Int(MonotonicClock.now()), ordering: .relaxed)
+    }
+
+    public func countRequest(slot: Int) {
+        atomic(slot, \.requests).wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// Leaves the reason the worker could not boot for the master, which names it when it gives up.
+    func recordBootError(_ message: String, slot: Int) {
+        withUnsafeMutableBytes(of: &slots[slot].bootError) { buffer in
+            let utf8 = Array(message.utf8.prefix(buffer.count - 1))
+            buffer.copyBytes(from: utf8)
+            buffer[utf8.count] = 0
+        }
+    }
+
+    // MARK: Reading every worker
+
+    public struct WorkerFigures: Sendable {
+        public var slot: Int
+        public var pid: Int32
+        public var state: State
+        public var startedAt: Int
+        public var requests: Int
+    }
+
+    public func workers() -> [WorkerFigures] {
+        (0..<Self.capacity).compactMap { slot in
+            let state = self.state(slot: slot)
+            guard state != .empty else { return nil }
+            return WorkerFigures(
+                slot: slot, pid: Int32(atomic(slot, \.pid).load(ordering: .relaxed)), state: state,
+                startedAt: atomic(slot, \.startedAt).load(ordering: .relaxed),
+                requests: atomic(slot, \.requests).load(ordering: .relaxed))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+
+/// prefork with real processes: a master, its forked workers, and the signals that steer them.
+@Suite("prefork: a master supervising forked workers", .serialized)
+struct PreforkTests {
+    /// The master's children that are still running (a zombie has stopped, whether or not
+    /// anyone has reaped it yet).
+    static func workers(of master: Int32) -> Set<Int32> {
+        let list = (try? String(contentsOfFile: "/proc/\(master)/task/\(master)/children", encoding: .utf8)) ?? ""
+        return Set(list.split(separator: " ").compactMap { Int32($0) }.filter(isRunning))
+    }
+
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+        return !status.split(separator: "\n").contains { $0.hasPrefix("State:") && $0.contains("Z (zombie)") }
+    }
+
+    /// Polls `condition` every 20 ms for up to `seconds`.
+    static func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return condition()
+    }
+
+    /// The workers that answer requests on fresh connections.
+    static func answeringWorkers(_ server: ServerProcess, requests: Int) throws -> Set<String> {
+        Set(try (0..<requests).map { _ in try #require(try server.get("/health").headers["x-worker"]) })
+    }
+
+    @Test func everyWorkerAnswersAndTTINTTOUChangeTheCount() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "3"])
+        defer { server.stop() }
+        let started = Self.workers(of: server.pid)
+        #expect(started.count == 3)
+        #expect(try Self.answeringWorkers(server, requests: 60) == Set(started.map(String.init)))
+
+        // One signal at a time: the kernel keeps one pending instance of each signal, so two
+        // sent back to back may arrive as one, for gunicorn as for any process.
+        kill(server.pid, SIGTTIN)
+        #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 4 })
+        for expected in [3, 2, 1] {
+            kill(server.pid, SIGTTOU)
+            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == expected })
+        }
+        kill(server.pid, SIGTTOU)
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(Self.workers(of: server.pid).count == 1, "never fewer than one")
+        #expect(try server.get("/health").text == "ok")
+    }
+
+    @Test func aKilledWorkerIsReplacedAndOnlyItsRequestsFail() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+        defer { server.stop() }
+        let before = Self.workers(of: server.pid)
+        let victim = try #require(before.first)
+        let stopLoad = LockedFlag()
+        // Four clients, one request per connection: at most four requests are in flight at the
+        // moment of the kill, and only those on the victim may fail.
+        let outcomes = try concurrently(5) { client -> (ok: Int, failed: Int) in
+            if client == 4 {
+                Thread.sleep(forTimeInterval: 0.3)
+                kill(victim, SIGKILL)
+                let replaced = Self.eventually(within: 1) {
+                    let now = Self.workers(of: server.pid)
+                    return now.count == 2 && !now.contains(victim)
+                }
+                #expect(replaced, "no replacement within 1 s")
+                Thread.sleep(forTimeInterval: 0.3)
+                stopLoad.set()
+                return (0, 0)
+            }
+            var ok = 0, failed = 0
+            while !stopLoad.isSet {
+                if (try? server.get("/cpu?work=100").status) == 200 { ok += 1 } else { failed += 1 }
+            }
+            return (ok, failed)
+        }
+        let failed = outcomes.reduce(0) { $0 + $1.failed }
+        #expect(failed <= 4, "\(failed) requests failed")
+        #expect(outcomes.reduce(0) { $0 + $1.ok } > 20)
+    }
+
+    @Test func termLetsASlowRequestFinishThenTheMasterExitsZero() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+        let workers = Self.workers(of: server.pid)
+        let slow = try concurrently(2) { index -> HTTPReply? in
+            if index == 1 {
+                Thread.sleep(forTimeInterval: 0.2)
+                kill(server.pid, SIGTERM)
+                return nil
+            }
+            return try server.get("/io?ms=800")
+        }
+        #expect(slow[0]?.status == 200)
+        #expect(server.stop() == 0)
+        #expect(workers.allSatisfy { !Self.isRunning($0) })
+    }
+
+    /// A worker that cannot boot (here it runs out of file descriptors for its four loops,
+    /// while the master still fits) makes the master give up, naming the reason.
+    @Test func aWorkerThatCannotBootStopsTheMaster() throws {
+        let started = Date()
+        let result = try runThreadbare(
+            ["serve", "--mode", "prefork", "--workers", "1", "--loops", "4", "--port", "0"],
+            launcher: ["/usr/bin/prlimit", "--nofile=12:12"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("failed to boot 3 times in a row"), "\(result.stderr)")
+        #expect(result.stderr.contains("Too many open files"), "\(result.stderr)")
+        #expect(!result.stdout.contains("listening on"))
+        #expect(Date().timeIntervalSince(started) < 20)
+    }
+
+    @Test func workersLeaveWhenTheMasterIsKilled() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+        let workers = Self.workers(of: server.pid)
+        #expect(workers.count == 2)
+        server.stop(signal: SIGKILL)
+        #expect(Self.eventually(within: 5) { workers.allSatisfy { !Self.isRunning($0) } })
+    }
+
+    @Test func theMasterRunsNoThreads() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
+        defer { server.stop() }
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task")
+        #expect(tasks.count == 1, "forking from a threaded process is unsafe")
+    }
+}
