@@ -14,8 +14,10 @@ public final class Server: Sendable {
 
     /// A server on sockets bound elsewhere (a prefork worker's, inherited from its master).
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
+    /// `seat` is a prefork worker's place on its master's scoreboard.
     public init(configuration: ServerConfiguration, sockets: ListeningSockets,
-                fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
+                fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil,
+                seat: ScoreboardSeat? = nil) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
 
@@ -26,7 +28,7 @@ public final class Server: Sendable {
             cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes, metrics: metrics)
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
-            accounting: RequestAccounting(metrics: metrics), inFlight: inFlight, domains: domains, routes: Endpoints.all)
+            accounting: RequestAccounting(metrics: metrics), inFlight: inFlight, domains: domains, seat: seat, routes: Endpoints.all)
         let service = ThreadbareService(
             router: Router(routes: Endpoints.all), domains: domains, queueLimit: configuration.queueLimit,
             limits: configuration.endpointLimits, status: status)

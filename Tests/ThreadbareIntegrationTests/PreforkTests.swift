@@ -122,6 +122,33 @@ struct PreforkTests {
         #expect(Self.eventually(within: 5) { workers.allSatisfy { !Self.isRunning($0) } })
     }
 
+    @Test func statsListEveryWorkerWhicheverAnswers() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+        defer { server.stop() }
+        for _ in 0..<30 { _ = try server.get("/health") }
+        let workers = try #require(try server.json("/stats")["workers"] as? [String: Any])
+        let each = try #require(workers["each"] as? [[String: Any]])
+        #expect(Set(each.compactMap { $0["pid"] as? Int }.map(Int32.init)) == Self.workers(of: server.pid))
+        #expect((workers["requests"] as? Int ?? 0) >= 30)
+        #expect(each.allSatisfy { ($0["pss_bytes"] as? Int ?? 0) > 0 && $0["state"] as? String == "ready" })
+        #expect((workers["pss_bytes"] as? Int ?? 0) < (workers["rss_bytes"] as? Int ?? 0), "forked workers share pages")
+    }
+
+    @Test func eachWorkerHasItsOwnCache() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+        defer { server.stop() }
+        let writer = try server.connect()
+        let stored = try writer.request("PUT", "/cache/k", body: Array("mine".utf8))
+        #expect(stored.status == 201)
+        var other: HTTPReply?
+        for _ in 0..<40 where other == nil {
+            let reply = try server.get("/cache/k")
+            if reply.headers["x-worker"] != stored.headers["x-worker"] { other = reply }
+        }
+        #expect(try #require(other).status == 404, "another worker must not see the key")
+        #expect(try writer.request("GET", "/cache/k").text == "mine")
+    }
+
     @Test func theMasterRunsNoThreads() throws {
         let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
         defer { server.stop() }

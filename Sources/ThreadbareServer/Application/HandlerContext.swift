@@ -30,11 +30,14 @@ public final class ServerStatus: Sendable {
     public let accounting: RequestAccounting
     public let inFlight: SharedCounter
     public let domains: [InterpreterDomain]
+    /// In a prefork worker: its slot on the master's scoreboard, where every worker is listed.
+    public let seat: ScoreboardSeat?
     let startedAt = MonotonicClock.now()
     let routes: [Route]
 
     init(mode: Mode, loops: Int, switchInterval: Duration, metrics: MetricsExport, accounting: RequestAccounting,
-         inFlight: SharedCounter, domains: [InterpreterDomain], routes: [Route]) {
+         inFlight: SharedCounter, domains: [InterpreterDomain], seat: ScoreboardSeat?, routes: [Route]) {
+        self.seat = seat
         self.mode = mode
         self.loops = loops
         self.switchInterval = switchInterval

@@ -45,7 +45,32 @@ enum IntrospectionEndpoints {
             "in_flight": .integer(status.inFlight.current), "queue_depth": .integer(status.queueDepth()),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),
             "lock": lockJSON(status),
+            "workers": status.seat.map(workersJSON) ?? .null,
         ])
+    }
+
+    /// prefork: every worker on the master's scoreboard, whichever worker answers, and their
+    /// sums. Pss divides each shared page among the processes sharing it, so its sum is what the
+    /// workers really cost; the sum of RSS counts shared pages once per worker.
+    private static func workersJSON(_ seat: ScoreboardSeat) -> JSONValue {
+        let workers = seat.scoreboard.workers()
+        var requests = 0, resident = 0, proportional = 0
+        let each: [JSONValue] = workers.map { worker in
+            let rss = ProcessMemory.residentBytes(of: String(worker.pid))
+            let pss = ProcessMemory.proportionalBytes(of: String(worker.pid))
+            requests += worker.requests
+            resident += rss
+            proportional += pss
+            return [
+                "slot": .integer(worker.slot), "pid": .integer(Int(worker.pid)), "state": .string(worker.state.name),
+                "requests": .integer(worker.requests), "rss_bytes": .integer(rss), "pss_bytes": .integer(pss),
+                "started_unix_s": .integer(worker.startedAt), "answered_this": .bool(worker.slot == seat.slot),
+            ]
+        }
+        return [
+            "count": .integer(workers.count), "requests": .integer(requests),
+            "rss_bytes": .integer(resident), "pss_bytes": .integer(proportional), "each": .array(each),
+        ]
     }
 
     /// The lock model and, per domain, what its lock did. Times in milliseconds.

@@ -73,7 +73,7 @@ final class ThreadbareService: HTTPService {
         var response = respond(route, request, HandlerContext(lock: session, cache: domain.cache, limits: limits, status: status))
         let finished = MonotonicClock.now()
         // Counted before the reply leaves, so a client that reads /stats next finds it there.
-        accounting.record(status: response.status, nanoseconds: finished - request.receivedAt)
+        count(response, accounting, nanoseconds: finished - request.receivedAt)
         session.release()
         if domains.count > 1 {
             response.headers.append(("Threadbare-Interpreter", String(domain.index)))
@@ -92,7 +92,12 @@ final class ThreadbareService: HTTPService {
     }
 
     private func finish(_ accounting: EndpointAccounting, _ request: HTTPRequest, _ response: HTTPResponse, _ timing: ServerTiming, _ reply: ReplyHandle) {
-        accounting.record(status: response.status, nanoseconds: MonotonicClock.elapsed(since: request.receivedAt))
+        count(response, accounting, nanoseconds: MonotonicClock.elapsed(since: request.receivedAt))
         reply.send(response, timing: timing)
+    }
+
+    private func count(_ response: HTTPResponse, _ accounting: EndpointAccounting, nanoseconds: UInt64) {
+        accounting.record(status: response.status, nanoseconds: nanoseconds)
+        status.seat?.countRequest()
     }
 }

@@ -2,14 +2,23 @@
 import Glibc
 #endif
 
-/// Memory figures of this process, read from /proc.
+/// Memory figures of processes, read from /proc.
 public enum ProcessMemory {
-    /// Resident set size in bytes: the second field of /proc/self/statm, in pages.
-    public static func residentBytes() -> Int {
-        guard let statm = readProcFile("/proc/self/statm") else { return 0 }
+    /// Resident set size in bytes: the second field of /proc/PID/statm, in pages.
+    public static func residentBytes(of pid: String = "self") -> Int {
+        guard let statm = readProcFile("/proc/\(pid)/statm") else { return 0 }
         let fields = statm.split(separator: " ")
         guard fields.count >= 2, let pages = Int(fields[1]) else { return 0 }
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// Proportional set size in bytes: each resident page divided by the number of processes
+    /// sharing it, so the Pss of forked workers adds up to the memory they really use.
+    public static func proportionalBytes(of pid: String = "self") -> Int {
+        guard let rollup = readProcFile("/proc/\(pid)/smaps_rollup"),
+              let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }),
+              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+        return kilobytes * 1024
     }
 
     /// A /proc file is generated on read and small; one read of 4 KiB holds these.

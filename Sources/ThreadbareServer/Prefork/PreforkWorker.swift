@@ -25,7 +25,7 @@ enum PreforkWorker {
         do {
             server = try Server(
                 configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))],
-                tick: { scoreboard.beat(slot: slot) })
+                tick: { scoreboard.beat(slot: slot) }, seat: ScoreboardSeat(scoreboard: scoreboard, slot: slot))
             try server.start()
         } catch {
             scoreboard.recordBootError("\(error)", slot: slot)

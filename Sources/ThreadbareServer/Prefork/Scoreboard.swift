@@ -10,6 +10,15 @@ import Glibc
 public final class Scoreboard: @unchecked Sendable {
     public enum State: Int, Sendable {
         case empty = 0, booting, ready, stopping
+
+        public var name: String {
+            switch self {
+            case .empty: "empty"
+            case .booting: "booting"
+            case .ready: "ready"
+            case .stopping: "stopping"
+            }
+        }
     }
 
     /// Slots in the segment; `workers` and TTIN are limited to it.
@@ -136,5 +145,15 @@ public final class Scoreboard: @unchecked Sendable {
                 startedAt: atomic(slot, \.startedAt).load(ordering: .relaxed),
                 requests: atomic(slot, \.requests).load(ordering: .relaxed))
         }
+    }
+}
+
+/// A prefork worker's own slot on its master's scoreboard.
+public struct ScoreboardSeat: Sendable {
+    public let scoreboard: Scoreboard
+    public let slot: Int
+
+    public func countRequest() {
+        scoreboard.countRequest(slot: slot)
     }
 }
