@@ -74,7 +74,9 @@ struct Serve: ParsableCommand {
     private func runMaster(_ configuration: ServerConfiguration, _ logger: Logger) throws {
         let master: PreforkMaster
         do {
-            master = try PreforkMaster(configuration: configuration, logger: logger)
+            master = try PreforkMaster(configuration: configuration, logger: logger) {
+                try options.load().configuration
+            }
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)

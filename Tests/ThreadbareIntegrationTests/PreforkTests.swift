@@ -149,6 +149,69 @@ struct PreforkTests {
         #expect(try writer.request("GET", "/cache/k").text == "mine")
     }
 
+    /// Keep-alive clients sending requests back to back until `stop` is set, reconnecting when
+    /// an answer says Connection: close, as a well-behaved client does. Any error or non-200
+    /// answer is a failed request.
+    static func constantLoad(_ server: ServerProcess, clients: Int, path: String, until stop: LockedFlag,
+                             while body: @escaping @Sendable () throws -> Void) throws -> (ok: Int, failed: [String], workers: Set<String>) {
+        let outcomes = try concurrently(clients + 1) { client -> (ok: Int, failed: [String], workers: Set<String>) in
+            if client == clients {
+                defer { stop.set() }
+                try body()
+                return (0, [], [])
+            }
+            var ok = 0, failed: [String] = [], workers: Set<String> = []
+            var connection: HTTPConnection?
+            while !stop.isSet {
+                do {
+                    let open = try connection ?? server.connect()
+                    connection = open
+                    let reply = try open.request("GET", path)
+                    if reply.status == 200 { ok += 1 } else { failed.append("status \(reply.status)") }
+                    if let worker = reply.headers["x-worker"] { workers.insert(worker) }
+                    if reply.headers["connection"]?.lowercased() == "close" { connection = nil }
+                } catch {
+                    failed.append("\(error)")
+                    connection = nil
+                }
+            }
+            return (ok, failed, workers)
+        }
+        return outcomes.reduce((0, [], [])) { ($0.ok + $1.ok, $0.failed + $1.failed, $0.workers.union($1.workers)) }
+    }
+
+    @Test func hupReloadsUnderLoadWithoutAFailedRequest() throws {
+        let file = try temporaryConfig("mode: prefork\nworkers: 2\ncpu:\n  max_work: 1000\n")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let server = try ServerProcess(["--config", file.path])
+        defer { server.stop() }
+        let before = Self.workers(of: server.pid)
+        let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=50", until: LockedFlag()) {
+            Thread.sleep(forTimeInterval: 0.4)
+            try "mode: prefork\nworkers: 2\ncpu:\n  max_work: 2000\n".write(to: file, atomically: true, encoding: .utf8)
+            kill(server.pid, SIGHUP)
+            #expect(Self.eventually(within: 10) {
+                let now = Self.workers(of: server.pid)
+                return now.count == 2 && now.isDisjoint(with: before)
+            }, "every worker replaced")
+            Thread.sleep(forTimeInterval: 0.4)
+        }
+        #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
+        #expect(load.ok > 50)
+        #expect(try server.get("/cpu?work=1500").status == 200, "the reloaded cpu.max_work is in effect")
+    }
+
+    @Test func maxRequestsRecyclesWorkersWithoutAFailedRequest() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "max_requests=150", "--set", "max_requests_jitter=50"])
+        defer { server.stop() }
+        let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=20", until: LockedFlag()) {
+            Thread.sleep(forTimeInterval: 1.5)
+        }
+        #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
+        #expect(load.workers.count > 2, "workers should have been recycled: \(load.workers)")
+        #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 2 })
+    }
+
     @Test func theMasterRunsNoThreads() throws {
         let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
         defer { server.stop() }

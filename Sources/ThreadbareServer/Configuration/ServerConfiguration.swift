@@ -18,6 +18,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var accept = "reuseport"
     /// prefork: seconds a worker's loop may go without a heartbeat before it is replaced.
     public var workerTimeout = 30.0
+    /// prefork: a worker retires after this many requests (0: never), plus a random 0...jitter
+    /// of its own so the workers do not all retire at once.
+    public var maxRequests = 0
+    public var maxRequestsJitter = 0
+    /// prefork: a worker whose resident memory passes this many MiB retires (0: never).
+    public var maxRSSMegabytes = 0
     public var queueLimit = 1024
     public var backlog = 2048
     public var gracefulTimeout = 30.0

@@ -35,15 +35,16 @@ final class EventLoop: @unchecked Sendable {
     private var boundSocket: OpaquePointer?
     private var spareBatch: [PendingReply] = []
     private var draining = false
-    /// By socket number: the peer port of the connection on that socket and its number.
-    private var connectionNumbers: [(peerPort: UInt16, number: Int)] = []
-    private var connectionsSeen = 0
-    private let loopCount: Int
+    private var connections: ConnectionTable
+    /// Open client connections, over all loops.
+    private let openConnections: SharedCounter
     /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
     /// the loop stops turning.
-    init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter,
+    init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService,
+         inFlight: SharedCounter, openConnections: SharedCounter,
          fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
-        self.loopCount = loopCount
+        connections = ConnectionTable(loopIndex: index, loopCount: loopCount)
+        self.openConnections = openConnections
         self.fixedHeaders = fixedHeaders
         self.tick = tick
         doorbell = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -125,6 +126,9 @@ final class EventLoop: @unchecked Sendable {
     }
 
     /// Stop accepting new connections; replies from now on ask clients to close.
+    /// How long a keep-alive connection may stay silent once the server is draining.
+    static let drainingIdleSeconds: Int32 = 1
+
     func beginDraining() {
         drainRequested.store(true, ordering: .releasing)
         ringDoorbell()
@@ -145,25 +149,31 @@ final class EventLoop: @unchecked Sendable {
 
     // MARK: Loop thread
 
-    /// In-flight requests are counted without a table: a connection has a close callback exactly
-    /// while its request is unanswered (evhttp reads the next request on a connection only
-    /// after answering the current one). Answering removes the callback; a client that leaves
-    /// first triggers it, so either way the request is settled once.
+    /// A request is in flight from here until its answer is written (on_complete) or its
+    /// connection closes first (the close callback, which every connection has from its first
+    /// request on), so a client that vanishes cannot leak the count.
     private func receive(_ request: UnsafeMutablePointer<evhttp_request>) {
-        let this = Unmanaged.passUnretained(self).toOpaque()
         var connectionNumber = 0
         if let connection = evhttp_request_get_connection(request) {
-            connectionNumber = number(of: connection)
-            inFlight.add(1)
-            evhttp_connection_set_closecb(connection, { _, arg in
-                Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().inFlight.subtract(1)
-            }, this)
-            evhttp_request_set_on_complete_cb(request, { request, arg in
-                if let connection = evhttp_request_get_connection(request) {
-                    evhttp_connection_set_closecb(connection, nil, nil)
+            let admitted = connections.admit(connection)
+            connectionNumber = admitted.number
+            if admitted.isNew {
+                if let replaced = admitted.replaced {
+                    if replaced.unanswered { inFlight.subtract(1) }
+                } else {
+                    openConnections.add(1)
                 }
-                Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().inFlight.subtract(1)
-            }, this)
+                evhttp_connection_set_closecb(connection, { connection, arg in
+                    Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().closed(connection!)
+                }, Unmanaged.passUnretained(self).toOpaque())
+                if draining { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
+            }
+            _ = connections.setUnanswered(true, connection)
+            inFlight.add(1)
+            evhttp_request_set_on_complete_cb(request, { request, arg in
+                guard let connection = evhttp_request_get_connection(request) else { return }
+                Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().answered(connection)
+            }, Unmanaged.passUnretained(self).toOpaque())
         }
 
         let receivedAt = MonotonicClock.now()
@@ -196,25 +206,14 @@ final class EventLoop: @unchecked Sendable {
             loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
     }
 
-    /// Numbers connections in the order this loop first sees them (interleaved with the other
-    /// loops' numbers). evhttp offers no per-connection storage and reuses both socket numbers
-    /// and connection memory, so a connection is known by its socket and its peer's port: a
-    /// request on a socket whose peer port changed comes from a new connection.
-    private func number(of connection: OpaquePointer) -> Int {
-        let socket = Int(bufferevent_getfd(evhttp_connection_get_bufferevent(connection)))
-        guard socket >= 0 else { return index }
-        var address: UnsafeMutablePointer<CChar>?
-        var peerPort: UInt16 = 0
-        evhttp_connection_get_peer(connection, &address, &peerPort)
-        if socket >= connectionNumbers.count {
-            connectionNumbers += repeatElement((peerPort: 0, number: -1), count: socket + 1 - connectionNumbers.count)
-        }
-        let known = connectionNumbers[socket]
-        if known.number >= 0 && known.peerPort == peerPort { return known.number }
-        let number = connectionsSeen * loopCount + index
-        connectionsSeen += 1
-        connectionNumbers[socket] = (peerPort, number)
-        return number
+    private func answered(_ connection: OpaquePointer) {
+        if connections.setUnanswered(false, connection) { inFlight.subtract(1) }
+    }
+
+    private func closed(_ connection: OpaquePointer) {
+        guard let entry = connections.remove(connection) else { return }
+        if entry.unanswered { inFlight.subtract(1) }
+        openConnections.subtract(1)
     }
 
     private func answerDoorbell() {
@@ -225,6 +224,11 @@ final class EventLoop: @unchecked Sendable {
             if let boundSocket {
                 evhttp_del_accept_socket(http, boundSocket)
                 self.boundSocket = nil
+            }
+            // Busy keep-alive connections end with their next answer (it says Connection:
+            // close); idle ones are closed once they have been silent this long.
+            for connection in connections.connections {
+                evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds)
             }
         }
         flushOutbox()

@@ -10,17 +10,20 @@ public final class HTTPServer: Sendable {
     public let port: Int
     private let loops: [EventLoop]
     private let inFlightCount: SharedCounter
+    private let openConnections: SharedCounter
 
     /// `inFlight` counts requests read and not yet fully answered, over all loops.
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop.
     public init(sockets: ListeningSockets, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter,
                 fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
         self.inFlightCount = inFlight
+        let openConnections = SharedCounter()
+        self.openConnections = openConnections
         self.host = sockets.host
         self.port = sockets.port
         self.loops = try sockets.fds.enumerated().map { index, fd in
-            try EventLoop(index: index, of: sockets.fds.count, listeningFD: fd, limits: limits, service: service, inFlight: inFlight,
-                          fixedHeaders: fixedHeaders, tick: index == 0 ? tick : nil)
+            try EventLoop(index: index, of: sockets.fds.count, listeningFD: fd, limits: limits, service: service,
+                          inFlight: inFlight, openConnections: openConnections, fixedHeaders: fixedHeaders, tick: index == 0 ? tick : nil)
         }
     }
 
@@ -30,13 +33,16 @@ public final class HTTPServer: Sendable {
         try loops.forEach { try $0.start() }
     }
 
-    /// Graceful stop: close the listening sockets, let in-flight requests finish for at most
-    /// `timeout` seconds, then end the loops. Returns the number of requests cut off.
+    /// Graceful stop: close the listening sockets, let in-flight requests finish and keep-alive
+    /// clients leave (each connection's next answer asks it to close; one silent for a second is
+    /// closed) for at most `timeout` seconds, then end the loops. A client that is sending its
+    /// next request as the server stops thus gets an answer instead of a reset. Returns the
+    /// number of requests cut off.
     @discardableResult
     public func shutdown(gracefulTimeout timeout: Double) -> Int {
         loops.forEach { $0.beginDraining() }
         let deadline = MonotonicClock.now() + UInt64(max(0, timeout) * 1e9)
-        while inFlight > 0 && MonotonicClock.now() < deadline {
+        while (inFlight > 0 || openConnections.current > 0) && MonotonicClock.now() < deadline {
             usleep(5_000)
         }
         let cutOff = inFlight

@@ -10,38 +10,55 @@ import Glibc
 /// signals and reaps children, so at every fork it has one thread and nothing half-locked, and
 /// each worker builds its own loops and threads after the fork (see `PreforkWorker`).
 ///
-/// Signals: TERM stops gracefully (workers finish in-flight requests for up to
-/// `graceful_timeout`), INT and QUIT stop at once, TTIN and TTOU add and remove a worker (never
-/// below one). A dead worker is replaced; one that cannot boot three times in a row stops the
-/// master with its reason. A worker whose loop misses its heartbeat for `worker_timeout` gets
-/// SIGABRT, then SIGKILL, and is replaced.
+/// Workers stand at positions 0..<workers. With `accept: reuseport` each position has its own
+/// SO_REUSEPORT sockets, which the master keeps open, so connections queued on them wait for
+/// the position's next worker instead of failing. A worker leaves its position in one of three
+/// ways: it dies (it is replaced at once), it retires (a recycling limit, or a rolling reload:
+/// its replacement is started first, and it stops only after finishing its requests), or its
+/// position is removed (TTOU).
+///
+/// Signals: TERM stops gracefully, INT and QUIT at once, HUP reloads the configuration and
+/// replaces every worker, TTIN and TTOU add and remove a worker (never below one). A worker
+/// that cannot boot three times in a row stops the master with its reason; one whose loop
+/// misses its heartbeat for `worker_timeout` gets SIGABRT, then SIGKILL, and is replaced.
 public final class PreforkMaster {
-    private let configuration: ServerConfiguration
+    private struct Worker {
+        let pid: pid_t
+        let position: Int
+        /// Leaving once it has finished; its replacement is already started.
+        var retiring = false
+        /// When it was sent SIGABRT for a missed heartbeat.
+        var abortedAt: UInt64?
+    }
+
+    private var configuration: ServerConfiguration
+    private let reload: () throws -> ServerConfiguration
     private let logger: Logger
     private let scoreboard: Scoreboard
     private let pid = getpid()
 
     /// `accept: shared`: the sockets every worker accepts on.
     private let sharedSockets: ListeningSockets?
-    /// `accept: reuseport`: each slot's own SO_REUSEPORT sockets. The master keeps them open, so
-    /// connections queued on a dead worker's socket wait for its replacement instead of failing.
-    private var slotSockets: [Int: ListeningSockets] = [:]
+    /// `accept: reuseport`: each position's own sockets.
+    private var positionSockets: [Int: ListeningSockets] = [:]
     private let firstSockets: ListeningSockets
 
-    /// Slots that should have a worker, and the worker each one has now.
-    private var activeSlots: Set<Int>
-    private var workers: [Int: pid_t] = [:]
+    private var positions: Set<Int>
+    /// By scoreboard slot.
+    private var workers: [Int: Worker] = [:]
     private var bootFailures: [Int: Int] = [:]
-    /// When each stuck worker was sent SIGABRT.
-    private var aborted: [Int: UInt64] = [:]
+    /// A rolling reload in progress: the old workers, by slot, each waiting for the new worker
+    /// at its position to be ready before it is told to stop.
+    private var awaitingReplacement: Set<Int> = []
     private var stopping = false
 
     static let bootAttempts = 3
     static let signals = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1]
 
-    /// Binds the sockets; no worker runs yet.
-    public init(configuration: ServerConfiguration, logger: Logger) throws {
+    /// Binds the sockets; no worker runs yet. `reload` reads the configuration again, for HUP.
+    public init(configuration: ServerConfiguration, logger: Logger, reload: @escaping () throws -> ServerConfiguration) throws {
         self.configuration = configuration
+        self.reload = reload
         self.logger = logger
         scoreboard = try Scoreboard()
         let first = try ListeningSockets.bind(
@@ -51,9 +68,9 @@ public final class PreforkMaster {
             sharedSockets = first
         } else {
             sharedSockets = nil
-            slotSockets[0] = first
+            positionSockets[0] = first
         }
-        activeSlots = Set(0..<configuration.workers)
+        positions = Set(0..<configuration.workers)
     }
 
     public var url: String { firstSockets.url }
@@ -67,18 +84,18 @@ public final class PreforkMaster {
         // Blocked before the first fork: workers inherit the mask and sigwait for theirs.
         pthread_sigmask(SIG_BLOCK, &signalSet, nil)
 
-        for slot in activeSlots.sorted() {
-            guard spawn(slot: slot) else { return stop(graceful: false, status: 1) }
+        for position in positions.sorted() {
+            guard spawn(at: position) else { return stop(graceful: false, status: 1) }
         }
         var announced = false
         while true {
-            if !announced && activeSlots.allSatisfy({ scoreboard.state(slot: $0) == .ready }) {
+            if !announced && allPositionsReady() {
                 announced = true
-                logger.info("workers ready", metadata: ["workers": "\(activeSlots.count)", "accept": "\(configuration.accept)"])
+                logger.info("workers ready", metadata: ["workers": "\(positions.count)", "accept": "\(configuration.accept)"])
                 onReady()
             }
             var info = siginfo_t()
-            var wait = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            var wait = timespec(tv_sec: 0, tv_nsec: 50_000_000)
             let signal = sigtimedwait(&signalSet, &info, &wait)
             switch signal {
             case SIGTERM:
@@ -87,40 +104,52 @@ public final class PreforkMaster {
             case SIGINT, SIGQUIT:
                 logger.info("\(signal == SIGINT ? "SIGINT" : "SIGQUIT"): stopping now")
                 return stop(graceful: false, status: 0)
-            case SIGTTIN:
-                addWorker()
-            case SIGTTOU:
-                removeWorker()
             case SIGHUP:
-                logger.warning("SIGHUP: rolling reload is not implemented yet; ignored")
+                beginReload()
+            case SIGTTIN:
+                addPosition()
+            case SIGTTOU:
+                removePosition()
             case SIGUSR1:
                 logger.info("SIGUSR1: logs go to stderr; there is no log file to reopen")
             default:
                 break
             }
             if let status = reapWorkers() { return status }
+            replaceRetiringWorkers()
+            stopReplacedWorkers()
             checkHeartbeats()
         }
     }
 
-    // MARK: Workers
+    private func allPositionsReady() -> Bool {
+        positions.allSatisfy { position in
+            workers.contains { $0.value.position == position && scoreboard.state(slot: $0.key) == .ready }
+        }
+    }
 
-    private func sockets(for slot: Int) throws -> ListeningSockets {
+    // MARK: Starting workers
+
+    private func sockets(at position: Int) throws -> ListeningSockets {
         if let sharedSockets { return sharedSockets }
-        if let existing = slotSockets[slot] { return existing }
+        if let existing = positionSockets[position] { return existing }
         let made = try ListeningSockets.bind(
             host: firstSockets.host, port: firstSockets.port, count: configuration.loops, backlog: configuration.backlog,
             joining: true)
-        slotSockets[slot] = made
+        positionSockets[position] = made
         return made
     }
 
-    private func spawn(slot: Int) -> Bool {
+    private func spawn(at position: Int) -> Bool {
         let sockets: ListeningSockets
         do {
-            sockets = try self.sockets(for: slot)
+            sockets = try self.sockets(at: position)
         } catch {
             logger.critical("cannot open sockets for a new worker: \(error)")
+            return false
+        }
+        guard let slot = (0..<Scoreboard.capacity).first(where: { workers[$0] == nil }) else {
+            logger.critical("no free scoreboard slot for a new worker")
             return false
         }
         scoreboard.prepare(slot: slot)
@@ -128,9 +157,9 @@ public final class PreforkMaster {
         fflush(nil)
         let child = fork()
         if child == 0 {
-            // Another slot's sockets stay with that slot: a retired slot's sockets must close
+            // Other positions' sockets stay with them: a removed position's sockets must close
             // when the master closes them, not live on in a sibling.
-            for (other, otherSockets) in slotSockets where other != slot { otherSockets.close() }
+            for (other, otherSockets) in positionSockets where other != position { otherSockets.close() }
             PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, scoreboard: scoreboard, masterPID: pid)
         }
         guard child > 0 else {
@@ -139,57 +168,135 @@ public final class PreforkMaster {
             return false
         }
         scoreboard.setPID(child, slot: slot)
-        workers[slot] = child
-        aborted[slot] = nil
-        logger.debug("worker started", metadata: ["pid": "\(child)", "slot": "\(slot)"])
+        workers[slot] = Worker(pid: child, position: position)
+        logger.debug("worker started", metadata: ["pid": "\(child)", "slot": "\(slot)", "position": "\(position)"])
         return true
     }
 
-    private func addWorker() {
-        guard activeSlots.count < Scoreboard.capacity else {
-            logger.warning("SIGTTIN: already at the most workers (\(Scoreboard.capacity))")
+    // MARK: Changing the set of workers
+
+    private func addPosition() {
+        guard positions.count < Scoreboard.capacity / 2 else {
+            logger.warning("SIGTTIN: already at the most workers (\(Scoreboard.capacity / 2))")
             return
         }
-        let slot = (0...).first { !activeSlots.contains($0) && workers[$0] == nil }!
-        activeSlots.insert(slot)
-        logger.info("SIGTTIN: one worker more", metadata: ["workers": "\(activeSlots.count)"])
-        if !spawn(slot: slot) { activeSlots.remove(slot) }
+        let position = (0...).first { !positions.contains($0) }!
+        positions.insert(position)
+        logger.info("SIGTTIN: one worker more", metadata: ["workers": "\(positions.count)"])
+        if !spawn(at: position) { positions.remove(position) }
     }
 
-    private func removeWorker() {
-        guard activeSlots.count > 1, let slot = activeSlots.max() else {
+    private func removePosition() {
+        guard positions.count > 1, let position = positions.max() else {
             logger.info("SIGTTOU: one worker is the fewest")
             return
         }
-        activeSlots.remove(slot)
-        logger.info("SIGTTOU: one worker fewer", metadata: ["workers": "\(activeSlots.count)"])
-        if let worker = workers[slot] { kill(worker, SIGTERM) }
+        positions.remove(position)
+        logger.info("SIGTTOU: one worker fewer", metadata: ["workers": "\(positions.count)"])
+        for (slot, worker) in workers where worker.position == position {
+            workers[slot]?.retiring = true
+            kill(worker.pid, SIGTERM)
+        }
     }
 
-    /// Reaps every exited worker and replaces those still wanted. Returns an exit status when
-    /// the master must give up.
+    /// HUP: read the configuration again and replace every worker, one new worker per position,
+    /// each old one stopping gracefully once its replacement is ready.
+    private func beginReload() {
+        var fresh: ServerConfiguration
+        do {
+            fresh = try reload()
+            _ = try fresh.makeMode()
+        } catch {
+            logger.error("SIGHUP: configuration not reloaded, keeping the running one: \(error)")
+            return
+        }
+        // The sockets stay: a new address, loop count or accept strategy needs a restart.
+        for (name, old, new) in [("host", configuration.host, fresh.host), ("port", String(configuration.port), String(fresh.port)),
+                                 ("loops", String(configuration.loops), String(fresh.loops)), ("accept", configuration.accept, fresh.accept)]
+            where old != new && !(name == "port" && new == "0") {
+            logger.warning("SIGHUP: \(name) changes only with a restart; keeping \(old)")
+        }
+        fresh.host = configuration.host
+        fresh.port = firstSockets.port
+        fresh.loops = configuration.loops
+        fresh.accept = configuration.accept
+        configuration = fresh
+        logger.info("SIGHUP: reloading", metadata: ["workers": "\(fresh.workers)"])
+
+        let old = workers.filter { !$0.value.retiring }
+        positions = Set(0..<fresh.workers)
+        for (slot, worker) in old {
+            if positions.contains(worker.position) {
+                awaitingReplacement.insert(slot)
+            } else {
+                workers[slot]?.retiring = true
+                kill(worker.pid, SIGTERM)
+            }
+        }
+        for position in positions.sorted() {
+            if !spawn(at: position) {
+                logger.error("SIGHUP: could not start a new worker; the old one at position \(position) keeps serving")
+            }
+        }
+    }
+
+    /// Reload: an old worker stops once a new worker at its position is ready.
+    private func stopReplacedWorkers() {
+        for slot in awaitingReplacement {
+            guard let old = workers[slot] else {
+                awaitingReplacement.remove(slot)
+                continue
+            }
+            let replaced = workers.contains { other in
+                other.key != slot && other.value.position == old.position && !other.value.retiring
+                    && !awaitingReplacement.contains(other.key) && scoreboard.state(slot: other.key) == .ready
+            }
+            if replaced {
+                awaitingReplacement.remove(slot)
+                workers[slot]?.retiring = true
+                kill(old.pid, SIGTERM)
+            }
+        }
+    }
+
+    /// A worker that reached a recycling limit asks for a replacement and keeps serving; it
+    /// stops, like an old worker in a reload, once the replacement is ready.
+    private func replaceRetiringWorkers() {
+        for (slot, worker) in workers where !worker.retiring && !stopping && !awaitingReplacement.contains(slot)
+            && scoreboard.state(slot: slot) == .retiring {
+            logger.info("worker \(worker.pid) is recycling; starting its replacement")
+            awaitingReplacement.insert(slot)
+            if !spawn(at: worker.position) {
+                logger.error("could not start a replacement; worker \(worker.pid) keeps serving")
+            }
+        }
+    }
+
+    // MARK: Ends of workers
+
+    /// Reaps every exited worker and replaces those that died unasked. Returns an exit status
+    /// when the master must give up.
     private func reapWorkers() -> Int32? {
         while true {
             var status: Int32 = 0
             let child = waitpid(-1, &status, WNOHANG)
             guard child > 0 else { return nil }
-            guard let slot = workers.first(where: { $0.value == child })?.key else { continue }
-            workers[slot] = nil
+            guard let slot = workers.first(where: { $0.value.pid == child })?.key, let worker = workers.removeValue(forKey: slot) else {
+                continue
+            }
+            awaitingReplacement.remove(slot)
             let wasBooting = scoreboard.state(slot: slot) == .booting
             let bootError = scoreboard.bootError(slot: slot)
             scoreboard.clear(slot: slot)
             let how = Self.describe(status)
-            guard activeSlots.contains(slot), !stopping else {
-                // Retired by TTOU: its sockets go with it.
-                if !activeSlots.contains(slot), sharedSockets == nil, let retired = slotSockets.removeValue(forKey: slot) {
-                    retired.close()
-                }
+            if !positions.contains(worker.position) { closeSocketsIfUnused(position: worker.position) }
+            if stopping || worker.retiring || !positions.contains(worker.position) {
                 logger.info("worker stopped", metadata: ["pid": "\(child)", "status": "\(how)"])
                 continue
             }
             if wasBooting {
-                let failures = bootFailures[slot, default: 0] + 1
-                bootFailures[slot] = failures
+                let failures = bootFailures[worker.position, default: 0] + 1
+                bootFailures[worker.position] = failures
                 let cause = bootError ?? how
                 if failures >= Self.bootAttempts {
                     logger.critical("a worker failed to boot \(failures) times in a row; giving up: \(cause)")
@@ -197,11 +304,19 @@ public final class PreforkMaster {
                 }
                 logger.error("worker \(child) failed to boot (\(cause)); trying again")
             } else {
-                bootFailures[slot] = 0
+                bootFailures[worker.position] = 0
                 logger.warning("worker \(child) \(how); starting a replacement")
             }
-            guard spawn(slot: slot) else { return stop(graceful: false, status: 1) }
+            // Still covered by a worker started for it (a reload's, say)? Then nothing to do.
+            if workers.values.contains(where: { $0.position == worker.position && !$0.retiring }) { continue }
+            guard spawn(at: worker.position) else { return stop(graceful: false, status: 1) }
         }
+    }
+
+    private func closeSocketsIfUnused(position: Int) {
+        guard sharedSockets == nil, !workers.values.contains(where: { $0.position == position }),
+              let unused = positionSockets.removeValue(forKey: position) else { return }
+        unused.close()
     }
 
     /// A worker whose first loop has not beaten for `worker_timeout` is stuck: SIGABRT (a core
@@ -210,17 +325,17 @@ public final class PreforkMaster {
         let now = MonotonicClock.now()
         let timeout = UInt64(configuration.workerTimeout * 1e9)
         for (slot, worker) in workers {
-            if let abortedAt = aborted[slot] {
-                if now - abortedAt > 2_000_000_000 { kill(worker, SIGKILL) }
+            if let abortedAt = worker.abortedAt {
+                if now - abortedAt > 2_000_000_000 { kill(worker.pid, SIGKILL) }
                 continue
             }
             let state = scoreboard.state(slot: slot)
-            guard state == .ready || state == .booting else { continue }
+            guard state == .ready || state == .booting || state == .retiring else { continue }
             let last = scoreboard.heartbeat(slot: slot)
             if now > last && now - last > timeout {
-                logger.error("worker \(worker) missed its heartbeat for \(configuration.workerTimeout) s; aborting it")
-                kill(worker, SIGABRT)
-                aborted[slot] = now
+                logger.error("worker \(worker.pid) missed its heartbeat for \(configuration.workerTimeout) s; aborting it")
+                kill(worker.pid, SIGABRT)
+                workers[slot]?.abortedAt = now
             }
         }
     }
@@ -229,7 +344,7 @@ public final class PreforkMaster {
     /// them, and kills any still running after the grace period.
     private func stop(graceful: Bool, status: Int32) -> Int32 {
         stopping = true
-        for worker in workers.values { kill(worker, graceful ? SIGTERM : SIGINT) }
+        for worker in workers.values { kill(worker.pid, graceful ? SIGTERM : SIGINT) }
         let grace = graceful ? configuration.gracefulTimeout + 5 : 5
         let deadline = MonotonicClock.now() + UInt64(grace * 1e9)
         while !workers.isEmpty && MonotonicClock.now() < deadline {
@@ -237,10 +352,10 @@ public final class PreforkMaster {
             if !workers.isEmpty { usleep(10_000) }
         }
         for (slot, worker) in workers {
-            logger.warning("worker \(worker) did not stop in time; killing it")
-            kill(worker, SIGKILL)
+            logger.warning("worker \(worker.pid) did not stop in time; killing it")
+            kill(worker.pid, SIGKILL)
             var ignored: Int32 = 0
-            waitpid(worker, &ignored, 0)
+            waitpid(worker.pid, &ignored, 0)
             scoreboard.clear(slot: slot)
         }
         workers.removeAll()

@@ -21,11 +21,17 @@ enum PreforkWorker {
 
         let pid = getpid()
         scoreboard.setPID(pid, slot: slot)
+        // Each worker its own jitter, so workers started together do not retire together.
+        let jitter = configuration.maxRequestsJitter > 0 ? Int.random(in: 0...configuration.maxRequestsJitter) : 0
+        let seat = ScoreboardSeat(
+            scoreboard: scoreboard, slot: slot,
+            maxRequests: configuration.maxRequests > 0 ? configuration.maxRequests + jitter : 0,
+            maxResidentBytes: configuration.maxRSSMegabytes * 1_048_576)
         let server: Server
         do {
             server = try Server(
                 configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))],
-                tick: { scoreboard.beat(slot: slot) }, seat: ScoreboardSeat(scoreboard: scoreboard, slot: slot))
+                tick: { seat.beat() }, seat: seat)
             try server.start()
         } catch {
             scoreboard.recordBootError("\(error)", slot: slot)

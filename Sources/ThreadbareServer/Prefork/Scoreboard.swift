@@ -1,4 +1,6 @@
 import Atomics
+import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,13 +11,15 @@ import Glibc
 /// workers read and write it without a lock that a dying process could leave held.
 public final class Scoreboard: @unchecked Sendable {
     public enum State: Int, Sendable {
-        case empty = 0, booting, ready, stopping
+        /// `retiring`: serving, and asking the master for a replacement.
+        case empty = 0, booting, ready, retiring, stopping
 
         public var name: String {
             switch self {
             case .empty: "empty"
             case .booting: "booting"
             case .ready: "ready"
+            case .retiring: "retiring"
             case .stopping: "stopping"
             }
         }
@@ -113,8 +117,10 @@ public final class Scoreboard: @unchecked Sendable {
         atomic(slot, \.heartbeat).store(Int(MonotonicClock.now()), ordering: .relaxed)
     }
 
-    public func countRequest(slot: Int) {
-        atomic(slot, \.requests).wrappingIncrement(ordering: .relaxed)
+    /// Returns the worker's requests so far.
+    @discardableResult
+    public func countRequest(slot: Int) -> Int {
+        atomic(slot, \.requests).wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
     /// Leaves the reason the worker could not boot for the master, which names it when it gives up.
@@ -148,12 +154,43 @@ public final class Scoreboard: @unchecked Sendable {
     }
 }
 
-/// A prefork worker's own slot on its master's scoreboard.
-public struct ScoreboardSeat: Sendable {
+/// A prefork worker's own slot on its master's scoreboard, and its recycling limits.
+public final class ScoreboardSeat: Sendable {
     public let scoreboard: Scoreboard
     public let slot: Int
+    /// Requests after which the worker retires (0: never); RSS in bytes likewise.
+    let maxRequests: Int
+    let maxResidentBytes: Int
+    private let retired = Synchronization.Atomic<Bool>(false)
+
+    init(scoreboard: Scoreboard, slot: Int, maxRequests: Int, maxResidentBytes: Int) {
+        self.scoreboard = scoreboard
+        self.slot = slot
+        self.maxRequests = maxRequests
+        self.maxResidentBytes = maxResidentBytes
+    }
 
     public func countRequest() {
-        scoreboard.countRequest(slot: slot)
+        let count = scoreboard.countRequest(slot: slot)
+        if maxRequests > 0 && count >= maxRequests { retire(because: "served \(count) requests (max_requests)") }
+    }
+
+    /// Once a second, from the worker's first loop.
+    func beat() {
+        scoreboard.beat(slot: slot)
+        if maxResidentBytes > 0 {
+            let resident = ProcessMemory.residentBytes()
+            if resident > maxResidentBytes { retire(because: "resident memory \(resident / 1_048_576) MiB (max_rss_mb)") }
+        }
+    }
+
+    /// Leaves as gunicorn's max_requests does, but without failing a request or leaving its
+    /// sockets unattended: it keeps serving and asks the master for a replacement; once that
+    /// one is ready the master sends TERM, and this worker finishes its requests (answers from
+    /// then on say Connection: close) and exits.
+    private func retire(because reason: String) {
+        guard !retired.exchange(true, ordering: .relaxed) else { return }
+        scoreboard.setState(.retiring, slot: slot)
+        Logger(label: "threadbare").info("worker retiring", metadata: ["pid": "\(getpid())", "reason": "\(reason)"])
     }
 }
