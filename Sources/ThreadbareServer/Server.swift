@@ -14,25 +14,29 @@ public final class Server: Sendable {
 
     /// A server on sockets bound elsewhere (a prefork worker's, inherited from its master).
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
-    /// `seat` is a prefork worker's place on its master's scoreboard.
+    /// `seat` is a prefork worker's place on its master's scoreboard: once a second the first
+    /// loop beats there and publishes the worker's figures.
     public init(configuration: ServerConfiguration, sockets: ListeningSockets,
-                fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil,
-                seat: ScoreboardSeat? = nil) throws {
+                fixedHeaders: [(name: String, value: String)] = [], seat: ScoreboardSeat? = nil) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
 
-        let inFlight = SharedCounter()
+        let counters = HTTPCounters()
         let metrics = MetricsExport()
         let domains = try InterpreterDomain.make(
             mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
             cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes, metrics: metrics)
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
-            accounting: RequestAccounting(metrics: metrics), inFlight: inFlight, domains: domains, seat: seat, routes: Endpoints.all)
+            accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)
         let service = ThreadbareService(
             router: Router(routes: Endpoints.all), domains: domains, queueLimit: configuration.queueLimit,
             limits: configuration.endpointLimits, status: status)
-        http = try HTTPServer(sockets: sockets, limits: configuration.limits, service: service, inFlight: inFlight,
+        var tick: (@Sendable () -> Void)?
+        if let seat {
+            tick = { seat.beat(publishing: status) }
+        }
+        http = try HTTPServer(sockets: sockets, limits: configuration.limits, service: service, counters: counters,
                               fixedHeaders: fixedHeaders, tick: tick)
     }
 

@@ -130,6 +130,11 @@ struct PreforkTests {
         let each = try #require(workers["each"] as? [[String: Any]])
         #expect(Set(each.compactMap { $0["pid"] as? Int }.map(Int32.init)) == Self.workers(of: server.pid))
         #expect((workers["requests"] as? Int ?? 0) >= 30)
+        // Other workers publish their connection counts with their heartbeat, once a second.
+        #expect(Self.eventually(within: 3) {
+            let latest = (try? server.json("/stats")["workers"] as? [String: Any]) ?? [:]
+            return (latest["connections"] as? Int ?? 0) >= 30
+        }, "one connection per request")
         #expect(each.allSatisfy { ($0["pss_bytes"] as? Int ?? 0) > 0 && $0["state"] as? String == "ready" })
         #expect((workers["pss_bytes"] as? Int ?? 0) < (workers["rss_bytes"] as? Int ?? 0), "forked workers share pages")
     }
@@ -147,6 +152,10 @@ struct PreforkTests {
         }
         #expect(try #require(other).status == 404, "another worker must not see the key")
         #expect(try writer.request("GET", "/cache/k").text == "mine")
+        let statistics = try #require(try server.json("/cache")["workers"] as? [String: Any])
+        let each = try #require(statistics["each"] as? [[String: Any]])
+        #expect(each.compactMap { $0["entries"] as? Int }.sorted() == [0, 1])
+        #expect((statistics["total"] as? [String: Any])?["entries"] as? Int == 1)
     }
 
     /// Keep-alive clients sending requests back to back until `stop` is set, reconnecting when

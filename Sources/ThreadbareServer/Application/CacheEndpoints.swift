@@ -13,7 +13,11 @@ enum CacheEndpoints {
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
         let cache = context.cache
-        return .json(cache.statistics.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes))
+        var answer = cache.statistics.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes)
+        if let seat = context.status.seat {
+            answer = answer.adding("workers", workersJSON(seat, context.status, maxEntries: cache.maxEntries, maxBytes: cache.maxBytes))
+        }
+        return .json(answer)
     }
 
     static let entry = Route(
@@ -22,6 +26,8 @@ enum CacheEndpoints {
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
         let key = try decodeKey(String(request.path.dropFirst("/cache/".count)))
+        // prefork: other workers' /cache answers read this worker's figures from the scoreboard.
+        defer { context.status.seat?.publish(context.status) }
         switch request.method {
         case .put:
             let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
@@ -60,6 +66,19 @@ enum CacheEndpoints {
         }
         return CacheKey(Array(bytes))
     }
+}
+
+/// prefork: each worker's own cache (published after every cache request) and the sum, which
+/// counts a key once per worker that stored it.
+private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, maxEntries: Int, maxBytes: Int) -> JSONValue {
+    seat.publish(status)
+    let workers = seat.scoreboard.workers()
+    var total = CacheStatistics()
+    let each: [JSONValue] = workers.map { worker in
+        total += worker.cache
+        return worker.cache.json(maxEntries: maxEntries, maxBytes: maxBytes).adding("pid", .integer(Int(worker.pid)))
+    }
+    return ["each": .array(each), "total": total.json(maxEntries: maxEntries * workers.count, maxBytes: maxBytes * workers.count)]
 }
 
 extension CacheStatistics {

@@ -28,7 +28,7 @@ public final class ServerStatus: Sendable {
     public let switchInterval: Duration
     public let metrics: MetricsExport
     public let accounting: RequestAccounting
-    public let inFlight: SharedCounter
+    public let counters: HTTPCounters
     public let domains: [InterpreterDomain]
     /// In a prefork worker: its slot on the master's scoreboard, where every worker is listed.
     public let seat: ScoreboardSeat?
@@ -36,14 +36,14 @@ public final class ServerStatus: Sendable {
     let routes: [Route]
 
     init(mode: Mode, loops: Int, switchInterval: Duration, metrics: MetricsExport, accounting: RequestAccounting,
-         inFlight: SharedCounter, domains: [InterpreterDomain], seat: ScoreboardSeat?, routes: [Route]) {
+         counters: HTTPCounters, domains: [InterpreterDomain], seat: ScoreboardSeat?, routes: [Route]) {
         self.seat = seat
         self.mode = mode
         self.loops = loops
         self.switchInterval = switchInterval
         self.metrics = metrics
         self.accounting = accounting
-        self.inFlight = inFlight
+        self.counters = counters
         self.domains = domains
         self.routes = routes
     }

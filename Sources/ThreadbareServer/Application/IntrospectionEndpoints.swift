@@ -42,33 +42,38 @@ enum IntrospectionEndpoints {
         return .json([
             "mode": .string(status.mode.name.rawValue), "pid": .integer(Int(getpid())),
             "uptime_s": .number(status.uptimeSeconds), "rss_bytes": .integer(ProcessMemory.residentBytes()),
-            "in_flight": .integer(status.inFlight.current), "queue_depth": .integer(status.queueDepth()),
+            "in_flight": .integer(status.counters.inFlight.current), "queue_depth": .integer(status.queueDepth()),
+            "connections_open": .integer(status.counters.openConnections.current),
+            "connections_total": .integer(status.counters.acceptedConnections.current),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),
             "lock": lockJSON(status),
-            "workers": status.seat.map(workersJSON) ?? .null,
+            "workers": status.seat.map { workersJSON($0, status) } ?? .null,
         ])
     }
 
     /// prefork: every worker on the master's scoreboard, whichever worker answers, and their
-    /// sums. Pss divides each shared page among the processes sharing it, so its sum is what the
+    /// sums. Other workers' connection counts are as of their last heartbeat (at most 1 s old). Pss divides each shared page among the processes sharing it, so its sum is what the
     /// workers really cost; the sum of RSS counts shared pages once per worker.
-    private static func workersJSON(_ seat: ScoreboardSeat) -> JSONValue {
+    private static func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus) -> JSONValue {
+        seat.publish(status)
         let workers = seat.scoreboard.workers()
-        var requests = 0, resident = 0, proportional = 0
+        var requests = 0, connections = 0, resident = 0, proportional = 0
         let each: [JSONValue] = workers.map { worker in
             let rss = ProcessMemory.residentBytes(of: String(worker.pid))
             let pss = ProcessMemory.proportionalBytes(of: String(worker.pid))
             requests += worker.requests
+            connections += worker.connections
             resident += rss
             proportional += pss
             return [
                 "slot": .integer(worker.slot), "pid": .integer(Int(worker.pid)), "state": .string(worker.state.name),
-                "requests": .integer(worker.requests), "rss_bytes": .integer(rss), "pss_bytes": .integer(pss),
+                "requests": .integer(worker.requests), "connections": .integer(worker.connections),
+                "rss_bytes": .integer(rss), "pss_bytes": .integer(pss),
                 "started_unix_s": .integer(worker.startedAt), "answered_this": .bool(worker.slot == seat.slot),
             ]
         }
         return [
-            "count": .integer(workers.count), "requests": .integer(requests),
+            "count": .integer(workers.count), "requests": .integer(requests), "connections": .integer(connections),
             "rss_bytes": .integer(resident), "pss_bytes": .integer(proportional), "each": .array(each),
         ]
     }
@@ -107,7 +112,7 @@ enum IntrospectionEndpoints {
         let registry = status.metrics.registry
         // Gauges are sampled at scrape time rather than kept up to date on every request.
         var gauges: [(name: String, help: String, labels: [(String, String)], value: Int)] = [
-            ("in_flight_requests", "Requests read and not yet fully answered", [], status.inFlight.current),
+            ("in_flight_requests", "Requests read and not yet fully answered", [], status.counters.inFlight.current),
             ("handler_queue_depth", "Requests waiting for a handler thread", [], status.queueDepth()),
             ("resident_memory_bytes", "Resident set size of this process", [], ProcessMemory.residentBytes()),
         ]

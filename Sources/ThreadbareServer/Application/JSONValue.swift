@@ -10,6 +10,12 @@ public enum JSONValue: Sendable {
     case bool(Bool)
     case null
 
+    /// This object with one more member at the end (other values are returned unchanged).
+    func adding(_ name: String, _ value: JSONValue) -> JSONValue {
+        guard case .object(let members) = self else { return self }
+        return .object(members + [(name, value)])
+    }
+
     public var bytes: [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(64)

@@ -25,6 +25,15 @@ public struct CacheStatistics: Sendable, Equatable {
     public var hits = 0
     public var misses = 0
     public var evictions = 0
+
+    /// Sums shards, domains or workers.
+    public static func += (total: inout CacheStatistics, part: CacheStatistics) {
+        total.entries += part.entries
+        total.bytes += part.bytes
+        total.hits += part.hits
+        total.misses += part.misses
+        total.evictions += part.evictions
+    }
 }
 
 /// A bounded least-recently-used map, not thread-safe: `ShardedCache` guards each one.

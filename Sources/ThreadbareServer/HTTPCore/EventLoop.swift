@@ -17,6 +17,7 @@ final class EventLoop: @unchecked Sendable {
     private let http: OpaquePointer
     private let service: any HTTPService
     private let inFlight: SharedCounter
+    private let counters: HTTPCounters
     /// Added to every answer, after the service's own headers.
     private let fixedHeaders: [(name: String, value: String)]
     private let tick: (@Sendable () -> Void)?
@@ -36,15 +37,13 @@ final class EventLoop: @unchecked Sendable {
     private var spareBatch: [PendingReply] = []
     private var draining = false
     private var connections: ConnectionTable
-    /// Open client connections, over all loops.
-    private let openConnections: SharedCounter
     /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
     /// the loop stops turning.
     init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService,
-         inFlight: SharedCounter, openConnections: SharedCounter,
-         fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
+         counters: HTTPCounters, fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
         connections = ConnectionTable(loopIndex: index, loopCount: loopCount)
-        self.openConnections = openConnections
+        self.counters = counters
+        inFlight = counters.inFlight
         self.fixedHeaders = fixedHeaders
         self.tick = tick
         doorbell = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -55,7 +54,6 @@ final class EventLoop: @unchecked Sendable {
         self.base = base
         self.http = http
         self.service = service
-        self.inFlight = inFlight
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
@@ -161,8 +159,9 @@ final class EventLoop: @unchecked Sendable {
                 if let replaced = admitted.replaced {
                     if replaced.unanswered { inFlight.subtract(1) }
                 } else {
-                    openConnections.add(1)
+                    counters.openConnections.add(1)
                 }
+                counters.acceptedConnections.add(1)
                 evhttp_connection_set_closecb(connection, { connection, arg in
                     Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().closed(connection!)
                 }, Unmanaged.passUnretained(self).toOpaque())
@@ -213,7 +212,7 @@ final class EventLoop: @unchecked Sendable {
     private func closed(_ connection: OpaquePointer) {
         guard let entry = connections.remove(connection) else { return }
         if entry.unanswered { inFlight.subtract(1) }
-        openConnections.subtract(1)
+        counters.openConnections.subtract(1)
     }
 
     private func answerDoorbell() {

@@ -9,25 +9,22 @@ public final class HTTPServer: Sendable {
     public let host: String
     public let port: Int
     private let loops: [EventLoop]
-    private let inFlightCount: SharedCounter
-    private let openConnections: SharedCounter
+    private let counters: HTTPCounters
 
-    /// `inFlight` counts requests read and not yet fully answered, over all loops.
-    /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop.
-    public init(sockets: ListeningSockets, limits: HTTPLimits, service: any HTTPService, inFlight: SharedCounter,
+    /// `counters` are kept over all loops. `fixedHeaders` go on every answer; `tick` runs once
+    /// a second on the first loop.
+    public init(sockets: ListeningSockets, limits: HTTPLimits, service: any HTTPService, counters: HTTPCounters,
                 fixedHeaders: [(name: String, value: String)] = [], tick: (@Sendable () -> Void)? = nil) throws {
-        self.inFlightCount = inFlight
-        let openConnections = SharedCounter()
-        self.openConnections = openConnections
+        self.counters = counters
         self.host = sockets.host
         self.port = sockets.port
         self.loops = try sockets.fds.enumerated().map { index, fd in
             try EventLoop(index: index, of: sockets.fds.count, listeningFD: fd, limits: limits, service: service,
-                          inFlight: inFlight, openConnections: openConnections, fixedHeaders: fixedHeaders, tick: index == 0 ? tick : nil)
+                          counters: counters, fixedHeaders: fixedHeaders, tick: index == 0 ? tick : nil)
         }
     }
 
-    public var inFlight: Int { inFlightCount.current }
+    public var inFlight: Int { counters.inFlight.current }
 
     public func start() throws {
         try loops.forEach { try $0.start() }
@@ -42,13 +39,22 @@ public final class HTTPServer: Sendable {
     public func shutdown(gracefulTimeout timeout: Double) -> Int {
         loops.forEach { $0.beginDraining() }
         let deadline = MonotonicClock.now() + UInt64(max(0, timeout) * 1e9)
-        while (inFlight > 0 || openConnections.current > 0) && MonotonicClock.now() < deadline {
+        while (inFlight > 0 || counters.openConnections.current > 0) && MonotonicClock.now() < deadline {
             usleep(5_000)
         }
         let cutOff = inFlight
         loops.forEach { $0.stop() }
         return cutOff
     }
+}
+
+/// What the loops count together: requests read and not yet fully answered, client connections
+/// open now, and client connections ever opened.
+public final class HTTPCounters: Sendable {
+    public let inFlight = SharedCounter()
+    public let openConnections = SharedCounter()
+    public let acceptedConnections = SharedCounter()
+    public init() {}
 }
 
 /// A heap-allocated atomic counter that several objects share.

@@ -30,8 +30,7 @@ enum PreforkWorker {
         let server: Server
         do {
             server = try Server(
-                configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))],
-                tick: { seat.beat() }, seat: seat)
+                configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))], seat: seat)
             try server.start()
         } catch {
             scoreboard.recordBootError("\(error)", slot: slot)

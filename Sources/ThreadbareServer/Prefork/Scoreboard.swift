@@ -40,6 +40,13 @@ public final class Scoreboard: @unchecked Sendable {
         /// Monotonic nanoseconds of the worker loop's last beat.
         var heartbeat: Word
         var requests: Word
+        /// Published by the worker once a second.
+        var connections: Word
+        var cacheEntries: Word
+        var cacheBytes: Word
+        var cacheHits: Word
+        var cacheMisses: Word
+        var cacheEvictions: Word
         /// Why the worker could not boot, NUL-terminated; written just before it exits.
         var bootError: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                         UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
@@ -75,7 +82,9 @@ public final class Scoreboard: @unchecked Sendable {
     /// Claims `slot` for a worker about to be forked.
     func prepare(slot: Int) {
         atomic(slot, \.pid).store(0, ordering: .relaxed)
-        atomic(slot, \.requests).store(0, ordering: .relaxed)
+        for field in Self.publishedFields + [\Slot.requests] {
+            atomic(slot, field).store(0, ordering: .relaxed)
+        }
         atomic(slot, \.heartbeat).store(Int(MonotonicClock.now()), ordering: .relaxed)
         atomic(slot, \.startedAt).store(time(nil), ordering: .relaxed)
         withUnsafeMutableBytes(of: &slots[slot].bootError) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
@@ -95,6 +104,11 @@ public final class Scoreboard: @unchecked Sendable {
     func bootError(slot: Int) -> String? {
         let text = withUnsafeBytes(of: &slots[slot].bootError) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         return text.isEmpty ? nil : text
+    }
+
+    /// The figures a worker publishes, in `publish` order.
+    private static var publishedFields: [KeyPath<Slot, Word>] {
+        [\.connections, \.cacheEntries, \.cacheBytes, \.cacheHits, \.cacheMisses, \.cacheEvictions]
     }
 
     // MARK: Either side
@@ -123,6 +137,13 @@ public final class Scoreboard: @unchecked Sendable {
         atomic(slot, \.requests).wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
+    func publish(connections: Int, cache: CacheStatistics, slot: Int) {
+        let values = [connections, cache.entries, cache.bytes, cache.hits, cache.misses, cache.evictions]
+        for (field, value) in zip(Self.publishedFields, values) {
+            atomic(slot, field).store(value, ordering: .relaxed)
+        }
+    }
+
     /// Leaves the reason the worker could not boot for the master, which names it when it gives up.
     func recordBootError(_ message: String, slot: Int) {
         withUnsafeMutableBytes(of: &slots[slot].bootError) { buffer in
@@ -140,6 +161,9 @@ public final class Scoreboard: @unchecked Sendable {
         public var state: State
         public var startedAt: Int
         public var requests: Int
+        /// As of the worker's last heartbeat: connections ever opened, and its cache.
+        public var connections: Int
+        public var cache: CacheStatistics
     }
 
     public func workers() -> [WorkerFigures] {
@@ -149,7 +173,12 @@ public final class Scoreboard: @unchecked Sendable {
             return WorkerFigures(
                 slot: slot, pid: Int32(atomic(slot, \.pid).load(ordering: .relaxed)), state: state,
                 startedAt: atomic(slot, \.startedAt).load(ordering: .relaxed),
-                requests: atomic(slot, \.requests).load(ordering: .relaxed))
+                requests: atomic(slot, \.requests).load(ordering: .relaxed),
+                connections: atomic(slot, \.connections).load(ordering: .relaxed),
+                cache: CacheStatistics(
+                    entries: atomic(slot, \.cacheEntries).load(ordering: .relaxed), bytes: atomic(slot, \.cacheBytes).load(ordering: .relaxed),
+                    hits: atomic(slot, \.cacheHits).load(ordering: .relaxed), misses: atomic(slot, \.cacheMisses).load(ordering: .relaxed),
+                    evictions: atomic(slot, \.cacheEvictions).load(ordering: .relaxed)))
         }
     }
 }
@@ -175,13 +204,22 @@ public final class ScoreboardSeat: Sendable {
         if maxRequests > 0 && count >= maxRequests { retire(because: "served \(count) requests (max_requests)") }
     }
 
-    /// Once a second, from the worker's first loop.
-    func beat() {
+    /// Once a second, from the worker's first loop: the heartbeat, this worker's figures for
+    /// the others' /stats and /cache, and the memory limit.
+    func beat(publishing status: ServerStatus) {
         scoreboard.beat(slot: slot)
+        publish(status)
         if maxResidentBytes > 0 {
             let resident = ProcessMemory.residentBytes()
             if resident > maxResidentBytes { retire(because: "resident memory \(resident / 1_048_576) MiB (max_rss_mb)") }
         }
+    }
+
+    /// Also called by the worker answering /stats or /cache, so its own figures are current.
+    func publish(_ status: ServerStatus) {
+        var cache = CacheStatistics()
+        for domain in status.domains { cache += domain.cache.statistics }
+        scoreboard.publish(connections: status.counters.acceptedConnections.current, cache: cache, slot: slot)
     }
 
     /// Leaves as gunicorn's max_requests does, but without failing a request or leaving its
