@@ -49,6 +49,7 @@ test-tsan: setup
 bench: setup
 	bench/http_core.sh
 	bench/lock_modes.sh
+	bench/prefork.sh
 
 clean:
 	rm -rf .build

@@ -87,7 +87,7 @@ public final class Scoreboard: @unchecked Sendable {
         }
         atomic(slot, \.heartbeat).store(Int(MonotonicClock.now()), ordering: .relaxed)
         atomic(slot, \.startedAt).store(time(nil), ordering: .relaxed)
-        withUnsafeMutableBytes(of: &slots[slot].bootError) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        _ = withUnsafeMutableBytes(of: &slots[slot].bootError) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
         atomic(slot, \.state).store(State.booting.rawValue, ordering: .releasing)
     }
 
