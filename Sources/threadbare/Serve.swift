@@ -15,8 +15,17 @@ struct Serve: ParsableCommand {
         do { loaded = try options.load() } catch { exitWithConfigurationError(error) }
         let configuration = loaded.configuration
 
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+        var logFile: LogFile?
+        if configuration.logFile != "-" {
+            do {
+                logFile = try LogFile(path: configuration.logFile)
+            } catch {
+                exitWithConfigurationError(ConfigurationError("log_file: \(error)"))
+            }
+        }
+        LoggingSystem.bootstrap { [logFile] label in
+            var handler = logFile.map { StreamLogHandler(label: label, stream: LogFileStream($0)) }
+                ?? StreamLogHandler.standardError(label: label)
             handler.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
             return handler
         }
@@ -28,12 +37,13 @@ struct Serve: ParsableCommand {
         sigemptyset(&stopSignals)
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGUSR1)
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         // A client that goes away mid-reply must not kill the server.
         signal(SIGPIPE, SIG_IGN)
 
         if configuration.mode == .prefork {
-            try runMaster(configuration, logger)
+            try runMaster(configuration, logger, logFile)
             return
         }
 
@@ -59,7 +69,9 @@ struct Serve: ParsableCommand {
         ])
 
         var received: Int32 = 0
-        sigwait(&stopSignals, &received)
+        while sigwait(&stopSignals, &received) == 0 && received == SIGUSR1 {
+            Self.reopen(logFile, logger)
+        }
         logger.info("stopping: finishing in-flight requests", metadata: [
             "signal": "\(received == SIGTERM ? "TERM" : "INT")", "graceful_timeout_s": "\(configuration.gracefulTimeout)",
         ])
@@ -70,11 +82,25 @@ struct Serve: ParsableCommand {
         logger.info("stopped")
     }
 
+    /// SIGUSR1: after logrotate moved the log file away, write to a fresh one at the same path.
+    static func reopen(_ logFile: LogFile?, _ logger: Logger) {
+        guard let logFile else {
+            logger.info("SIGUSR1: logs go to stderr; there is no log file to reopen")
+            return
+        }
+        do {
+            try logFile.reopen()
+            logger.info("SIGUSR1: log file reopened", metadata: ["path": "\(logFile.path)"])
+        } catch {
+            logger.error("SIGUSR1: \(error); logging on to the old file")
+        }
+    }
+
     /// prefork: this process becomes the master; the workers are its forked children.
-    private func runMaster(_ configuration: ServerConfiguration, _ logger: Logger) throws {
+    private func runMaster(_ configuration: ServerConfiguration, _ logger: Logger, _ logFile: LogFile?) throws {
         let master: PreforkMaster
         do {
-            master = try PreforkMaster(configuration: configuration, logger: logger) {
+            master = try PreforkMaster(configuration: configuration, logger: logger, reopenLogs: { Self.reopen(logFile, logger) }) {
                 try options.load().configuration
             }
         } catch {

@@ -88,6 +88,12 @@ struct ConfigurationTests {
         #expect(missing.stderr.contains("/nonexistent/threadbare.yaml: cannot read config file: No such file or directory"))
     }
 
+    @Test func anUnwritableLogFileIsAClearError() throws {
+        let result = try runThreadbare(["serve", "--port", "0", "--set", "log_file=/nonexistent/threadbare.log"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("cannot open log file /nonexistent/threadbare.log: No such file or directory"), "\(result.stderr)")
+    }
+
     @Test func impossibleModeSettingsSayWhyAndExit2() throws {
         let result = try runThreadbare(["serve", "--mode", "subinterpreters", "--threads", "2", "--interpreters", "3", "--port", "0"])
         #expect(result.status == 2)

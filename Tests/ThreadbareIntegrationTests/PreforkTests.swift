@@ -221,6 +221,26 @@ struct PreforkTests {
         #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 2 })
     }
 
+    /// logrotate moves the file away and sends USR1: every process writes to a new file.
+    @Test(arguments: [("nogil", 1), ("prefork", 3)])
+    func usr1ReopensTheLogFile(mode: String, processes: Int) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("threadbare-logs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("threadbare.log"), rotated = directory.appendingPathComponent("threadbare.log.1")
+        let server = try ServerProcess(["--mode", mode, "--workers", "2", "--set", "log_file=\(log.path)"])
+        defer { server.stop() }
+        let read = { (url: URL) in (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
+        #expect(read(log).contains(mode == "prefork" ? "workers ready" : "serving"))
+        try FileManager.default.moveItem(at: log, to: rotated)
+        kill(server.pid, SIGUSR1)
+        #expect(Self.eventually(within: 5) {
+            read(log).components(separatedBy: "log file reopened").count - 1 == processes
+        }, "new file: \(read(log))")
+        #expect(!read(rotated).contains("log file reopened"))
+        #expect(server.standardError.isEmpty, "logs go to the file only: \(server.standardError)")
+    }
+
     @Test func theMasterRunsNoThreads() throws {
         let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
         defer { server.stop() }

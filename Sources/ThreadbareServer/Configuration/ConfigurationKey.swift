@@ -38,6 +38,7 @@ public struct ConfigurationKey: Sendable {
         seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
         seconds("timeout", \.timeout, 0.001...3_600, help: "seconds a connection may stay silent reading or writing, idle keep-alive included"),
         choice("log_level", \.logLevel, among: ["trace", "debug", "info", "notice", "warning", "error", "critical"], help: "least severe log level printed"),
+        text("log_file", \.logFile, help: "file the logs are appended to (SIGUSR1 reopens it), or - for stderr"),
         integer("limits.max_header_bytes", \.maxHeaderBytes, 256...1_048_576, help: "request line plus headers, bytes"),
         integer("limits.max_body_bytes", \.maxBodyBytes, 0...1_073_741_824, help: "request body, bytes (413 beyond)"),
         integer("io.max_ms", \.ioMaxMilliseconds, 0...3_600_000, help: "largest ms /io accepts"),

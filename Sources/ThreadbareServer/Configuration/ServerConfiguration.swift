@@ -29,6 +29,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var gracefulTimeout = 30.0
     public var timeout = 30.0
     public var logLevel = "info"
+    /// Where logs go: a file path, or `-` for stderr.
+    public var logFile = "-"
     public var maxHeaderBytes = 16 * 1024
     public var maxBodyBytes = 1024 * 1024
     public var ioMaxMilliseconds = 10_000

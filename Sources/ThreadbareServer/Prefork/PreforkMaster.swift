@@ -18,7 +18,8 @@ import Glibc
 /// position is removed (TTOU).
 ///
 /// Signals: TERM stops gracefully, INT and QUIT at once, HUP reloads the configuration and
-/// replaces every worker, TTIN and TTOU add and remove a worker (never below one). A worker
+/// replaces every worker, TTIN and TTOU add and remove a worker (never below one), USR1
+/// reopens the log file in the master and every worker. A worker
 /// that cannot boot three times in a row stops the master with its reason; one whose loop
 /// misses its heartbeat for `worker_timeout` gets SIGABRT, then SIGKILL, and is replaced.
 public final class PreforkMaster {
@@ -33,6 +34,8 @@ public final class PreforkMaster {
 
     private var configuration: ServerConfiguration
     private let reload: () throws -> ServerConfiguration
+    /// Reopens this process's log file; runs in the master on USR1, and in each worker.
+    private let reopenLogs: @Sendable () -> Void
     private let logger: Logger
     private let scoreboard: Scoreboard
     private let pid = getpid()
@@ -56,9 +59,11 @@ public final class PreforkMaster {
     static let signals = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1]
 
     /// Binds the sockets; no worker runs yet. `reload` reads the configuration again, for HUP.
-    public init(configuration: ServerConfiguration, logger: Logger, reload: @escaping () throws -> ServerConfiguration) throws {
+    public init(configuration: ServerConfiguration, logger: Logger, reopenLogs: @escaping @Sendable () -> Void,
+                reload: @escaping () throws -> ServerConfiguration) throws {
         self.configuration = configuration
         self.reload = reload
+        self.reopenLogs = reopenLogs
         self.logger = logger
         scoreboard = try Scoreboard()
         let first = try ListeningSockets.bind(
@@ -111,7 +116,9 @@ public final class PreforkMaster {
             case SIGTTOU:
                 removePosition()
             case SIGUSR1:
-                logger.info("SIGUSR1: logs go to stderr; there is no log file to reopen")
+                // Each process holds its own descriptor: reopen here, then in every worker.
+                reopenLogs()
+                for worker in workers.values { kill(worker.pid, SIGUSR1) }
             default:
                 break
             }
@@ -160,7 +167,8 @@ public final class PreforkMaster {
             // Other positions' sockets stay with them: a removed position's sockets must close
             // when the master closes them, not live on in a sibling.
             for (other, otherSockets) in positionSockets where other != position { otherSockets.close() }
-            PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, scoreboard: scoreboard, masterPID: pid)
+            PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, scoreboard: scoreboard, masterPID: pid,
+                              reopenLogs: reopenLogs)
         }
         guard child > 0 else {
             logger.critical("fork failed: \(String(cString: strerror(errno)))")

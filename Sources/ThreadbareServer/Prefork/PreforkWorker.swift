@@ -13,7 +13,7 @@ enum PreforkWorker {
     static let bootFailureStatus: Int32 = 3
 
     static func run(slot: Int, sockets: ListeningSockets, configuration: ServerConfiguration,
-                    scoreboard: Scoreboard, masterPID: pid_t) -> Never {
+                    scoreboard: Scoreboard, masterPID: pid_t, reopenLogs: @Sendable () -> Void) -> Never {
         // Orphan detection: the kernel sends TERM (a graceful stop) when the master dies. The
         // master may already have died between fork and here, so look once ourselves.
         threadbare_set_parent_death_signal(SIGTERM)
@@ -42,9 +42,11 @@ enum PreforkWorker {
         // The master blocked these before forking; the mask is inherited, so sigwait takes them.
         var stopSignals = sigset_t()
         sigemptyset(&stopSignals)
-        for signal in [SIGTERM, SIGINT, SIGQUIT] { sigaddset(&stopSignals, signal) }
+        for signal in [SIGTERM, SIGINT, SIGQUIT, SIGUSR1] { sigaddset(&stopSignals, signal) }
         var received: Int32 = 0
-        sigwait(&stopSignals, &received)
+        while sigwait(&stopSignals, &received) == 0 && received == SIGUSR1 {
+            reopenLogs()
+        }
         scoreboard.setState(.stopping, slot: slot)
         // TERM: finish what is in flight (gunicorn's graceful stop); INT and QUIT: stop now.
         server.shutdown(gracefulTimeout: received == SIGTERM ? configuration.gracefulTimeout : 0)
