@@ -90,7 +90,7 @@ public struct ConfigurationKey: Sendable {
         ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
             guard !text.isEmpty else { throw ConfigurationValueError("must not be empty") }
             configuration[keyPath: path] = text
-        }, render: { $0[keyPath: path] })
+        }, render: { yamlScalar($0[keyPath: path]) })
     }
 
     static func choice(_ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable,
@@ -112,6 +112,20 @@ public struct ConfigurationKey: Sendable {
             configuration[keyPath: path] = value
         }, render: { $0[keyPath: path].rawValue })
     }
+}
+
+/// `text` as a YAML scalar that reads back as the same string: plain when it is safely plain
+/// (`127.0.0.1`, `/var/log/threadbare.log`), double-quoted otherwise (`"-"`, which plain would
+/// start a list).
+func yamlScalar(_ text: String) -> String {
+    let safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/:-"
+    if !text.isEmpty && text.first != "-" && text.allSatisfy({ safe.contains($0) }) { return text }
+    var quoted = "\""
+    for character in text {
+        if character == "\"" || character == "\\" { quoted.append("\\") }
+        quoted.append(character)
+    }
+    return quoted + "\""
 }
 
 /// Why a value is wrong, before it is known where the value came from.
