@@ -231,7 +231,7 @@ struct PreforkTests {
         let server = try ServerProcess(["--mode", mode, "--workers", "2", "--set", "log_file=\(log.path)"])
         defer { server.stop() }
         let read = { (url: URL) in (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
-        #expect(read(log).contains(mode == "prefork" ? "workers ready" : "serving"))
+        #expect(Self.eventually(within: 5) { read(log).contains(mode == "prefork" ? "workers ready" : "serving") })
         try FileManager.default.moveItem(at: log, to: rotated)
         kill(server.pid, SIGUSR1)
         #expect(Self.eventually(within: 5) {
