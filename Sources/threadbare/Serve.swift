@@ -38,6 +38,9 @@ struct Serve: ParsableCommand {
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
         sigaddset(&stopSignals, SIGUSR1)
+        if configuration.mode == .prefork {
+            for signal in PreforkMaster.signals { sigaddset(&stopSignals, signal) }
+        }
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         // A client that goes away mid-reply must not kill the server.
         signal(SIGPIPE, SIG_IGN)

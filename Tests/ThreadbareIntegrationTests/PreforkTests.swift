@@ -213,8 +213,11 @@ struct PreforkTests {
     @Test func maxRequestsRecyclesWorkersWithoutAFailedRequest() throws {
         let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "max_requests=150", "--set", "max_requests_jitter=50"])
         defer { server.stop() }
+        let initial = Self.workers(of: server.pid)
         let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=20", until: LockedFlag()) {
-            Thread.sleep(forTimeInterval: 1.5)
+            // Load until both first workers have retired and been replaced, however slow the machine.
+            #expect(Self.eventually(within: 30) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
+            Thread.sleep(forTimeInterval: 0.3)
         }
         #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
         #expect(load.workers.count > 2, "workers should have been recycled: \(load.workers)")
@@ -244,7 +247,36 @@ struct PreforkTests {
     @Test func theMasterRunsNoThreads() throws {
         let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
         defer { server.stop() }
-        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task")
-        #expect(tasks.count == 1, "forking from a threaded process is unsafe")
+        let threads = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task").count) ?? 0 }
+        #expect(threads() == 1, "forking from a threaded process is unsafe")
+        let before = Self.workers(of: server.pid)
+        kill(server.pid, SIGHUP)
+        #expect(Self.eventually(within: 10) { Self.workers(of: server.pid).isDisjoint(with: before) && Self.workers(of: server.pid).count == 1 })
+        #expect(threads() == 1, "nor after a reload")
+    }
+
+    /// TTOU while every worker is busy with a slow request: the removed worker drains, and new
+    /// connections meanwhile go to the others instead of waiting on its closing socket.
+    @Test func removingAWorkerLosesNoNewConnection() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+        defer { server.stop() }
+        var byWorker: [String: HTTPConnection] = [:]
+        for _ in 0..<40 where byWorker.count < 2 {
+            let connection = try server.connect()
+            if let worker = try connection.request("GET", "/health").headers["x-worker"], byWorker[worker] == nil {
+                byWorker[worker] = connection
+            }
+        }
+        let busy = Array(byWorker.values)
+        #expect(busy.count == 2)
+        let results = try concurrently(busy.count + 1) { index -> [Int] in
+            if index < busy.count { return [try busy[index].request("GET", "/io?ms=1500").status] }
+            Thread.sleep(forTimeInterval: 0.2)
+            kill(server.pid, SIGTTOU)
+            Thread.sleep(forTimeInterval: 0.3)
+            return try (0..<40).map { _ in (try? server.get("/health").status) ?? 0 }
+        }
+        #expect(results.flatMap { $0 }.allSatisfy { $0 == 200 }, "\(results)")
+        #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 1 })
     }
 }

@@ -51,10 +51,11 @@ struct ConnectionTable {
         return (number, true, replaced)
     }
 
-    /// Marks the connection's request unanswered (true) or answered; returns the old value.
-    mutating func setUnanswered(_ unanswered: Bool, _ connection: OpaquePointer) -> Bool {
+    /// Marks the connection's request unanswered (true) or answered; returns the old value, or
+    /// nil for a connection not in the table.
+    mutating func setUnanswered(_ unanswered: Bool, _ connection: OpaquePointer) -> Bool? {
         let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return false }
+        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return nil }
         entries[socket]!.unanswered = unanswered
         return entry.unanswered
     }

@@ -64,6 +64,15 @@ final class EventLoop: @unchecked Sendable {
         evhttp_set_allowed_methods(http, HTTPMethod.evhttpMask)
 
         let this = Unmanaged.passUnretained(self).toOpaque()
+        // Every accepted connection passes here before its first request: counted, so a drain
+        // does not drop a client that connected and has yet to speak. The bufferevent is the one
+        // evhttp would make itself.
+        evhttp_set_bevcb(http, { base, arg in
+            let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue()
+            loop.counters.acceptedConnections.add(1)
+            loop.counters.silentConnections.add(1)
+            return bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        }, this)
         evhttp_set_gencb(http, { request, arg in
             Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().receive(request!)
         }, this)
@@ -161,14 +170,13 @@ final class EventLoop: @unchecked Sendable {
                 } else {
                     counters.openConnections.add(1)
                 }
-                counters.acceptedConnections.add(1)
+                counters.silentConnections.subtract(1)
                 evhttp_connection_set_closecb(connection, { connection, arg in
                     Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().closed(connection!)
                 }, Unmanaged.passUnretained(self).toOpaque())
                 if draining { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
             }
-            _ = connections.setUnanswered(true, connection)
-            inFlight.add(1)
+            if connections.setUnanswered(true, connection) != nil { inFlight.add(1) }
             evhttp_request_set_on_complete_cb(request, { request, arg in
                 guard let connection = evhttp_request_get_connection(request) else { return }
                 Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().answered(connection)
@@ -206,7 +214,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func answered(_ connection: OpaquePointer) {
-        if connections.setUnanswered(false, connection) { inFlight.subtract(1) }
+        if connections.setUnanswered(false, connection) == true { inFlight.subtract(1) }
     }
 
     private func closed(_ connection: OpaquePointer) {

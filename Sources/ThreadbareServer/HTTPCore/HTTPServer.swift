@@ -33,13 +33,22 @@ public final class HTTPServer: Sendable {
     /// Graceful stop: close the listening sockets, let in-flight requests finish and keep-alive
     /// clients leave (each connection's next answer asks it to close; one silent for a second is
     /// closed) for at most `timeout` seconds, then end the loops. A client that is sending its
-    /// next request as the server stops thus gets an answer instead of a reset. Returns the
+    /// next request as the server stops thus gets an answer instead of a reset, and so does one
+    /// that connected just before and sends its first request within that second. Returns the
     /// number of requests cut off.
     @discardableResult
     public func shutdown(gracefulTimeout timeout: Double) -> Int {
         loops.forEach { $0.beginDraining() }
-        let deadline = MonotonicClock.now() + UInt64(max(0, timeout) * 1e9)
-        while (inFlight > 0 || counters.openConnections.current > 0) && MonotonicClock.now() < deadline {
+        let started = MonotonicClock.now()
+        let deadline = started + UInt64(max(0, timeout) * 1e9)
+        // evhttp says nothing about a connection that closes before its first request, so
+        // silent connections are waited for only as long as an idle one is kept.
+        let silentDeadline = min(deadline, started + UInt64(EventLoop.drainingIdleSeconds) * 1_000_000_000 + 100_000_000)
+        func busy() -> Bool {
+            inFlight > 0 || counters.openConnections.current > 0
+                || (counters.silentConnections.current > 0 && MonotonicClock.now() < silentDeadline)
+        }
+        while busy() && MonotonicClock.now() < deadline {
             usleep(5_000)
         }
         let cutOff = inFlight
@@ -49,10 +58,12 @@ public final class HTTPServer: Sendable {
 }
 
 /// What the loops count together: requests read and not yet fully answered, client connections
-/// open now, and client connections ever opened.
+/// open now (from their first request on), connections accepted that have not sent a request
+/// yet (or closed without one), and connections ever accepted.
 public final class HTTPCounters: Sendable {
     public let inFlight = SharedCounter()
     public let openConnections = SharedCounter()
+    public let silentConnections = SharedCounter()
     public let acceptedConnections = SharedCounter()
     public init() {}
 }

@@ -26,10 +26,12 @@ public final class PreforkMaster {
     private struct Worker {
         let pid: pid_t
         let position: Int
-        /// Leaving once it has finished; its replacement is already started.
-        var retiring = false
+        /// Told to stop (TERM), when; it finishes its requests and exits.
+        var stoppedAt: UInt64?
         /// When it was sent SIGABRT for a missed heartbeat.
         var abortedAt: UInt64?
+
+        var retiring: Bool { stoppedAt != nil }
     }
 
     private var configuration: ServerConfiguration
@@ -49,14 +51,18 @@ public final class PreforkMaster {
     private var positions: Set<Int>
     /// By scoreboard slot.
     private var workers: [Int: Worker] = [:]
+    /// Failed boots in a row, by position, and when the next attempt may start.
     private var bootFailures: [Int: Int] = [:]
-    /// A rolling reload in progress: the old workers, by slot, each waiting for the new worker
-    /// at its position to be ready before it is told to stop.
+    private var retryAt: [Int: UInt64] = [:]
+    private var lastBootFailure: [Int: String] = [:]
+    /// Workers (by slot) that keep serving until a new worker at their position is ready, then
+    /// stop: the old workers of a reload, and workers that asked to be recycled.
     private var awaitingReplacement: Set<Int> = []
     private var stopping = false
 
     static let bootAttempts = 3
-    static let signals = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1]
+    /// The signals the master takes; blocked from the start, so none of them can end it early.
+    public static let signals = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1]
 
     /// Binds the sockets; no worker runs yet. `reload` reads the configuration again, for HUP.
     public init(configuration: ServerConfiguration, logger: Logger, reopenLogs: @escaping @Sendable () -> Void,
@@ -89,9 +95,6 @@ public final class PreforkMaster {
         // Blocked before the first fork: workers inherit the mask and sigwait for theirs.
         pthread_sigmask(SIG_BLOCK, &signalSet, nil)
 
-        for position in positions.sorted() {
-            guard spawn(at: position) else { return stop(graceful: false, status: 1) }
-        }
         var announced = false
         while true {
             if !announced && allPositionsReady() {
@@ -123,7 +126,8 @@ public final class PreforkMaster {
                 break
             }
             if let status = reapWorkers() { return status }
-            replaceRetiringWorkers()
+            noticeRecyclingWorkers()
+            if let status = staffPositions() { return status }
             stopReplacedWorkers()
             checkHeartbeats()
         }
@@ -133,6 +137,55 @@ public final class PreforkMaster {
         positions.allSatisfy { position in
             workers.contains { $0.value.position == position && scoreboard.state(slot: $0.key) == .ready }
         }
+    }
+
+    /// The worker a position counts on from now: not stopping, not waiting to be replaced.
+    private func freshWorker(at position: Int) -> (slot: Int, worker: Worker)? {
+        workers.first { $0.value.position == position && !$0.value.retiring && !awaitingReplacement.contains($0.key) }
+            .map { ($0.key, $0.value) }
+    }
+
+    /// Starts a worker at every position that has no fresh one (at the start, after a death, in
+    /// a reload, for a recycling worker), waiting out the backoff after failed boots. A
+    /// position that fails to boot three times in a row gives up: if an old worker still
+    /// serves there, it stays; if none does, the master stops with the reason.
+    private func staffPositions() -> Int32? {
+        let now = MonotonicClock.now()
+        for position in positions.sorted() {
+            if let (slot, _) = freshWorker(at: position) {
+                if scoreboard.state(slot: slot) == .ready { bootFailures[position] = nil }
+                continue
+            }
+            if let due = retryAt[position], now < due { continue }
+            if bootFailures[position, default: 0] >= Self.bootAttempts {
+                let cause = lastBootFailure[position] ?? "unknown"
+                let keeping = workers.filter { $0.value.position == position && !$0.value.retiring }
+                guard !keeping.isEmpty else {
+                    logger.critical("a worker failed to boot \(Self.bootAttempts) times in a row; giving up: \(cause)")
+                    return stop(graceful: true, status: 1)
+                }
+                for (slot, worker) in keeping {
+                    logger.error("no replacement for worker \(worker.pid) after \(Self.bootAttempts) failed boots (\(cause)); it keeps serving")
+                    awaitingReplacement.remove(slot)
+                    scoreboard.setState(.ready, slot: slot)
+                }
+                bootFailures[position] = nil
+                continue
+            }
+            if !spawn(at: position) {
+                noteBootFailure(at: position, cause: lastBootFailure[position] ?? "could not start a worker")
+            }
+        }
+        return nil
+    }
+
+    /// Failed boots back off: 0.1 s, 0.2 s, 0.4 s … at most 5 s between attempts.
+    private func noteBootFailure(at position: Int, cause: String) {
+        let failures = bootFailures[position, default: 0] + 1
+        bootFailures[position] = failures
+        lastBootFailure[position] = cause
+        let delay = min(100_000_000 << (failures - 1), 5_000_000_000)
+        retryAt[position] = MonotonicClock.now() + UInt64(delay)
     }
 
     // MARK: Starting workers
@@ -191,7 +244,6 @@ public final class PreforkMaster {
         let position = (0...).first { !positions.contains($0) }!
         positions.insert(position)
         logger.info("SIGTTIN: one worker more", metadata: ["workers": "\(positions.count)"])
-        if !spawn(at: position) { positions.remove(position) }
     }
 
     private func removePosition() {
@@ -201,10 +253,7 @@ public final class PreforkMaster {
         }
         positions.remove(position)
         logger.info("SIGTTOU: one worker fewer", metadata: ["workers": "\(positions.count)"])
-        for (slot, worker) in workers where worker.position == position {
-            workers[slot]?.retiring = true
-            kill(worker.pid, SIGTERM)
-        }
+        retirePosition(position)
     }
 
     /// HUP: read the configuration again and replace every worker, one new worker per position,
@@ -231,21 +280,32 @@ public final class PreforkMaster {
         configuration = fresh
         logger.info("SIGHUP: reloading", metadata: ["workers": "\(fresh.workers)"])
 
-        let old = workers.filter { !$0.value.retiring }
+        let removed = positions.subtracting(0..<fresh.workers)
         positions = Set(0..<fresh.workers)
-        for (slot, worker) in old {
-            if positions.contains(worker.position) {
-                awaitingReplacement.insert(slot)
-            } else {
-                workers[slot]?.retiring = true
-                kill(worker.pid, SIGTERM)
-            }
+        for position in removed { retirePosition(position) }
+        // Every running worker is old now; staffPositions starts the new ones.
+        for (slot, worker) in workers where !worker.retiring { awaitingReplacement.insert(slot) }
+        bootFailures.removeAll()
+        retryAt.removeAll()
+    }
+
+    /// A position goes away: its workers stop, and the master closes its copy of the
+    /// position's sockets at once, so the kernel stops sending new connections there as soon as
+    /// the worker closes its own.
+    private func retirePosition(_ position: Int) {
+        for (slot, worker) in workers where worker.position == position && !worker.retiring {
+            awaitingReplacement.remove(slot)
+            tellToStop(slot)
         }
-        for position in positions.sorted() {
-            if !spawn(at: position) {
-                logger.error("SIGHUP: could not start a new worker; the old one at position \(position) keeps serving")
-            }
-        }
+        if sharedSockets == nil { positionSockets.removeValue(forKey: position)?.close() }
+        bootFailures[position] = nil
+        retryAt[position] = nil
+    }
+
+    private func tellToStop(_ slot: Int) {
+        guard let worker = workers[slot], !worker.retiring else { return }
+        workers[slot]?.stoppedAt = MonotonicClock.now()
+        kill(worker.pid, SIGTERM)
     }
 
     /// Reload: an old worker stops once a new worker at its position is ready.
@@ -261,29 +321,25 @@ public final class PreforkMaster {
             }
             if replaced {
                 awaitingReplacement.remove(slot)
-                workers[slot]?.retiring = true
-                kill(old.pid, SIGTERM)
+                tellToStop(slot)
             }
         }
     }
 
     /// A worker that reached a recycling limit asks for a replacement and keeps serving; it
     /// stops, like an old worker in a reload, once the replacement is ready.
-    private func replaceRetiringWorkers() {
-        for (slot, worker) in workers where !worker.retiring && !stopping && !awaitingReplacement.contains(slot)
+    private func noticeRecyclingWorkers() {
+        for (slot, worker) in workers where !worker.retiring && !awaitingReplacement.contains(slot)
             && scoreboard.state(slot: slot) == .retiring {
             logger.info("worker \(worker.pid) is recycling; starting its replacement")
             awaitingReplacement.insert(slot)
-            if !spawn(at: worker.position) {
-                logger.error("could not start a replacement; worker \(worker.pid) keeps serving")
-            }
         }
     }
 
     // MARK: Ends of workers
 
-    /// Reaps every exited worker and replaces those that died unasked. Returns an exit status
-    /// when the master must give up.
+    /// Reaps every exited worker; `staffPositions` then replaces those still needed. A worker
+    /// that dies while booting counts towards giving up on its position.
     private func reapWorkers() -> Int32? {
         while true {
             var status: Int32 = 0
@@ -300,24 +356,13 @@ public final class PreforkMaster {
             if !positions.contains(worker.position) { closeSocketsIfUnused(position: worker.position) }
             if stopping || worker.retiring || !positions.contains(worker.position) {
                 logger.info("worker stopped", metadata: ["pid": "\(child)", "status": "\(how)"])
-                continue
-            }
-            if wasBooting {
-                let failures = bootFailures[worker.position, default: 0] + 1
-                bootFailures[worker.position] = failures
+            } else if wasBooting {
                 let cause = bootError ?? how
-                if failures >= Self.bootAttempts {
-                    logger.critical("a worker failed to boot \(failures) times in a row; giving up: \(cause)")
-                    return stop(graceful: false, status: 1)
-                }
-                logger.error("worker \(child) failed to boot (\(cause)); trying again")
+                noteBootFailure(at: worker.position, cause: cause)
+                logger.error("worker \(child) failed to boot (\(cause))")
             } else {
-                bootFailures[worker.position] = 0
                 logger.warning("worker \(child) \(how); starting a replacement")
             }
-            // Still covered by a worker started for it (a reload's, say)? Then nothing to do.
-            if workers.values.contains(where: { $0.position == worker.position && !$0.retiring }) { continue }
-            guard spawn(at: worker.position) else { return stop(graceful: false, status: 1) }
         }
     }
 
@@ -332,9 +377,19 @@ public final class PreforkMaster {
     private func checkHeartbeats() {
         let now = MonotonicClock.now()
         let timeout = UInt64(configuration.workerTimeout * 1e9)
+        let stopGrace = UInt64((configuration.gracefulTimeout + 5) * 1e9)
         for (slot, worker) in workers {
             if let abortedAt = worker.abortedAt {
                 if now - abortedAt > 2_000_000_000 { kill(worker.pid, SIGKILL) }
+                continue
+            }
+            // A worker told to stop that is still here long after its grace period is stuck.
+            if let stoppedAt = worker.stoppedAt {
+                if now - stoppedAt > stopGrace {
+                    logger.error("worker \(worker.pid) did not stop within graceful_timeout; killing it")
+                    kill(worker.pid, SIGKILL)
+                    workers[slot]?.abortedAt = now
+                }
                 continue
             }
             let state = scoreboard.state(slot: slot)

@@ -37,7 +37,8 @@ enum PreforkWorker {
             exit(bootFailureStatus)
         }
         scoreboard.beat(slot: slot)
-        scoreboard.setState(.ready, slot: slot)
+        // Unless it already asked to retire while starting (a tiny max_requests).
+        scoreboard.transition(slot: slot, from: [.booting], to: .ready)
 
         // The master blocked these before forking; the mask is inherited, so sigwait takes them.
         var stopSignals = sigset_t()

@@ -121,6 +121,19 @@ public final class Scoreboard: @unchecked Sendable {
         atomic(slot, \.state).store(state.rawValue, ordering: .releasing)
     }
 
+    /// Moves `slot` to `state` only from one of `from`; false if it was in another state.
+    @discardableResult
+    public func transition(slot: Int, from: [State], to state: State) -> Bool {
+        let word = atomic(slot, \.state)
+        var current = word.load(ordering: .acquiring)
+        while let known = State(rawValue: current), from.contains(known) {
+            let (exchanged, original) = word.compareExchange(expected: current, desired: state.rawValue, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
     public func heartbeat(slot: Int) -> UInt64 {
         UInt64(atomic(slot, \.heartbeat).load(ordering: .relaxed))
     }
@@ -228,7 +241,8 @@ public final class ScoreboardSeat: Sendable {
     /// then on say Connection: close) and exits.
     private func retire(because reason: String) {
         guard !retired.exchange(true, ordering: .relaxed) else { return }
-        scoreboard.setState(.retiring, slot: slot)
+        // Not over `stopping`: a worker already told to stop has nothing to ask for.
+        scoreboard.transition(slot: slot, from: [.booting, .ready], to: .retiring)
         Logger(label: "threadbare").info("worker retiring", metadata: ["pid": "\(getpid())", "reason": "\(reason)"])
     }
 }
