@@ -244,6 +244,18 @@ struct PreforkTests {
         #expect(server.standardError.isEmpty, "logs go to the file only: \(server.standardError)")
     }
 
+    /// Any worker is over a 1 MiB limit within a heartbeat, so each is recycled in turn.
+    @Test func maxRSSRecyclesWorkersWithoutAFailedRequest() throws {
+        let server = try ServerProcess(["--mode", "prefork", "--workers", "1", "--set", "max_rss_mb=1"])
+        defer { server.stop() }
+        let initial = Self.workers(of: server.pid)
+        let load = try Self.constantLoad(server, clients: 2, path: "/health", until: LockedFlag()) {
+            #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
+        }
+        #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
+        #expect(load.ok > 10)
+    }
+
     @Test func theMasterRunsNoThreads() throws {
         let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
         defer { server.stop() }
