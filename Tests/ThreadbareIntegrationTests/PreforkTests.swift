@@ -2,293 +2,295 @@ import Foundation
 import Testing
 
 /// prefork with real processes: a master, its forked workers, and the signals that steer them.
-@Suite("prefork: a master supervising forked workers", .serialized)
-struct PreforkTests {
-    /// The master's children that are still running (a zombie has stopped, whether or not
-    /// anyone has reaped it yet).
-    static func workers(of master: Int32) -> Set<Int32> {
-        let list = (try? String(contentsOfFile: "/proc/\(master)/task/\(master)/children", encoding: .utf8)) ?? ""
-        return Set(list.split(separator: " ").compactMap { Int32($0) }.filter(isRunning))
-    }
-
-    static func isRunning(_ pid: Int32) -> Bool {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
-        return !status.split(separator: "\n").contains { $0.hasPrefix("State:") && $0.contains("Z (zombie)") }
-    }
-
-    /// Polls `condition` every 20 ms for up to `seconds`.
-    static func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            Thread.sleep(forTimeInterval: 0.02)
+extension LoadSensitive {
+    @Suite("prefork: a master supervising forked workers", .serialized)
+    struct PreforkTests {
+        /// The master's children that are still running (a zombie has stopped, whether or not
+        /// anyone has reaped it yet).
+        static func workers(of master: Int32) -> Set<Int32> {
+            let list = (try? String(contentsOfFile: "/proc/\(master)/task/\(master)/children", encoding: .utf8)) ?? ""
+            return Set(list.split(separator: " ").compactMap { Int32($0) }.filter(isRunning))
         }
-        return condition()
-    }
 
-    /// The workers that answer requests on fresh connections.
-    static func answeringWorkers(_ server: ServerProcess, requests: Int) throws -> Set<String> {
-        Set(try (0..<requests).map { _ in try #require(try server.get("/health").headers["x-worker"]) })
-    }
+        static func isRunning(_ pid: Int32) -> Bool {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+            return !status.split(separator: "\n").contains { $0.hasPrefix("State:") && $0.contains("Z (zombie)") }
+        }
 
-    @Test func everyWorkerAnswersAndTTINTTOUChangeTheCount() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "3"])
-        defer { server.stop() }
-        let started = Self.workers(of: server.pid)
-        #expect(started.count == 3)
-        #expect(try Self.answeringWorkers(server, requests: 60) == Set(started.map(String.init)))
+        /// Polls `condition` every 20 ms for up to `seconds`.
+        static func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if condition() { return true }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            return condition()
+        }
 
-        // One signal at a time: the kernel keeps one pending instance of each signal, so two
-        // sent back to back may arrive as one, for gunicorn as for any process.
-        kill(server.pid, SIGTTIN)
-        #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 4 })
-        for expected in [3, 2, 1] {
+        /// The workers that answer requests on fresh connections.
+        static func answeringWorkers(_ server: ServerProcess, requests: Int) throws -> Set<String> {
+            Set(try (0..<requests).map { _ in try #require(try server.get("/health").headers["x-worker"]) })
+        }
+
+        @Test func everyWorkerAnswersAndTTINTTOUChangeTheCount() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "3"])
+            defer { server.stop() }
+            let started = Self.workers(of: server.pid)
+            #expect(started.count == 3)
+            #expect(try Self.answeringWorkers(server, requests: 60) == Set(started.map(String.init)))
+
+            // One signal at a time: the kernel keeps one pending instance of each signal, so two
+            // sent back to back may arrive as one, for gunicorn as for any process.
+            kill(server.pid, SIGTTIN)
+            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 4 })
+            for expected in [3, 2, 1] {
+                kill(server.pid, SIGTTOU)
+                #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == expected })
+            }
             kill(server.pid, SIGTTOU)
-            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == expected })
+            Thread.sleep(forTimeInterval: 0.3)
+            #expect(Self.workers(of: server.pid).count == 1, "never fewer than one")
+            #expect(try server.get("/health").text == "ok")
         }
-        kill(server.pid, SIGTTOU)
-        Thread.sleep(forTimeInterval: 0.3)
-        #expect(Self.workers(of: server.pid).count == 1, "never fewer than one")
-        #expect(try server.get("/health").text == "ok")
-    }
 
-    @Test func aKilledWorkerIsReplacedAndOnlyItsRequestsFail() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
-        defer { server.stop() }
-        let before = Self.workers(of: server.pid)
-        let victim = try #require(before.first)
-        let stopLoad = LockedFlag()
-        // Four clients, one request per connection: at most four requests are in flight at the
-        // moment of the kill, and only those on the victim may fail.
-        let outcomes = try concurrently(5) { client -> (ok: Int, failed: Int) in
-            if client == 4 {
-                Thread.sleep(forTimeInterval: 0.3)
-                kill(victim, SIGKILL)
-                let replaced = Self.eventually(within: 1) {
+        @Test func aKilledWorkerIsReplacedAndOnlyItsRequestsFail() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+            defer { server.stop() }
+            let before = Self.workers(of: server.pid)
+            let victim = try #require(before.first)
+            let stopLoad = LockedFlag()
+            // Four clients, one request per connection: at most four requests are in flight at the
+            // moment of the kill, and only those on the victim may fail.
+            let outcomes = try concurrently(5) { client -> (ok: Int, failed: Int) in
+                if client == 4 {
+                    Thread.sleep(forTimeInterval: 0.3)
+                    kill(victim, SIGKILL)
+                    let replaced = Self.eventually(within: 1) {
+                        let now = Self.workers(of: server.pid)
+                        return now.count == 2 && !now.contains(victim)
+                    }
+                    #expect(replaced, "no replacement within 1 s")
+                    Thread.sleep(forTimeInterval: 0.3)
+                    stopLoad.set()
+                    return (0, 0)
+                }
+                var ok = 0, failed = 0
+                while !stopLoad.isSet {
+                    if (try? server.get("/cpu?work=100").status) == 200 { ok += 1 } else { failed += 1 }
+                }
+                return (ok, failed)
+            }
+            let failed = outcomes.reduce(0) { $0 + $1.failed }
+            #expect(failed <= 4, "\(failed) requests failed")
+            #expect(outcomes.reduce(0) { $0 + $1.ok } > 20)
+        }
+
+        @Test func termLetsASlowRequestFinishThenTheMasterExitsZero() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+            let workers = Self.workers(of: server.pid)
+            let slow = try concurrently(2) { index -> HTTPReply? in
+                if index == 1 {
+                    Thread.sleep(forTimeInterval: 0.2)
+                    kill(server.pid, SIGTERM)
+                    return nil
+                }
+                return try server.get("/io?ms=800")
+            }
+            #expect(slow[0]?.status == 200)
+            #expect(server.stop() == 0)
+            #expect(workers.allSatisfy { !Self.isRunning($0) })
+        }
+
+        /// A worker that cannot boot (here it runs out of file descriptors for its four loops,
+        /// while the master still fits) makes the master give up, naming the reason.
+        @Test func aWorkerThatCannotBootStopsTheMaster() throws {
+            let started = Date()
+            let result = try runThreadbare(
+                ["serve", "--mode", "prefork", "--workers", "1", "--loops", "4", "--port", "0"],
+                launcher: ["/usr/bin/prlimit", "--nofile=12:12"])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("failed to boot 3 times in a row"), "\(result.stderr)")
+            #expect(result.stderr.contains("Too many open files"), "\(result.stderr)")
+            #expect(!result.stdout.contains("listening on"))
+            #expect(Date().timeIntervalSince(started) < 20)
+        }
+
+        @Test func workersLeaveWhenTheMasterIsKilled() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+            let workers = Self.workers(of: server.pid)
+            #expect(workers.count == 2)
+            server.stop(signal: SIGKILL)
+            #expect(Self.eventually(within: 5) { workers.allSatisfy { !Self.isRunning($0) } })
+        }
+
+        @Test func statsListEveryWorkerWhicheverAnswers() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+            defer { server.stop() }
+            for _ in 0..<30 { _ = try server.get("/health") }
+            let workers = try #require(try server.json("/stats")["workers"] as? [String: Any])
+            let each = try #require(workers["each"] as? [[String: Any]])
+            #expect(Set(each.compactMap { $0["pid"] as? Int }.map(Int32.init)) == Self.workers(of: server.pid))
+            #expect((workers["requests"] as? Int ?? 0) >= 30)
+            // Other workers publish their connection counts with their heartbeat, once a second.
+            #expect(Self.eventually(within: 3) {
+                let latest = (try? server.json("/stats")["workers"] as? [String: Any]) ?? [:]
+                return (latest["connections"] as? Int ?? 0) >= 30
+            }, "one connection per request")
+            #expect(each.allSatisfy { ($0["pss_bytes"] as? Int ?? 0) > 0 && $0["state"] as? String == "ready" })
+            #expect((workers["pss_bytes"] as? Int ?? 0) < (workers["rss_bytes"] as? Int ?? 0), "forked workers share pages")
+        }
+
+        @Test func eachWorkerHasItsOwnCache() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+            defer { server.stop() }
+            let writer = try server.connect()
+            let stored = try writer.request("PUT", "/cache/k", body: Array("mine".utf8))
+            #expect(stored.status == 201)
+            var other: HTTPReply?
+            for _ in 0..<40 where other == nil {
+                let reply = try server.get("/cache/k")
+                if reply.headers["x-worker"] != stored.headers["x-worker"] { other = reply }
+            }
+            #expect(try #require(other).status == 404, "another worker must not see the key")
+            #expect(try writer.request("GET", "/cache/k").text == "mine")
+            let statistics = try #require(try server.json("/cache")["workers"] as? [String: Any])
+            let each = try #require(statistics["each"] as? [[String: Any]])
+            #expect(each.compactMap { $0["entries"] as? Int }.sorted() == [0, 1])
+            #expect((statistics["total"] as? [String: Any])?["entries"] as? Int == 1)
+        }
+
+        /// Keep-alive clients sending requests back to back until `stop` is set, reconnecting when
+        /// an answer says Connection: close, as a well-behaved client does. Any error or non-200
+        /// answer is a failed request.
+        static func constantLoad(_ server: ServerProcess, clients: Int, path: String, until stop: LockedFlag,
+                                 while body: @escaping @Sendable () throws -> Void) throws -> (ok: Int, failed: [String], workers: Set<String>) {
+            let outcomes = try concurrently(clients + 1) { client -> (ok: Int, failed: [String], workers: Set<String>) in
+                if client == clients {
+                    defer { stop.set() }
+                    try body()
+                    return (0, [], [])
+                }
+                var ok = 0, failed: [String] = [], workers: Set<String> = []
+                var connection: HTTPConnection?
+                while !stop.isSet {
+                    do {
+                        let open = try connection ?? server.connect()
+                        connection = open
+                        let reply = try open.request("GET", path)
+                        if reply.status == 200 { ok += 1 } else { failed.append("status \(reply.status)") }
+                        if let worker = reply.headers["x-worker"] { workers.insert(worker) }
+                        if reply.headers["connection"]?.lowercased() == "close" { connection = nil }
+                    } catch {
+                        failed.append("\(error)")
+                        connection = nil
+                    }
+                }
+                return (ok, failed, workers)
+            }
+            return outcomes.reduce((0, [], [])) { ($0.ok + $1.ok, $0.failed + $1.failed, $0.workers.union($1.workers)) }
+        }
+
+        @Test func hupReloadsUnderLoadWithoutAFailedRequest() throws {
+            let file = try temporaryConfig("mode: prefork\nworkers: 2\ncpu:\n  max_work: 1000\n")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let server = try ServerProcess(["--config", file.path])
+            defer { server.stop() }
+            let before = Self.workers(of: server.pid)
+            let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=50", until: LockedFlag()) {
+                Thread.sleep(forTimeInterval: 0.4)
+                try "mode: prefork\nworkers: 2\ncpu:\n  max_work: 2000\n".write(to: file, atomically: true, encoding: .utf8)
+                kill(server.pid, SIGHUP)
+                #expect(Self.eventually(within: 10) {
                     let now = Self.workers(of: server.pid)
-                    return now.count == 2 && !now.contains(victim)
-                }
-                #expect(replaced, "no replacement within 1 s")
+                    return now.count == 2 && now.isDisjoint(with: before)
+                }, "every worker replaced")
+                Thread.sleep(forTimeInterval: 0.4)
+            }
+            #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
+            #expect(load.ok > 50)
+            #expect(try server.get("/cpu?work=1500").status == 200, "the reloaded cpu.max_work is in effect")
+        }
+
+        @Test func maxRequestsRecyclesWorkersWithoutAFailedRequest() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "max_requests=150", "--set", "max_requests_jitter=50"])
+            defer { server.stop() }
+            let initial = Self.workers(of: server.pid)
+            let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=20", until: LockedFlag()) {
+                // Load until both first workers have retired and been replaced, however slow the machine.
+                #expect(Self.eventually(within: 30) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
                 Thread.sleep(forTimeInterval: 0.3)
-                stopLoad.set()
-                return (0, 0)
             }
-            var ok = 0, failed = 0
-            while !stopLoad.isSet {
-                if (try? server.get("/cpu?work=100").status) == 200 { ok += 1 } else { failed += 1 }
-            }
-            return (ok, failed)
+            #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
+            #expect(load.workers.count > 2, "workers should have been recycled: \(load.workers)")
+            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 2 })
         }
-        let failed = outcomes.reduce(0) { $0 + $1.failed }
-        #expect(failed <= 4, "\(failed) requests failed")
-        #expect(outcomes.reduce(0) { $0 + $1.ok } > 20)
-    }
 
-    @Test func termLetsASlowRequestFinishThenTheMasterExitsZero() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
-        let workers = Self.workers(of: server.pid)
-        let slow = try concurrently(2) { index -> HTTPReply? in
-            if index == 1 {
-                Thread.sleep(forTimeInterval: 0.2)
-                kill(server.pid, SIGTERM)
-                return nil
-            }
-            return try server.get("/io?ms=800")
+        /// logrotate moves the file away and sends USR1: every process writes to a new file.
+        @Test(arguments: [("nogil", 1), ("prefork", 3)])
+        func usr1ReopensTheLogFile(mode: String, processes: Int) throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("threadbare-logs-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let log = directory.appendingPathComponent("threadbare.log"), rotated = directory.appendingPathComponent("threadbare.log.1")
+            let server = try ServerProcess(["--mode", mode, "--workers", "2", "--set", "log_file=\(log.path)"])
+            defer { server.stop() }
+            let read = { (url: URL) in (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
+            #expect(Self.eventually(within: 5) { read(log).contains(mode == "prefork" ? "workers ready" : "serving") })
+            try FileManager.default.moveItem(at: log, to: rotated)
+            kill(server.pid, SIGUSR1)
+            #expect(Self.eventually(within: 5) {
+                read(log).components(separatedBy: "log file reopened").count - 1 == processes
+            }, "new file: \(read(log))")
+            #expect(!read(rotated).contains("log file reopened"))
+            #expect(server.standardError.isEmpty, "logs go to the file only: \(server.standardError)")
         }
-        #expect(slow[0]?.status == 200)
-        #expect(server.stop() == 0)
-        #expect(workers.allSatisfy { !Self.isRunning($0) })
-    }
 
-    /// A worker that cannot boot (here it runs out of file descriptors for its four loops,
-    /// while the master still fits) makes the master give up, naming the reason.
-    @Test func aWorkerThatCannotBootStopsTheMaster() throws {
-        let started = Date()
-        let result = try runThreadbare(
-            ["serve", "--mode", "prefork", "--workers", "1", "--loops", "4", "--port", "0"],
-            launcher: ["/usr/bin/prlimit", "--nofile=12:12"])
-        #expect(result.status != 0)
-        #expect(result.stderr.contains("failed to boot 3 times in a row"), "\(result.stderr)")
-        #expect(result.stderr.contains("Too many open files"), "\(result.stderr)")
-        #expect(!result.stdout.contains("listening on"))
-        #expect(Date().timeIntervalSince(started) < 20)
-    }
-
-    @Test func workersLeaveWhenTheMasterIsKilled() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
-        let workers = Self.workers(of: server.pid)
-        #expect(workers.count == 2)
-        server.stop(signal: SIGKILL)
-        #expect(Self.eventually(within: 5) { workers.allSatisfy { !Self.isRunning($0) } })
-    }
-
-    @Test func statsListEveryWorkerWhicheverAnswers() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
-        defer { server.stop() }
-        for _ in 0..<30 { _ = try server.get("/health") }
-        let workers = try #require(try server.json("/stats")["workers"] as? [String: Any])
-        let each = try #require(workers["each"] as? [[String: Any]])
-        #expect(Set(each.compactMap { $0["pid"] as? Int }.map(Int32.init)) == Self.workers(of: server.pid))
-        #expect((workers["requests"] as? Int ?? 0) >= 30)
-        // Other workers publish their connection counts with their heartbeat, once a second.
-        #expect(Self.eventually(within: 3) {
-            let latest = (try? server.json("/stats")["workers"] as? [String: Any]) ?? [:]
-            return (latest["connections"] as? Int ?? 0) >= 30
-        }, "one connection per request")
-        #expect(each.allSatisfy { ($0["pss_bytes"] as? Int ?? 0) > 0 && $0["state"] as? String == "ready" })
-        #expect((workers["pss_bytes"] as? Int ?? 0) < (workers["rss_bytes"] as? Int ?? 0), "forked workers share pages")
-    }
-
-    @Test func eachWorkerHasItsOwnCache() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
-        defer { server.stop() }
-        let writer = try server.connect()
-        let stored = try writer.request("PUT", "/cache/k", body: Array("mine".utf8))
-        #expect(stored.status == 201)
-        var other: HTTPReply?
-        for _ in 0..<40 where other == nil {
-            let reply = try server.get("/cache/k")
-            if reply.headers["x-worker"] != stored.headers["x-worker"] { other = reply }
-        }
-        #expect(try #require(other).status == 404, "another worker must not see the key")
-        #expect(try writer.request("GET", "/cache/k").text == "mine")
-        let statistics = try #require(try server.json("/cache")["workers"] as? [String: Any])
-        let each = try #require(statistics["each"] as? [[String: Any]])
-        #expect(each.compactMap { $0["entries"] as? Int }.sorted() == [0, 1])
-        #expect((statistics["total"] as? [String: Any])?["entries"] as? Int == 1)
-    }
-
-    /// Keep-alive clients sending requests back to back until `stop` is set, reconnecting when
-    /// an answer says Connection: close, as a well-behaved client does. Any error or non-200
-    /// answer is a failed request.
-    static func constantLoad(_ server: ServerProcess, clients: Int, path: String, until stop: LockedFlag,
-                             while body: @escaping @Sendable () throws -> Void) throws -> (ok: Int, failed: [String], workers: Set<String>) {
-        let outcomes = try concurrently(clients + 1) { client -> (ok: Int, failed: [String], workers: Set<String>) in
-            if client == clients {
-                defer { stop.set() }
-                try body()
-                return (0, [], [])
+        /// Any worker is over a 1 MiB limit within a heartbeat, so each is recycled in turn.
+        @Test func maxRSSRecyclesWorkersWithoutAFailedRequest() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "1", "--set", "max_rss_mb=1"])
+            defer { server.stop() }
+            let initial = Self.workers(of: server.pid)
+            let load = try Self.constantLoad(server, clients: 2, path: "/health", until: LockedFlag()) {
+                #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
             }
-            var ok = 0, failed: [String] = [], workers: Set<String> = []
-            var connection: HTTPConnection?
-            while !stop.isSet {
-                do {
-                    let open = try connection ?? server.connect()
-                    connection = open
-                    let reply = try open.request("GET", path)
-                    if reply.status == 200 { ok += 1 } else { failed.append("status \(reply.status)") }
-                    if let worker = reply.headers["x-worker"] { workers.insert(worker) }
-                    if reply.headers["connection"]?.lowercased() == "close" { connection = nil }
-                } catch {
-                    failed.append("\(error)")
-                    connection = nil
+            #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
+            #expect(load.ok > 10)
+        }
+
+        @Test func theMasterRunsNoThreads() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
+            defer { server.stop() }
+            let threads = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task").count) ?? 0 }
+            #expect(threads() == 1, "forking from a threaded process is unsafe")
+            let before = Self.workers(of: server.pid)
+            kill(server.pid, SIGHUP)
+            #expect(Self.eventually(within: 10) { Self.workers(of: server.pid).isDisjoint(with: before) && Self.workers(of: server.pid).count == 1 })
+            #expect(threads() == 1, "nor after a reload")
+        }
+
+        /// TTOU while every worker is busy with a slow request: the removed worker drains, and new
+        /// connections meanwhile go to the others instead of waiting on its closing socket.
+        @Test func removingAWorkerLosesNoNewConnection() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
+            defer { server.stop() }
+            var byWorker: [String: HTTPConnection] = [:]
+            for _ in 0..<40 where byWorker.count < 2 {
+                let connection = try server.connect()
+                if let worker = try connection.request("GET", "/health").headers["x-worker"], byWorker[worker] == nil {
+                    byWorker[worker] = connection
                 }
             }
-            return (ok, failed, workers)
-        }
-        return outcomes.reduce((0, [], [])) { ($0.ok + $1.ok, $0.failed + $1.failed, $0.workers.union($1.workers)) }
-    }
-
-    @Test func hupReloadsUnderLoadWithoutAFailedRequest() throws {
-        let file = try temporaryConfig("mode: prefork\nworkers: 2\ncpu:\n  max_work: 1000\n")
-        defer { try? FileManager.default.removeItem(at: file) }
-        let server = try ServerProcess(["--config", file.path])
-        defer { server.stop() }
-        let before = Self.workers(of: server.pid)
-        let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=50", until: LockedFlag()) {
-            Thread.sleep(forTimeInterval: 0.4)
-            try "mode: prefork\nworkers: 2\ncpu:\n  max_work: 2000\n".write(to: file, atomically: true, encoding: .utf8)
-            kill(server.pid, SIGHUP)
-            #expect(Self.eventually(within: 10) {
-                let now = Self.workers(of: server.pid)
-                return now.count == 2 && now.isDisjoint(with: before)
-            }, "every worker replaced")
-            Thread.sleep(forTimeInterval: 0.4)
-        }
-        #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
-        #expect(load.ok > 50)
-        #expect(try server.get("/cpu?work=1500").status == 200, "the reloaded cpu.max_work is in effect")
-    }
-
-    @Test func maxRequestsRecyclesWorkersWithoutAFailedRequest() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "max_requests=150", "--set", "max_requests_jitter=50"])
-        defer { server.stop() }
-        let initial = Self.workers(of: server.pid)
-        let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=20", until: LockedFlag()) {
-            // Load until both first workers have retired and been replaced, however slow the machine.
-            #expect(Self.eventually(within: 30) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
-            Thread.sleep(forTimeInterval: 0.3)
-        }
-        #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
-        #expect(load.workers.count > 2, "workers should have been recycled: \(load.workers)")
-        #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 2 })
-    }
-
-    /// logrotate moves the file away and sends USR1: every process writes to a new file.
-    @Test(arguments: [("nogil", 1), ("prefork", 3)])
-    func usr1ReopensTheLogFile(mode: String, processes: Int) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("threadbare-logs-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let log = directory.appendingPathComponent("threadbare.log"), rotated = directory.appendingPathComponent("threadbare.log.1")
-        let server = try ServerProcess(["--mode", mode, "--workers", "2", "--set", "log_file=\(log.path)"])
-        defer { server.stop() }
-        let read = { (url: URL) in (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
-        #expect(Self.eventually(within: 5) { read(log).contains(mode == "prefork" ? "workers ready" : "serving") })
-        try FileManager.default.moveItem(at: log, to: rotated)
-        kill(server.pid, SIGUSR1)
-        #expect(Self.eventually(within: 5) {
-            read(log).components(separatedBy: "log file reopened").count - 1 == processes
-        }, "new file: \(read(log))")
-        #expect(!read(rotated).contains("log file reopened"))
-        #expect(server.standardError.isEmpty, "logs go to the file only: \(server.standardError)")
-    }
-
-    /// Any worker is over a 1 MiB limit within a heartbeat, so each is recycled in turn.
-    @Test func maxRSSRecyclesWorkersWithoutAFailedRequest() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "1", "--set", "max_rss_mb=1"])
-        defer { server.stop() }
-        let initial = Self.workers(of: server.pid)
-        let load = try Self.constantLoad(server, clients: 2, path: "/health", until: LockedFlag()) {
-            #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
-        }
-        #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
-        #expect(load.ok > 10)
-    }
-
-    @Test func theMasterRunsNoThreads() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "1"])
-        defer { server.stop() }
-        let threads = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task").count) ?? 0 }
-        #expect(threads() == 1, "forking from a threaded process is unsafe")
-        let before = Self.workers(of: server.pid)
-        kill(server.pid, SIGHUP)
-        #expect(Self.eventually(within: 10) { Self.workers(of: server.pid).isDisjoint(with: before) && Self.workers(of: server.pid).count == 1 })
-        #expect(threads() == 1, "nor after a reload")
-    }
-
-    /// TTOU while every worker is busy with a slow request: the removed worker drains, and new
-    /// connections meanwhile go to the others instead of waiting on its closing socket.
-    @Test func removingAWorkerLosesNoNewConnection() throws {
-        let server = try ServerProcess(["--mode", "prefork", "--workers", "2"])
-        defer { server.stop() }
-        var byWorker: [String: HTTPConnection] = [:]
-        for _ in 0..<40 where byWorker.count < 2 {
-            let connection = try server.connect()
-            if let worker = try connection.request("GET", "/health").headers["x-worker"], byWorker[worker] == nil {
-                byWorker[worker] = connection
+            let busy = Array(byWorker.values)
+            #expect(busy.count == 2)
+            let results = try concurrently(busy.count + 1) { index -> [Int] in
+                if index < busy.count { return [try busy[index].request("GET", "/io?ms=1500").status] }
+                Thread.sleep(forTimeInterval: 0.2)
+                kill(server.pid, SIGTTOU)
+                Thread.sleep(forTimeInterval: 0.3)
+                return try (0..<40).map { _ in (try? server.get("/health").status) ?? 0 }
             }
+            #expect(results.flatMap { $0 }.allSatisfy { $0 == 200 }, "\(results)")
+            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 1 })
         }
-        let busy = Array(byWorker.values)
-        #expect(busy.count == 2)
-        let results = try concurrently(busy.count + 1) { index -> [Int] in
-            if index < busy.count { return [try busy[index].request("GET", "/io?ms=1500").status] }
-            Thread.sleep(forTimeInterval: 0.2)
-            kill(server.pid, SIGTTOU)
-            Thread.sleep(forTimeInterval: 0.3)
-            return try (0..<40).map { _ in (try? server.get("/health").status) ?? 0 }
-        }
-        #expect(results.flatMap { $0 }.allSatisfy { $0 == 200 }, "\(results)")
-        #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 1 })
     }
 }

@@ -1,0 +1,73 @@
+import Histogram
+
+/// What one thread measured, or the merge of all of them. Latencies are in microseconds, in
+/// HdrHistograms with three significant digits; a value beyond an hour is counted as an hour,
+/// never dropped.
+public struct Results: Sendable {
+    public static let longestMicroseconds: UInt64 = 3_600_000_000
+
+    public var latency = Results.histogram()
+    public var completed = 0
+    /// Errors by kind: connect, read, write, timeout, bad_response, and "status_NNN" for
+    /// non-2xx answers (which are also latency samples: the server did answer).
+    public var errors: [String: Int] = [:]
+    /// Server-Timing metrics by name (queue, lock, app, …), in microseconds.
+    public var serverTiming: [String: Histogram<UInt64>] = [:]
+    /// Requests sent but not answered when the run ended; neither completed nor errors.
+    public var inFlightAtEnd = 0
+
+    public init() {}
+
+    static func histogram() -> Histogram<UInt64> {
+        Histogram(lowestDiscernibleValue: 1, highestTrackableValue: longestMicroseconds, numberOfSignificantValueDigits: .three)
+    }
+
+    mutating func recordLatency(_ microseconds: UInt64) {
+        latency.record(min(microseconds, Self.longestMicroseconds))
+    }
+
+    mutating func recordServerTiming(_ name: String, milliseconds: Double) {
+        guard milliseconds.isFinite, milliseconds >= 0 else { return }
+        let microseconds = min(UInt64((milliseconds * 1000).rounded()), Self.longestMicroseconds)
+        serverTiming[name, default: Self.histogram()].record(microseconds)
+    }
+
+    mutating func count(error kind: String) {
+        errors[kind, default: 0] += 1
+    }
+
+    public var errorTotal: Int { errors.values.reduce(0, +) }
+
+    /// Adds another thread's results to these.
+    public mutating func merge(_ other: Results) {
+        latency.add(other.latency)
+        completed += other.completed
+        inFlightAtEnd += other.inFlightAtEnd
+        errors.merge(other.errors, uniquingKeysWith: +)
+        for (name, histogram) in other.serverTiming {
+            serverTiming[name, default: Self.histogram()].add(histogram)
+        }
+    }
+}
+
+/// `queue;dur=0.012, lock;dur=1.5, app;dur=2.0` → [(queue, 0.012), (lock, 1.5), (app, 2.0)]:
+/// each metric with a `dur` parameter (milliseconds, W3C Server-Timing).
+func serverTimingDurations(_ header: String) -> [(name: String, milliseconds: Double)] {
+    header.split(separator: ",").compactMap { metric in
+        let fields = metric.split(separator: ";").map { $0.trimmingCharacters(in: " \t") }
+        guard let name = fields.first, !name.isEmpty else { return nil }
+        for field in fields.dropFirst() where field.hasPrefix("dur=") {
+            if let value = Double(field.dropFirst(4)) { return (String(name), value) }
+        }
+        return nil
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in set: String) -> String {
+        var view = Substring(self)
+        while let first = view.first, set.contains(first) { view = view.dropFirst() }
+        while let last = view.last, set.contains(last) { view = view.dropLast() }
+        return String(view)
+    }
+}

@@ -1,0 +1,55 @@
+/// Where the load goes: an http:// URL taken apart into what a connection and a request need.
+public struct Target: Sendable, Equatable {
+    public let host: String
+    public let port: UInt16
+    /// Path and query, as sent in the request line.
+    public let pathAndQuery: String
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Accepts `http://HOST[:PORT][/PATH][?QUERY]`; HOST may be a name, IPv4 or [IPv6].
+    public init(url: String) throws(Invalid) {
+        guard url.hasPrefix("http://") else {
+            throw Invalid(description: "'\(url)': only http:// URLs are supported")
+        }
+        let rest = url.dropFirst("http://".count)
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        var path = String(rest[authorityEnd...])
+        if path.isEmpty || path.first == "?" { path = "/" + path }
+        var host = Substring(authority)
+        var port: UInt16 = 80
+        if host.first == "[" {
+            guard let close = host.firstIndex(of: "]") else { throw Invalid(description: "'\(url)': unclosed [ in the host") }
+            let after = host[host.index(after: close)...]
+            host = host[host.index(after: host.startIndex)..<close]
+            if !after.isEmpty {
+                guard after.first == ":", let parsed = UInt16(after.dropFirst()), parsed > 0 else {
+                    throw Invalid(description: "'\(url)': bad port")
+                }
+                port = parsed
+            }
+        } else if let colon = host.lastIndex(of: ":") {
+            guard let parsed = UInt16(host[host.index(after: colon)...]), parsed > 0 else {
+                throw Invalid(description: "'\(url)': bad port")
+            }
+            port = parsed
+            host = host[..<colon]
+        }
+        guard !host.isEmpty else { throw Invalid(description: "'\(url)': no host") }
+        guard !path.contains(where: { $0 == " " || $0.isNewline }) else {
+            throw Invalid(description: "'\(url)': the path must be percent-encoded (no spaces or line breaks)")
+        }
+        self.host = String(host)
+        self.port = port
+        pathAndQuery = path
+    }
+
+    /// The Host header: the port only when it is not 80.
+    var hostHeader: String {
+        let name = host.contains(":") ? "[\(host)]" : host
+        return port == 80 ? name : "\(name):\(port)"
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import LoadTestKit
+
+@main
+struct LoadTest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loadtest",
+        abstract: "Measure an HTTP server's throughput and latency, and read its Server-Timing.",
+        subcommands: [Run.self])
+
+    /// Usage errors (a bad flag, a bad URL) exit 2, as the rest of Threadbare's commands do.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
+        } catch {
+            if exitCode(for: error) == .success { self.exit(withError: error) }
+            FileHandle.standardError.write(Data(("loadtest: " + fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+    }
+}
+
+/// "10s", "500ms", "2m", or plain seconds.
+struct Seconds: ExpressibleByArgument {
+    let value: Double
+
+    init?(argument: String) {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where argument.hasSuffix(suffix) {
+            guard let number = Double(argument.dropLast(suffix.count)), number.isFinite, number >= 0 else { return nil }
+            value = number * scale
+            return
+        }
+        guard let number = Double(argument), number.isFinite, number >= 0 else { return nil }
+        value = number
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Closed-model load on one URL: each connection sends its next request when the last one is answered.")
+
+    @Argument(help: "http://HOST[:PORT]/PATH") var url: String
+    @Option(name: .short, help: "Connections.") var c: Int = 8
+    @Option(name: .short, help: "Duration of the measured run, e.g. 10s.") var d: Seconds = Seconds(argument: "10s")!
+    @Option(name: .short, help: "Threads (each its own event loop).") var t: Int = 1
+    @Option(help: "Warm-up before measuring, e.g. 2s.") var warmup: Seconds = Seconds(argument: "0")!
+    @Option(help: "A request unanswered this long is a timeout error.") var timeout: Seconds = Seconds(argument: "5s")!
+    @Option(name: .short, help: "Method.") var X: String = "GET"
+    @Option(name: .short, help: "Header 'Name: value' (repeatable).") var H: [String] = []
+    @Option(help: "Request body, or @FILE.") var body: String?
+    @Flag(help: "JSON instead of text.") var json = false
+
+    func validate() throws {
+        guard c >= 1 else { throw ValidationError("-c must be at least 1, got \(c)") }
+        guard t >= 1 else { throw ValidationError("-t must be at least 1, got \(t)") }
+        guard d.value > 0 else { throw ValidationError("-d must be longer than 0") }
+        guard timeout.value > 0 else { throw ValidationError("--timeout must be longer than 0") }
+        let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
+        guard methods.contains(X) else { throw ValidationError("-X must be one of \(methods.joined(separator: ", ")), got \(X)") }
+        for header in H where !header.contains(":") { throw ValidationError("-H expects 'Name: value', got '\(header)'") }
+    }
+
+    func run() throws {
+        let target: Target
+        do { target = try Target(url: url) } catch { throw ValidationError("\(error)") }
+        var plan = LoadPlan(target: target, connections: c, threads: t, duration: d.value, warmup: warmup.value, timeout: timeout.value)
+        plan.method = X
+        plan.headers = H.map { header in
+            let colon = header.firstIndex(of: ":")!
+            return (String(header[..<colon]).trimmingCharacters(in: .whitespaces),
+                    String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+        }
+        if let body {
+            if body.hasPrefix("@") {
+                guard let data = FileManager.default.contents(atPath: String(body.dropFirst())) else {
+                    throw ValidationError("--body: cannot read \(body.dropFirst())")
+                }
+                plan.body = Array(data)
+            } else {
+                plan.body = Array(body.utf8)
+            }
+        }
+        do {
+            try LoadRun.checkReachable(target)
+        } catch {
+            FileHandle.standardError.write(Data("loadtest: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let summary = try LoadRun.closed(plan)
+        let report = Report(url: url, plan: plan, summary: summary)
+        print(json ? report.json() : report.text())
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+@testable import LoadTestKit
+
+@Suite("loadtest's parsing and statistics")
+struct LoadTestKitTests {
+    @Test func urlsBecomeTargets() throws {
+        let plain = try Target(url: "http://example.com/a/b?x=1")
+        #expect(plain == (try Target(url: "http://example.com:80/a/b?x=1")))
+        #expect(plain.host == "example.com" && plain.port == 80 && plain.pathAndQuery == "/a/b?x=1")
+        #expect(plain.hostHeader == "example.com")
+        let bare = try Target(url: "http://127.0.0.1:8080")
+        #expect(bare.pathAndQuery == "/" && bare.port == 8080 && bare.hostHeader == "127.0.0.1:8080")
+        #expect(try Target(url: "http://h?q=1").pathAndQuery == "/?q=1")
+        let six = try Target(url: "http://[::1]:9000/health")
+        #expect(six.host == "::1" && six.port == 9000 && six.hostHeader == "[::1]:9000")
+        for bad in ["https://x/", "ftp://x", "http://", "http://x:0/", "http://x:99999/", "http://x:port/", "http://[::1/", "http://x/a b"] {
+            #expect(throws: Target.Invalid.self, "\(bad)") { try Target(url: bad) }
+        }
+    }
+
+    @Test func serverTimingHeadersParse() {
+        let metrics = serverTimingDurations("queue;dur=0.012, lock;dur=1.5;desc=\"x\", cache;desc=hit, app;dur=2")
+        #expect(metrics.map(\.name) == ["queue", "lock", "app"])
+        #expect(metrics.map(\.milliseconds) == [0.012, 1.5, 2])
+        #expect(serverTimingDurations("").isEmpty)
+    }
+
+    /// 1…1000 µs, each once: every percentile is known exactly, to HdrHistogram's three
+    /// significant digits.
+    @Test func percentilesOfAKnownDistribution() {
+        var results = Results()
+        for value in 1...1000 { results.recordLatency(UInt64(value)) }
+        let latency = Report.Percentiles(results.latency)
+        #expect(latency.count == 1000)
+        #expect(abs(latency.p50 - 0.500) <= 0.001)
+        #expect(abs(latency.p90 - 0.900) <= 0.001)
+        #expect(abs(latency.p99 - 0.990) <= 0.001)
+        #expect(latency.max == 1.0, "the max is exact")
+        #expect(abs(latency.mean - 0.5005) <= 0.001)
+    }
+
+    @Test func threadResultsMerge() {
+        var first = Results(), second = Results()
+        for value in 1...500 { first.recordLatency(UInt64(value)) }
+        for value in 501...1000 { second.recordLatency(UInt64(value)) }
+        first.completed = 500
+        second.completed = 500
+        first.count(error: "timeout")
+        second.count(error: "timeout")
+        second.count(error: "status_500")
+        first.recordServerTiming("app", milliseconds: 1)
+        second.recordServerTiming("app", milliseconds: 3)
+        second.recordServerTiming("queue", milliseconds: 0.5)
+        second.recordLatency(Results.longestMicroseconds * 10)
+        first.merge(second)
+        #expect(first.completed == 1000)
+        #expect(first.latency.totalCount == 1001)
+        #expect(first.latency.max >= Results.longestMicroseconds - 1_000_000, "beyond an hour is counted as an hour, not dropped")
+        #expect(first.errors == ["timeout": 2, "status_500": 1])
+        #expect(first.errorTotal == 3)
+        #expect(first.serverTiming["app"]?.totalCount == 2)
+        #expect(first.serverTiming["queue"]?.totalCount == 1)
+    }
+
+    @Test func jsonHasTheDocumentedFields() throws {
+        var results = Results()
+        results.recordLatency(1500)
+        results.completed = 1
+        results.count(error: "connect")
+        results.recordServerTiming("app", milliseconds: 1.2)
+        let plan = LoadPlan(target: try Target(url: "http://h/"), connections: 2, threads: 4, duration: 2)
+        let report = Report(url: "http://h/", plan: plan, summary: LoadRun.Summary(results: results, duration: 2))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any])
+        #expect(json["requests"] as? Int == 1)
+        #expect(json["rps"] as? Double == 0.5)
+        #expect(json["threads"] as? Int == 2, "never more threads than connections")
+        #expect((json["errors"] as? [String: Int]) == ["connect": 1, "total": 1])
+        let latency = try #require(json["latency_ms"] as? [String: Any])
+        for key in ["p50", "p75", "p90", "p99", "p999", "p9999", "max", "mean", "stdev", "count"] { #expect(latency[key] != nil, "\(key)") }
+        #expect(((json["server_timing"] as? [String: Any])?["app"] as? [String: Any])?["p50"] as? Double == 1.2)
+        #expect(json["duration_s"] as? Double == 2 && json["in_flight_at_end"] as? Int == 0)
+    }
+}

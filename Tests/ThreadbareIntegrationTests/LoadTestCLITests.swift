@@ -1,0 +1,72 @@
+import Foundation
+import Testing
+
+/// The loadtest executable against a real threadbare.
+extension LoadSensitive {
+    @Suite("loadtest against threadbare", .serialized)
+    struct LoadTestCLITests {
+        static func loadtest(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+            let process = Process()
+            let (outputFile, errorFile) = ServerProcess.temporaryFiles()
+            defer {
+                try? FileManager.default.removeItem(at: outputFile)
+                try? FileManager.default.removeItem(at: errorFile)
+            }
+            process.executableURL = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("loadtest")
+            process.arguments = arguments
+            process.standardOutput = try FileHandle(forWritingTo: outputFile)
+            process.standardError = try FileHandle(forWritingTo: errorFile)
+            try process.run()
+            process.waitUntilExit()
+            return (process.terminationStatus, (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "",
+                    (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
+        }
+
+        static func json(_ text: String) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        }
+
+        @Test func measuresThroughputLatencyAndTheServersOwnTimings() throws {
+            let server = try ServerProcess()
+            defer { server.stop() }
+            let run = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/cpu?work=10", "-c", "4", "-t", "2", "-d", "1s", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let report = try Self.json(run.stdout)
+            let requests = try #require(report["requests"] as? Int)
+            #expect(requests > 50)
+            #expect((report["errors"] as? [String: Int])?["total"] == 0)
+            let latency = try #require(report["latency_ms"] as? [String: Any])
+            #expect((latency["p50"] as? Double ?? -1) <= (latency["max"] as? Double ?? 0))
+            let timing = try #require(report["server_timing"] as? [String: Any])
+            #expect(Set(timing.keys) == ["queue", "lock", "app"])
+            // The server counted the same requests (plus those in flight at the end, which the
+            // client reports separately, and the /stats request itself).
+            let served = try #require((try server.json("/stats")["requests"] as? [String: [String: Int]])?["cpu"]?["200"])
+            #expect(served >= requests)
+            #expect(served <= requests + 4 + (report["in_flight_at_end"] as? Int ?? 0) + 4)
+        }
+
+        @Test func non2xxAnswersAreErrorsByStatus() throws {
+            let server = try ServerProcess()
+            defer { server.stop() }
+            let run = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/nowhere", "-c", "2", "-d", "0.5s", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let report = try Self.json(run.stdout)
+            let errors = try #require(report["errors"] as? [String: Int])
+            #expect(errors["status_404"] == report["requests"] as? Int)
+            #expect((errors["status_404"] ?? 0) > 0)
+        }
+
+        @Test func badInputExits2WithAReason() throws {
+            let refused = try Self.loadtest(["run", "http://127.0.0.1:1/", "-d", "1s"])
+            #expect(refused.status == 2)
+            #expect(refused.stderr.contains("cannot connect to 127.0.0.1:1"), "\(refused.stderr)")
+            let badURL = try Self.loadtest(["run", "ftp://example.com/"])
+            #expect(badURL.status == 2)
+            #expect(badURL.stderr.contains("only http:// URLs"), "\(badURL.stderr)")
+            let badFlag = try Self.loadtest(["run", "http://127.0.0.1:1/", "-c", "0"])
+            #expect(badFlag.status == 2)
+            #expect(badFlag.stderr.contains("-c must be at least 1"), "\(badFlag.stderr)")
+        }
+    }
+}

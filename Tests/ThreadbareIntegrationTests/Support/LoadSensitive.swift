@@ -1,0 +1,6 @@
+import Testing
+
+/// The suites that load both cores (CPU work, many processes, load generation) or judge the
+/// server by how it shares them. They run one at a time, so none of them skews another's
+/// figures on a 2-core machine; lighter suites still run alongside.
+@Suite(.serialized) struct LoadSensitive {}
