@@ -79,11 +79,19 @@ struct ErrorStatusTests {
     @Test func fullQueueIs503WithRetryAfter() throws {
         let server = try ServerProcess(["--threads", "1", "--queue-limit", "1"])
         defer { server.stop() }
-        // One request runs, one waits in the queue; with both taken, further requests are refused.
-        let replies = try concurrently(4) { _ in try server.get("/io?ms=600") }
+        // One request runs (the server says so: in flight, and no longer queued) ...
+        Thread.detachNewThread { _ = try? server.get("/io?ms=1000") }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let stats = try server.json("/stats")
+            if stats["in_flight"] as? Int ?? 0 >= 2 && stats["queue_depth"] as? Int == 0 { break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        // ... then of three more, one waits in the queue and two are refused.
+        let replies = try concurrently(3) { _ in try server.get("/io?ms=10") }
         let refused = replies.filter { $0.status == 503 }
-        #expect(replies.filter { $0.status == 200 }.count >= 2)
-        #expect(refused.count >= 1)
+        #expect(replies.filter { $0.status == 200 }.count == 1)
+        #expect(refused.count == 2)
         for reply in refused {
             #expect(reply.headers["retry-after"] == "1")
             #expect((try reply.json()["error"] as? String)?.contains("queue_limit 1") == true)
