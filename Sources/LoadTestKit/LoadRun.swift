@@ -1,6 +1,7 @@
 import Foundation
 
-/// A closed-model run: `threads` workers, the connections spread across them, results merged.
+/// A run: `threads` workers, the connections (and in the open model the rate) spread across
+/// them, results merged.
 public enum LoadRun {
     public struct Summary: Sendable {
         public var results: Results
@@ -9,12 +10,15 @@ public enum LoadRun {
         public var requestsPerSecond: Double { duration > 0 ? Double(results.completed) / duration : 0 }
     }
 
-    public static func closed(_ plan: LoadPlan) throws -> Summary {
+    /// Runs `plan`: the open model when it has a rate (shared evenly by the threads), the
+    /// closed model otherwise.
+    public static func run(_ plan: LoadPlan) throws -> Summary {
         let threads = max(1, min(plan.threads, plan.connections))
         let startAt = MonotonicClock.now()
         let workers = try (0..<threads).map { index in
             let share = plan.connections / threads + (index < plan.connections % threads ? 1 : 0)
-            return try ClosedLoopWorker(plan: plan, connections: share, startAt: startAt)
+            return try LoadWorker(plan: plan, connections: share, rate: plan.rate.map { $0 * Double(share) / Double(plan.connections) },
+                                  startAt: startAt)
         }
         let group = DispatchGroup()
         for worker in workers {

@@ -39,16 +39,27 @@ public struct Report: Codable, Sendable {
     public var errors: [String: Int]
     public var inFlightAtEnd: Int
     public var latencyMs: Percentiles
+    /// Open model: latency from the actual send, which hides the waits of a stall.
+    public var latencyUncorrectedMs: Percentiles?
+    /// Open model: requests that could not be sent at their intended time.
+    public var lateSends: Int?
+    public var rate: Double?
     public var serverTiming: [String: Percentiles]
 
     enum CodingKeys: String, CodingKey {
-        case url, model, connections, threads, requests, rps, errors
+        case url, model, connections, threads, requests, rps, errors, rate
+        case latencyUncorrectedMs = "latency_uncorrected_ms", lateSends = "late_sends"
         case durationS = "duration_s", inFlightAtEnd = "in_flight_at_end", latencyMs = "latency_ms", serverTiming = "server_timing"
     }
 
     public init(url: String, plan: LoadPlan, summary: LoadRun.Summary) {
         self.url = url
-        model = "closed"
+        model = plan.rate == nil ? "closed" : "open"
+        rate = plan.rate
+        if plan.rate != nil {
+            latencyUncorrectedMs = Percentiles(summary.results.uncorrected)
+            lateSends = summary.results.lateSends
+        }
         connections = plan.connections
         threads = max(1, min(plan.threads, plan.connections))
         requests = summary.results.completed
@@ -74,10 +85,16 @@ public struct Report: Codable, Sendable {
                          p.p50, p.p90, p.p99, p.p999, p.max, p.mean, p.stdev)
         }
         var lines = [
-            "\(durationS)s closed-model run @ \(url)",
+            "\(durationS)s \(model)-model run @ \(url)" + (rate.map { String(format: ", %.0f requests/s scheduled", $0) } ?? ""),
             "  \(threads) threads and \(connections) connections",
-            "  " + row("latency", latencyMs),
+            "  " + row(rate == nil ? "latency" : "corrected", latencyMs),
         ]
+        if let latencyUncorrectedMs {
+            lines.append("  " + row("uncorrect.", latencyUncorrectedMs))
+        }
+        if let lateSends, lateSends > 0 {
+            lines.append("  \(lateSends) requests waited for a free connection past their send time")
+        }
         if !serverTiming.isEmpty {
             lines.append("  server timing (Server-Timing header):")
             for name in serverTiming.keys.sorted() { lines.append("    " + row(name, serverTiming[name]!)) }

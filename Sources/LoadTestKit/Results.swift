@@ -6,7 +6,14 @@ import Histogram
 public struct Results: Sendable {
     public static let longestMicroseconds: UInt64 = 3_600_000_000
 
+    /// In the open model, from each request's intended send time (corrected for coordinated
+    /// omission); in the closed model, from its send.
     public var latency = Results.histogram()
+    /// Open model only: from the actual send, as an uncorrected tool would report.
+    public var uncorrected = Results.histogram()
+    /// Open model: requests that could not be sent at their intended time for want of a free
+    /// connection (sent later, their wait counted in `latency`).
+    public var lateSends = 0
     public var completed = 0
     /// Errors by kind: connect, read, write, timeout, bad_response, and "status_NNN" for
     /// non-2xx answers (which are also latency samples: the server did answer).
@@ -26,6 +33,10 @@ public struct Results: Sendable {
         latency.record(min(microseconds, Self.longestMicroseconds))
     }
 
+    mutating func recordUncorrected(_ microseconds: UInt64) {
+        uncorrected.record(min(microseconds, Self.longestMicroseconds))
+    }
+
     mutating func recordServerTiming(_ name: String, milliseconds: Double) {
         guard milliseconds.isFinite, milliseconds >= 0 else { return }
         let microseconds = min(UInt64((milliseconds * 1000).rounded()), Self.longestMicroseconds)
@@ -41,6 +52,8 @@ public struct Results: Sendable {
     /// Adds another thread's results to these.
     public mutating func merge(_ other: Results) {
         latency.add(other.latency)
+        uncorrected.add(other.uncorrected)
+        lateSends += other.lateSends
         completed += other.completed
         inFlightAtEnd += other.inFlightAtEnd
         errors.merge(other.errors, uniquingKeysWith: +)

@@ -41,12 +41,14 @@ struct Seconds: ExpressibleByArgument {
 }
 
 struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Closed-model load on one URL: each connection sends its next request when the last one is answered.")
+    static let configuration = CommandConfiguration(
+        abstract: "Load one URL: closed model (-c connections, each sending its next request when the last is answered), or open model at a fixed --rate.")
 
     @Argument(help: "http://HOST[:PORT]/PATH") var url: String
     @Option(name: .short, help: "Connections.") var c: Int = 8
     @Option(name: .short, help: "Duration of the measured run, e.g. 10s.") var d: Seconds = Seconds(argument: "10s")!
     @Option(name: .short, help: "Threads (each its own event loop).") var t: Int = 1
+    @Option(help: "Open model: requests per second in total, on a fixed schedule; latency counts from each request's intended send time.") var rate: Double?
     @Option(help: "Warm-up before measuring, e.g. 2s.") var warmup: Seconds = Seconds(argument: "0")!
     @Option(help: "A request unanswered this long is a timeout error.") var timeout: Seconds = Seconds(argument: "5s")!
     @Option(name: .short, help: "Method.") var X: String = "GET"
@@ -59,6 +61,7 @@ struct Run: ParsableCommand {
         guard t >= 1 else { throw ValidationError("-t must be at least 1, got \(t)") }
         guard d.value > 0 else { throw ValidationError("-d must be longer than 0") }
         guard timeout.value > 0 else { throw ValidationError("--timeout must be longer than 0") }
+        if let rate { guard rate.isFinite, rate > 0, rate <= 10_000_000 else { throw ValidationError("--rate must be from above 0 to 10000000, got \(rate)") } }
         let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
         guard methods.contains(X) else { throw ValidationError("-X must be one of \(methods.joined(separator: ", ")), got \(X)") }
         for header in H where !header.contains(":") { throw ValidationError("-H expects 'Name: value', got '\(header)'") }
@@ -69,6 +72,7 @@ struct Run: ParsableCommand {
         do { target = try Target(url: url) } catch { throw ValidationError("\(error)") }
         var plan = LoadPlan(target: target, connections: c, threads: t, duration: d.value, warmup: warmup.value, timeout: timeout.value)
         plan.method = X
+        plan.rate = rate
         plan.headers = H.map { header in
             let colon = header.firstIndex(of: ":")!
             return (String(header[..<colon]).trimmingCharacters(in: .whitespaces),
@@ -90,7 +94,7 @@ struct Run: ParsableCommand {
             FileHandle.standardError.write(Data("loadtest: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let summary = try LoadRun.closed(plan)
+        let summary = try LoadRun.run(plan)
         let report = Report(url: url, plan: plan, summary: summary)
         print(json ? report.json() : report.text())
     }

@@ -46,6 +46,32 @@ extension LoadSensitive {
             #expect(served <= requests + 4 + (report["in_flight_at_end"] as? Int ?? 0) + 4)
         }
 
+        /// The open model against a server that stops for 500 ms (SIGSTOP) in a 3 s run at
+        /// 200 requests/s: 100 requests are due during the stall and wait 0–500 ms, a sixth of
+        /// all, so the corrected p90 is about 200 ms. Measured from the actual send, the same
+        /// run looks healthy.
+        @Test func theOpenModelShowsAStallThatTheUncorrectedViewHides() throws {
+            let server = try ServerProcess()
+            defer { server.stop() }
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: 1)
+                kill(server.pid, SIGSTOP)
+                Thread.sleep(forTimeInterval: 0.5)
+                kill(server.pid, SIGCONT)
+            }
+            let run = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/health", "--rate", "200", "-c", "4", "-d", "3s", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let report = try Self.json(run.stdout)
+            #expect(report["model"] as? String == "open")
+            let corrected = try #require(report["latency_ms"] as? [String: Double])
+            let uncorrected = try #require(report["latency_uncorrected_ms"] as? [String: Double])
+            #expect((100...350).contains(corrected["p90"] ?? 0), "corrected \(corrected)")
+            #expect((corrected["max"] ?? 0) >= 400, "corrected \(corrected)")
+            #expect((uncorrected["p90"] ?? .infinity) < 50, "uncorrected \(uncorrected)")
+            #expect((report["late_sends"] as? Int ?? 0) >= 50, "requests due during the stall waited for a connection")
+            #expect(abs((report["rps"] as? Double ?? 0) - 200) < 20, "the schedule holds: \(report["rps"] ?? "")")
+        }
+
         @Test func non2xxAnswersAreErrorsByStatus() throws {
             let server = try ServerProcess()
             defer { server.stop() }
@@ -64,6 +90,9 @@ extension LoadSensitive {
             let badURL = try Self.loadtest(["run", "ftp://example.com/"])
             #expect(badURL.status == 2)
             #expect(badURL.stderr.contains("only http:// URLs"), "\(badURL.stderr)")
+            let badRate = try Self.loadtest(["run", "http://127.0.0.1:1/", "--rate", "0"])
+            #expect(badRate.status == 2)
+            #expect(badRate.stderr.contains("--rate must be"), "\(badRate.stderr)")
             let badFlag = try Self.loadtest(["run", "http://127.0.0.1:1/", "-c", "0"])
             #expect(badFlag.status == 2)
             #expect(badFlag.stderr.contains("-c must be at least 1"), "\(badFlag.stderr)")

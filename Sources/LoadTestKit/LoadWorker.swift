@@ -11,6 +11,8 @@ public struct LoadPlan: Sendable {
     public var duration: Double
     public var warmup: Double
     public var timeout: Double
+    /// Requests per second over all threads: the open model. nil: the closed model.
+    public var rate: Double?
     public var method = "GET"
     public var headers: [(name: String, value: String)] = []
     public var body: [UInt8] = []
@@ -25,20 +27,26 @@ public struct LoadPlan: Sendable {
     }
 }
 
-/// One thread of the closed model: its own event base and keep-alive connections, each sending
-/// its next request as soon as the previous one completes. libevent's evhttp parses the
-/// answers (status, headers, Content-Length and chunked bodies). Everything here runs on the
-/// worker's thread.
-final class ClosedLoopWorker: @unchecked Sendable {
+/// One load thread: its own event base and keep-alive connections; libevent's evhttp parses
+/// the answers (status, headers, Content-Length and chunked bodies). Everything here runs on
+/// the worker's thread.
+///
+/// Closed model: each connection sends its next request as soon as the previous one is
+/// answered. Open model (wrk2's): requests have intended send times on a fixed schedule, and a
+/// request waits for a free connection if none is; its latency runs from the intended time
+/// (corrected for coordinated omission), and from the actual send in a second histogram, so a
+/// stall shows its whole effect in the first and hides in the second.
+final class LoadWorker: @unchecked Sendable {
     final class Connection {
-        unowned let worker: ClosedLoopWorker
+        unowned let worker: LoadWorker
         let handle: OpaquePointer
         var sentAt: UInt64 = 0
+        var intendedAt: UInt64 = 0
         var outstanding = false
         var answered = false
         var failure: String?
 
-        init(worker: ClosedLoopWorker, handle: OpaquePointer) {
+        init(worker: LoadWorker, handle: OpaquePointer) {
             self.worker = worker
             self.handle = handle
         }
@@ -52,9 +60,24 @@ final class ClosedLoopWorker: @unchecked Sendable {
     private let deadline: UInt64
     private let method: evhttp_cmd_type
 
-    init(plan: LoadPlan, connections count: Int, startAt: UInt64) throws {
+    /// Open model: nanoseconds between intended sends on this thread, the next intended time,
+    /// and the intended times still waiting for a free connection.
+    private let interval: UInt64?
+    private var nextIntended: UInt64 = 0
+    private var backlog: [UInt64] = []
+    private var idle: [Connection] = []
+    private var ticker: OpaquePointer?
+
+    init(plan: LoadPlan, connections count: Int, rate: Double?, startAt: UInt64) throws {
+        interval = rate.map { UInt64(max(1, (1e9 / $0).rounded())) }
+        nextIntended = startAt
         self.plan = plan
-        guard let base = event_base_new() else { throw LoadError("event_base_new failed") }
+        // A precise timer (timerfd): the open model sends on a microsecond schedule, and
+        // epoll_wait alone rounds timeouts to milliseconds.
+        guard let config = event_config_new() else { throw LoadError("event_config_new failed") }
+        defer { event_config_free(config) }
+        event_config_set_flag(config, Int32(EVENT_BASE_FLAG_PRECISE_TIMER.rawValue))
+        guard let base = event_base_new_with_config(config) else { throw LoadError("event_base_new failed") }
         self.base = base
         measureFrom = startAt + UInt64(plan.warmup * 1e9)
         deadline = measureFrom + UInt64(plan.duration * 1e9)
@@ -88,7 +111,16 @@ final class ClosedLoopWorker: @unchecked Sendable {
 
     /// Runs until the deadline; then counts what is still unanswered.
     func run() {
-        for connection in connections { send(on: connection) }
+        if interval != nil {
+            idle = connections
+            // Wakes at each intended send time (see sendDue), which sends or queues what is due.
+            ticker = event_new(base, -1, 0, { _, _, arg in
+                Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().sendDue()
+            }, Unmanaged.passUnretained(self).toOpaque())
+            sendDue()
+        } else {
+            for connection in connections { send(on: connection, intendedAt: MonotonicClock.now()) }
+        }
         let stopper = event_new(base, -1, 0, { _, _, arg in
             event_base_loopbreak(OpaquePointer(arg!))
         }, UnsafeMutableRawPointer(base))
@@ -97,10 +129,35 @@ final class ClosedLoopWorker: @unchecked Sendable {
         event_add(stopper, &wait)
         event_base_dispatch(base)
         event_free(stopper)
-        results.inFlightAtEnd = connections.filter { $0.outstanding && $0.sentAt >= measureFrom }.count
+        if let ticker { event_free(ticker) }
+        results.inFlightAtEnd = connections.filter { $0.outstanding && $0.intendedAt >= measureFrom }.count
+            + backlog.filter { $0 >= measureFrom }.count
     }
 
-    private func send(on connection: Connection) {
+    private func sendDue() {
+        guard let interval else { return }
+        let now = MonotonicClock.now()
+        while !backlog.isEmpty, let connection = idle.popLast() {
+            send(on: connection, intendedAt: backlog.removeFirst())
+        }
+        while nextIntended <= now && nextIntended < deadline {
+            if backlog.isEmpty, let connection = idle.popLast() {
+                send(on: connection, intendedAt: nextIntended)
+            } else {
+                // No free connection at its time: it waits, and the wait is part of its latency.
+                backlog.append(nextIntended)
+                if nextIntended >= measureFrom { results.lateSends += 1 }
+            }
+            nextIntended += interval
+        }
+        if let ticker, nextIntended < deadline {
+            let wait = nextIntended > now ? nextIntended - now : 0
+            var until = timeval(tv_sec: Int(wait / 1_000_000_000), tv_usec: Int(wait % 1_000_000_000 / 1000))
+            event_add(ticker, &until)
+        }
+    }
+
+    private func send(on connection: Connection, intendedAt: UInt64) {
         let arg = Unmanaged.passUnretained(connection).toOpaque()
         guard let request = evhttp_request_new({ request, arg in
             let connection = Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue()
@@ -124,16 +181,18 @@ final class ClosedLoopWorker: @unchecked Sendable {
         connection.failure = nil
         connection.outstanding = true
         connection.sentAt = MonotonicClock.now()
+        connection.intendedAt = intendedAt
         if evhttp_make_request(connection.handle, request, method, plan.target.pathAndQuery) != 0 {
             connection.outstanding = false
-            if connection.sentAt >= measureFrom { results.count(error: "write") }
+            if intendedAt >= measureFrom { results.count(error: "write") }
+            if interval != nil { idle.append(connection) }
         }
     }
 
     private func answered(_ request: UnsafeMutablePointer<evhttp_request>?, on connection: Connection) {
         let now = MonotonicClock.now()
         connection.outstanding = false
-        let measured = connection.sentAt >= measureFrom && now <= deadline
+        let measured = connection.intendedAt >= measureFrom && now <= deadline
         let status = request.map { Int(evhttp_request_get_response_code($0)) } ?? 0
         if status == 0 {
             if measured { results.count(error: connection.failure ?? "read") }
@@ -141,7 +200,8 @@ final class ClosedLoopWorker: @unchecked Sendable {
             connection.answered = true
             if measured {
                 results.completed += 1
-                results.recordLatency((now - connection.sentAt) / 1000)
+                results.recordLatency((now - connection.intendedAt) / 1000)
+                if interval != nil { results.recordUncorrected((now - connection.sentAt) / 1000) }
                 if !(200..<300).contains(status) { results.count(error: "status_\(status)") }
                 if let request, let timing = evhttp_find_header(evhttp_request_get_input_headers(request), "Server-Timing") {
                     for metric in serverTimingDurations(String(cString: timing)) {
@@ -150,7 +210,13 @@ final class ClosedLoopWorker: @unchecked Sendable {
                 }
             }
         }
-        if now < deadline { send(on: connection) }
+        guard now < deadline else { return }
+        if interval != nil {
+            idle.append(connection)
+            sendDue()
+        } else {
+            send(on: connection, intendedAt: now)
+        }
     }
 }
 
