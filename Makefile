@@ -50,6 +50,7 @@ bench: setup
 	bench/http_core.sh
 	bench/lock_modes.sh
 	bench/prefork.sh
+	bench/loadtest_vs_wrk.sh
 
 clean:
 	rm -rf .build

@@ -72,6 +72,14 @@ public struct Report: Codable, Sendable {
         serverTiming = summary.results.serverTiming.mapValues(Percentiles.init)
     }
 
+    /// HdrHistogram's percentile distribution of the (corrected) latency, in milliseconds: the
+    /// text format HdrHistogram's plotter loads.
+    public static func hgrm(_ summary: LoadRun.Summary) -> String {
+        var text = ""
+        summary.results.latency.outputPercentileDistribution(to: &text, outputValueUnitScalingRatio: 1000)
+        return text
+    }
+
     public func json() -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

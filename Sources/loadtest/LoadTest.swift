@@ -55,6 +55,7 @@ struct Run: ParsableCommand {
     @Option(name: .short, help: "Header 'Name: value' (repeatable).") var H: [String] = []
     @Option(help: "Request body, or @FILE.") var body: String?
     @Flag(help: "JSON instead of text.") var json = false
+    @Option(help: "Also write the latency's percentile distribution (HdrHistogram .hgrm, milliseconds) to this file.") var hgrm: String?
 
     func validate() throws {
         guard c >= 1 else { throw ValidationError("-c must be at least 1, got \(c)") }
@@ -97,5 +98,11 @@ struct Run: ParsableCommand {
         let summary = try LoadRun.run(plan)
         let report = Report(url: url, plan: plan, summary: summary)
         print(json ? report.json() : report.text())
+        if let hgrm {
+            guard FileManager.default.createFile(atPath: hgrm, contents: Data(Report.hgrm(summary).utf8)) else {
+                FileHandle.standardError.write(Data("loadtest: --hgrm: cannot write \(hgrm)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
     }
 }

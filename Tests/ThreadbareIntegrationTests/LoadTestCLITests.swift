@@ -29,8 +29,13 @@ extension LoadSensitive {
         @Test func measuresThroughputLatencyAndTheServersOwnTimings() throws {
             let server = try ServerProcess()
             defer { server.stop() }
-            let run = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/cpu?work=10", "-c", "4", "-t", "2", "-d", "1s", "--json"])
+            let hgrm = FileManager.default.temporaryDirectory.appendingPathComponent("loadtest-\(UUID().uuidString).hgrm")
+            defer { try? FileManager.default.removeItem(at: hgrm) }
+            let run = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/cpu?work=10", "-c", "4", "-t", "2", "-d", "1s", "--json",
+                                         "--hgrm", hgrm.path])
             #expect(run.status == 0, "\(run.stderr)")
+            let distribution = try String(contentsOf: hgrm, encoding: .utf8)
+            #expect(distribution.contains("Percentile") && distribution.contains("#[Mean"), "\(distribution.prefix(300))")
             let report = try Self.json(run.stdout)
             let requests = try #require(report["requests"] as? Int)
             #expect(requests > 50)

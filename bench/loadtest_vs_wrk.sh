@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# loadtest_vs_wrk.sh - can loadtest generate as much load as wrk?
+#
+# Against the same server (the C evhttp server from bench/, then threadbare's /health), pinned
+# to core 0, runs wrk and loadtest in turn on core 1 with the same threads, connections and
+# duration, and prints both rates, their ratio (target: loadtest >= 1.0 x wrk), and each
+# client's CPU time per request (user + system).
+#
+# Usage: bench/loadtest_vs_wrk.sh     env: DURATION (default 5s), ROUNDS (3), CONNECTIONS (64)
+BENCH=loadtest_vs_wrk
+source "$(dirname "$0")/lib.sh"
+
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, got '$ROUNDS'"
+(( $(nproc) >= 2 )) || die "needs at least 2 cores (server on core 0, clients on core 1)"
+command -v cc >/dev/null || die "cc not found (apt-get install -y build-essential)"
+"$SWIFT" build "${RELEASE[@]}" --product loadtest || die "swift build of loadtest failed"
+LT=$("$SWIFT" build "${RELEASE[@]}" --show-bin-path)/loadtest
+cc -O2 -o "$tmp/evhttp_ok" bench/evhttp_ok.c $(pkg-config --cflags --libs libevent) \
+    || die "could not compile bench/evhttp_ok.c"
+
+start c "C server" 0 "$tmp/evhttp_ok" 127.0.0.1 0
+start tb threadbare 0 "$TB" serve --port 0 --loops 1
+
+# measure CLIENT URL : sets $rate and $cpu_us (client CPU microseconds per request).
+measure() {
+    local client=$1 url=$2 out="$tmp/client.out" times="$tmp/client.time"
+    TIMEFORMAT='%U %S'
+    if [[ $client == wrk ]]; then
+        { time taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$url" >"$out"; } 2>"$times" || die "wrk failed"
+        rate=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+        requests=$(awk '/requests in/ { print $1 }' "$out")
+    else
+        { time taskset -c 1 "$LT" run "$url" -t 1 -c "$CONNECTIONS" -d "$DURATION" --json >"$out"; } 2>"$times" || die "loadtest failed"
+        rate=$(python3 -c "import json; print(json.load(open('$out'))['rps'])")
+        requests=$(python3 -c "import json; print(json.load(open('$out'))['requests'])")
+    fi
+    cpu_us=$(awk -v r="$requests" '{ printf "%.2f", ($1 + $2) * 1e6 / r }' "$times")
+}
+
+echo "clients on core 1: wrk -t1 -c$CONNECTIONS -d$DURATION and loadtest run -t 1 -c $CONNECTIONS -d $DURATION; servers on core 0"
+echo
+printf "%-22s | %12s | %12s | %8s | %14s | %14s\n" server "wrk req/s" "loadtest" "ratio" "wrk CPU µs/req" "loadtest µs/req"
+printf -- '-%.0s' {1..96}; echo
+for target in "C evhttp:$c_url/health" "threadbare /health:$tb_url/health"; do
+    name=${target%%:http*}
+    url=${target#"$name":}
+    w=() l=() wc=() lc=()
+    for ((round = 0; round < ROUNDS; round++)); do
+        measure wrk "$url"; w+=("$rate"); wc+=("$cpu_us")
+        measure loadtest "$url"; l+=("$rate"); lc+=("$cpu_us")
+    done
+    mw=$(median "${w[*]}") ml=$(median "${l[*]}") mwc=$(median "${wc[*]}") mlc=$(median "${lc[*]}")
+    awk -v n="$name" -v w="$mw" -v l="$ml" -v wc="$mwc" -v lc="$mlc" 'BEGIN {
+        printf "%-22s | %12.0f | %12.0f | %8.2f | %14.2f | %14.2f\n", n, w, l, l / w, wc, lc }'
+done
