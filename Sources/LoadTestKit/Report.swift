@@ -81,9 +81,18 @@ public struct Report: Codable, Sendable {
     }
 
     public func json() -> String {
+        Self.encode(self)
+    }
+
+    /// A phased run: `{"phases": [one report per phase]}`.
+    public static func json(phases: [Report]) -> String {
+        encode(["phases": phases])
+    }
+
+    private static func encode(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
     }
 
     public func text() -> String {

@@ -77,6 +77,23 @@ extension LoadSensitive {
             #expect(abs((report["rps"] as? Double ?? 0) - 200) < 20, "the schedule holds: \(report["rps"] ?? "")")
         }
 
+        @Test func phasesEachHaveTheirOwnResults() throws {
+            let server = try ServerProcess()
+            defer { server.stop() }
+            let byConnections = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/health", "-c", "1,3", "-d", "0.5s", "--json"])
+            #expect(byConnections.status == 0, "\(byConnections.stderr)")
+            let phases = try #require(try Self.json(byConnections.stdout)["phases"] as? [[String: Any]])
+            #expect(phases.compactMap { $0["connections"] as? Int } == [1, 3])
+            #expect(phases.allSatisfy { ($0["requests"] as? Int ?? 0) > 0 })
+            let byRate = try Self.loadtest(["run", "http://127.0.0.1:\(server.port)/health", "--rate", "50,150", "-c", "2", "-d", "1s", "--json"])
+            #expect(byRate.status == 0, "\(byRate.stderr)")
+            let rates = try #require(try Self.json(byRate.stdout)["phases"] as? [[String: Any]])
+            #expect(rates.compactMap { $0["rate"] as? Double } == [50, 150])
+            // The schedule, phase by phase (the last request or two may still be in flight at the end).
+            let answered = rates.compactMap { $0["requests"] as? Int }
+            #expect(answered.count == 2 && (46...50).contains(answered[0]) && (144...150).contains(answered[1]), "\(answered)")
+        }
+
         @Test func non2xxAnswersAreErrorsByStatus() throws {
             let server = try ServerProcess()
             defer { server.stop() }
