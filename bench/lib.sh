@@ -85,6 +85,32 @@ wrk_rps() {
         cat "$out" >&2; die "no requests completed against $url"; }
 }
 
+# scaling_header TITLE : the header of a table of scaling_row lines.
+scaling_header() {
+    printf "%-28s" "$1"
+    local c
+    for c in 1 2 4 8; do printf " | %8s" "$c conn"; done
+    printf " | %s\n" "8 / 1"
+    printf -- '-%.0s' {1..86}; echo
+}
+
+# scaling_row LABEL PATH SERVE-ARGS... : starts threadbare on every core with SERVE-ARGS and
+# prints LABEL, PATH's req/s with wrk -t1 at 1, 2, 4 and 8 connections (each for $DURATION,
+# after a 1 s warm-up), and the 8-connection rate over the 1-connection rate.
+scaling_row() {
+    local label=$1 path=$2 first="" c; shift 2
+    start srv "$label" "0-$(($(nproc) - 1))" "$TB" serve --port 0 "$@"
+    wrk_rps "$srv_url$path" 1s -t1 -c1
+    printf "%-28s" "$label"
+    for c in 1 2 4 8; do
+        wrk_rps "$srv_url$path" "$DURATION" -t1 -c"$c"
+        [[ -n $first ]] || first=$rps
+        printf " | %8.0f" "$rps"
+    done
+    awk -v a="$rps" -v b="$first" 'BEGIN { printf " | %.2f\n", a / b }'
+    stop_server "$srv_pid"
+}
+
 # median VALUES : the median of space-separated numbers.
 median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 }
     END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

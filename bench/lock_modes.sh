@@ -25,28 +25,10 @@ echo "machine: $(nproc) cores, $(uname -m); $(wrk -v 2>&1 | head -n1 || true)"
 echo "each figure: wrk -t1 -cN -d$DURATION after a 1 s warm-up"
 echo
 
-modes=(gil subinterpreters nogil)
-mode_args=("--mode gil" "--mode subinterpreters --interpreters 2" "--mode nogil")
-connections=(1 2 4 8)
-printf "%-26s" "/cpu?work=$WORK req/s"
-for c in "${connections[@]}"; do printf " | %8s" "$c conn"; done
-printf " | %s\n" "8 conn / 1 conn"
-printf -- '-%.0s' {1..80}; echo
-for i in "${!modes[@]}"; do
-    # shellcheck disable=SC2086 # mode_args holds several words on purpose
-    start srv "${modes[i]}" "$all_cores" "$TB" serve --port 0 --threads 8 ${mode_args[i]}
-    wrk_rps "$srv_url/cpu?work=$WORK" 1s -t1 -c1
-    printf "%-26s" "${modes[i]}"
-    first=""
-    for c in "${connections[@]}"; do
-        wrk_rps "$srv_url/cpu?work=$WORK" "$DURATION" -t1 -c"$c"
-        [[ -n $first ]] || first=$rps
-        last=$rps
-        printf " | %8.0f" "$rps"
-    done
-    awk -v a="$last" -v b="$first" 'BEGIN { printf " | %.2f\n", a / b }'
-    stop_server "$srv_pid"
-done
+scaling_header "/cpu?work=$WORK req/s"
+scaling_row gil "/cpu?work=$WORK" --threads 8 --mode gil
+scaling_row subinterpreters "/cpu?work=$WORK" --threads 8 --mode subinterpreters --interpreters 2
+scaling_row nogil "/cpu?work=$WORK" --threads 8 --mode nogil
 
 echo
 printf "%-26s | %12s | %15s | %8s\n" "sequential /io?ms=0" "alone req/s" "with /cpu busy" "slowdown"

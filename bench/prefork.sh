@@ -27,25 +27,10 @@ echo
 stats() { curl -sf "$1/stats" | python3 -c "import json, sys; s = json.load(sys.stdin); print($2)"; }
 
 echo "1. /cpu?work=$WORK req/s (wrk -t1 -cN -d$DURATION)"
-printf "%-28s" "mode"
-for c in 1 2 4 8; do printf " | %7s" "$c conn"; done
-printf " | %s\n" "8 / 1"
-printf -- '-%.0s' {1..78}; echo
-for mode in "prefork --workers $cores" "gil --threads 8" "nogil --threads 8"; do
-    # shellcheck disable=SC2086 # the mode string holds several words on purpose
-    start srv "$mode" "$all_cores" "$TB" serve --port 0 --mode $mode
-    wrk_rps "$srv_url/cpu?work=$WORK" 1s -t1 -c1
-    printf "%-28s" "$mode"
-    first=""
-    for c in 1 2 4 8; do
-        wrk_rps "$srv_url/cpu?work=$WORK" "$DURATION" -t1 -c"$c"
-        [[ -n $first ]] || first=$rps
-        last=$rps
-        printf " | %7.0f" "$rps"
-    done
-    awk -v a="$last" -v b="$first" 'BEGIN { printf " | %.2f\n", a / b }'
-    stop_server "$srv_pid"
-done
+scaling_header mode
+scaling_row "prefork --workers $cores" "/cpu?work=$WORK" --mode prefork --workers "$cores"
+scaling_row "gil --threads 8" "/cpu?work=$WORK" --mode gil --threads 8
+scaling_row "nogil --threads 8" "/cpu?work=$WORK" --mode nogil --threads 8
 
 echo
 echo "2. balance over 8 workers (wrk -t2, /cpu?work=50, $DURATION): per worker, sorted; busiest / mean"

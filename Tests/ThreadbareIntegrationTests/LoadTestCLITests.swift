@@ -6,20 +6,7 @@ extension LoadSensitive {
     @Suite("loadtest against threadbare", .serialized)
     struct LoadTestCLITests {
         static func loadtest(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-            let process = Process()
-            let (outputFile, errorFile) = ServerProcess.temporaryFiles()
-            defer {
-                try? FileManager.default.removeItem(at: outputFile)
-                try? FileManager.default.removeItem(at: errorFile)
-            }
-            process.executableURL = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("loadtest")
-            process.arguments = arguments
-            process.standardOutput = try FileHandle(forWritingTo: outputFile)
-            process.standardError = try FileHandle(forWritingTo: errorFile)
-            try process.run()
-            process.waitUntilExit()
-            return (process.terminationStatus, (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "",
-                    (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
+            try runThreadbare(arguments, program: "loadtest")
         }
 
         static func json(_ text: String) throws -> [String: Any] {

@@ -18,7 +18,6 @@ struct ConnectionTable {
     private var numbered = 0
     private let loopIndex: Int
     private let loopCount: Int
-    private(set) var open = 0
 
     init(loopIndex: Int, loopCount: Int) {
         self.loopIndex = loopIndex
@@ -29,11 +28,12 @@ struct ConnectionTable {
         Int(bufferevent_getfd(evhttp_connection_get_bufferevent(connection)))
     }
 
-    /// The entry for a request's connection. `isNew` when the connection has not been seen;
-    /// `replaced` is an unseen-closed entry it displaced (to settle as closed).
-    mutating func admit(_ connection: OpaquePointer) -> (number: Int, isNew: Bool, replaced: Entry?) {
+    /// Enters a request: its connection's entry is marked unanswered (`tracked` is false only
+    /// for a connection without a socket, which has no entry). `isNew` when the connection has
+    /// not been seen; `replaced` is an unseen-closed entry it displaced (to settle as closed).
+    mutating func admit(_ connection: OpaquePointer) -> (number: Int, tracked: Bool, isNew: Bool, replaced: Entry?) {
         let socket = Self.socket(of: connection)
-        guard socket >= 0 else { return (loopIndex, false, nil) }
+        guard socket >= 0 else { return (loopIndex, false, false, nil) }
         var address: UnsafeMutablePointer<CChar>?
         var peerPort: UInt16 = 0
         evhttp_connection_get_peer(connection, &address, &peerPort)
@@ -41,22 +41,21 @@ struct ConnectionTable {
             entries += repeatElement(nil, count: socket + 1 - entries.count)
         }
         if let known = entries[socket], known.peerPort == peerPort, known.connection == connection {
-            return (known.number, false, nil)
+            entries[socket]!.unanswered = true
+            return (known.number, true, false, nil)
         }
         let replaced = entries[socket]
         let number = numbered * loopCount + loopIndex
         numbered += 1
-        entries[socket] = Entry(connection: connection, peerPort: peerPort, number: number)
-        if replaced == nil { open += 1 }
-        return (number, true, replaced)
+        entries[socket] = Entry(connection: connection, peerPort: peerPort, number: number, unanswered: true)
+        return (number, true, true, replaced)
     }
 
-    /// Marks the connection's request unanswered (true) or answered; returns the old value, or
-    /// nil for a connection not in the table.
-    mutating func setUnanswered(_ unanswered: Bool, _ connection: OpaquePointer) -> Bool? {
+    /// Marks the connection's request answered; true if it was unanswered.
+    mutating func markAnswered(_ connection: OpaquePointer) -> Bool {
         let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return nil }
-        entries[socket]!.unanswered = unanswered
+        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return false }
+        entries[socket]!.unanswered = false
         return entry.unanswered
     }
 
@@ -65,7 +64,6 @@ struct ConnectionTable {
         let socket = Self.socket(of: connection)
         guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return nil }
         entries[socket] = nil
-        open -= 1
         return entry
     }
 

@@ -176,7 +176,7 @@ final class EventLoop: @unchecked Sendable {
                 }, Unmanaged.passUnretained(self).toOpaque())
                 if draining { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
             }
-            if connections.setUnanswered(true, connection) != nil { inFlight.add(1) }
+            if admitted.tracked { inFlight.add(1) }
             evhttp_request_set_on_complete_cb(request, { request, arg in
                 guard let connection = evhttp_request_get_connection(request) else { return }
                 Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().answered(connection)
@@ -214,7 +214,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func answered(_ connection: OpaquePointer) {
-        if connections.setUnanswered(false, connection) == true { inFlight.subtract(1) }
+        if connections.markAnswered(connection) { inFlight.subtract(1) }
     }
 
     private func closed(_ connection: OpaquePointer) {

@@ -353,7 +353,6 @@ public final class PreforkMaster {
             let bootError = scoreboard.bootError(slot: slot)
             scoreboard.clear(slot: slot)
             let how = Self.describe(status)
-            if !positions.contains(worker.position) { closeSocketsIfUnused(position: worker.position) }
             if stopping || worker.retiring || !positions.contains(worker.position) {
                 logger.info("worker stopped", metadata: ["pid": "\(child)", "status": "\(how)"])
             } else if wasBooting {
@@ -364,12 +363,6 @@ public final class PreforkMaster {
                 logger.warning("worker \(child) \(how); starting a replacement")
             }
         }
-    }
-
-    private func closeSocketsIfUnused(position: Int) {
-        guard sharedSockets == nil, !workers.values.contains(where: { $0.position == position }),
-              let unused = positionSockets.removeValue(forKey: position) else { return }
-        unused.close()
     }
 
     /// A worker whose first loop has not beaten for `worker_timeout` is stuck: SIGABRT (a core

@@ -105,9 +105,12 @@ struct ServerDidNotStart: Error, CustomStringConvertible {
     var description: String { "threadbare did not print its listening line; stderr:\n\(stderr)" }
 }
 
-/// Runs `threadbare <arguments>` to completion (for commands that exit, like `config check`),
-/// through `launcher` if given (a command such as `prlimit --nofile=10` that runs the rest).
-func runThreadbare(_ arguments: [String], environment: [String: String] = [:], launcher: [String] = []) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs `threadbare <arguments>` (or another of the package's executables, built beside it) to
+/// completion, for commands that exit like `config check`; through `launcher` if given (a
+/// command such as `prlimit --nofile=10` that runs the rest).
+func runThreadbare(_ arguments: [String], environment: [String: String] = [:], launcher: [String] = [],
+                   program: String = "threadbare") throws -> (status: Int32, stdout: String, stderr: String) {
+    let executable = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent(program)
     let process = Process()
     let (outputFile, errorFile) = ServerProcess.temporaryFiles()
     defer {
@@ -116,9 +119,9 @@ func runThreadbare(_ arguments: [String], environment: [String: String] = [:], l
     }
     if let command = launcher.first {
         process.executableURL = URL(fileURLWithPath: command)
-        process.arguments = Array(launcher.dropFirst()) + [ServerProcess.binary.path] + arguments
+        process.arguments = Array(launcher.dropFirst()) + [executable.path] + arguments
     } else {
-        process.executableURL = ServerProcess.binary
+        process.executableURL = executable
         process.arguments = arguments
     }
     process.environment = ServerProcess.cleanEnvironment(adding: environment)
