@@ -135,7 +135,7 @@ public final class PreforkMaster {
 
     private func allPositionsReady() -> Bool {
         positions.allSatisfy { position in
-            workers.contains { $0.value.position == position && scoreboard.state(slot: $0.key) == .ready }
+            workers.contains { $0.value.position == position && [.ready, .retiring].contains(scoreboard.state(slot: $0.key)) }
         }
     }
 

@@ -37,8 +37,7 @@ enum PreforkWorker {
             exit(bootFailureStatus)
         }
         scoreboard.beat(slot: slot)
-        // Unless it already asked to retire while starting (a tiny max_requests).
-        scoreboard.transition(slot: slot, from: [.booting], to: .ready)
+        seat.finishBooting()
 
         // The master blocked these before forking; the mask is inherited, so sigwait takes them.
         var stopSignals = sigset_t()

@@ -127,7 +127,7 @@ public final class Scoreboard: @unchecked Sendable {
         let word = atomic(slot, \.state)
         var current = word.load(ordering: .acquiring)
         while let known = State(rawValue: current), from.contains(known) {
-            let (exchanged, original) = word.compareExchange(expected: current, desired: state.rawValue, ordering: .acquiringAndReleasing)
+            let (exchanged, original) = word.compareExchange(expected: current, desired: state.rawValue, ordering: .sequentiallyConsistent)
             if exchanged { return true }
             current = original
         }
@@ -239,10 +239,23 @@ public final class ScoreboardSeat: Sendable {
     /// sockets unattended: it keeps serving and asks the master for a replacement; once that
     /// one is ready the master sends TERM, and this worker finishes its requests (answers from
     /// then on say Connection: close) and exits.
+    /// A worker asked to retire while it was still booting (a tiny max_requests, a first beat
+    /// over max_rss_mb) retires only now, so `retiring` always means "has booted": the master
+    /// counts it as ready, and a position recycled at every boot still gets announced.
+    ///
+    /// The flag and the state are both sequentially consistent, so whichever of this and
+    /// `retire` runs second sees what the other did.
+    func finishBooting() {
+        scoreboard.transition(slot: slot, from: [.booting], to: .ready)
+        if retired.load(ordering: .sequentiallyConsistent) {
+            scoreboard.transition(slot: slot, from: [.ready], to: .retiring)
+        }
+    }
+
     private func retire(because reason: String) {
-        guard !retired.exchange(true, ordering: .relaxed) else { return }
+        guard !retired.exchange(true, ordering: .sequentiallyConsistent) else { return }
         // Not over `stopping`: a worker already told to stop has nothing to ask for.
-        scoreboard.transition(slot: slot, from: [.booting, .ready], to: .retiring)
+        scoreboard.transition(slot: slot, from: [.ready], to: .retiring)
         Logger(label: "threadbare").info("worker retiring", metadata: ["pid": "\(getpid())", "reason": "\(reason)"])
     }
 }
