@@ -50,6 +50,8 @@ let package = Package(
             dependencies: [
                 "CLibevent",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(

@@ -1,11 +1,14 @@
 import CLibevent
+import DequeModule
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// What a run sends and for how long.
 public struct LoadPlan: Sendable {
-    public var target: Target
+    /// One or more, all on the same host and port (the connections are shared).
+    public private(set) var endpoints: [Endpoint]
     public var connections: Int
     public var threads: Int
     public var duration: Double
@@ -13,113 +16,129 @@ public struct LoadPlan: Sendable {
     public var timeout: Double
     /// Requests per second over all threads: the open model. nil: the closed model.
     public var rate: Double?
-    public var method = "GET"
-    public var headers: [(name: String, value: String)] = []
-    public var body: [UInt8] = []
 
-    public init(target: Target, connections: Int, threads: Int, duration: Double, warmup: Double = 0, timeout: Double = 5) {
-        self.target = target
+    public init(endpoints: [Endpoint], connections: Int, threads: Int, duration: Double, warmup: Double = 0, timeout: Double = 5) throws(LoadError) {
+        guard let first = endpoints.first else { throw LoadError("no URL to load") }
+        for endpoint in endpoints where endpoint.target.host != first.target.host || endpoint.target.port != first.target.port {
+            throw LoadError("every URL must be on the same host and port (\(first.name) and \(endpoint.name) are not): connections are shared")
+        }
+        self.endpoints = endpoints
         self.connections = connections
         self.threads = threads
         self.duration = duration
         self.warmup = warmup
         self.timeout = timeout
     }
+
+    public var target: Target { endpoints[0].target }
+    /// Never more threads than connections.
+    public var effectiveThreads: Int { max(1, min(threads, connections)) }
 }
 
-/// One load thread: its own event base and keep-alive connections; libevent's evhttp parses
-/// the answers (status, headers, Content-Length and chunked bodies). Everything here runs on
-/// the worker's thread.
+/// One load thread: its own event base and keep-alive connections, and one Results per
+/// endpoint. Everything here runs on the worker's thread.
 ///
 /// Closed model: each connection sends its next request as soon as the previous one is
 /// answered. Open model (wrk2's): requests have intended send times on a fixed schedule, and a
 /// request waits for a free connection if none is; its latency runs from the intended time
 /// (corrected for coordinated omission), and from the actual send in a second histogram, so a
-/// stall shows its whole effect in the first and hides in the second.
+/// stall shows its whole effect in the first and hides in the second. A request's endpoint is
+/// chosen by weight when it is due.
 final class LoadWorker: @unchecked Sendable {
-    final class Connection {
-        unowned let worker: LoadWorker
-        let handle: OpaquePointer
-        var sentAt: UInt64 = 0
-        var intendedAt: UInt64 = 0
-        var outstanding = false
-        var answered = false
-        var failure: String?
-
-        init(worker: LoadWorker, handle: OpaquePointer) {
-            self.worker = worker
-            self.handle = handle
-        }
-    }
-
     let plan: LoadPlan
-    private let base: OpaquePointer
-    private var connections: [Connection] = []
-    private(set) var results = Results()
+    let base: OpaquePointer
+    let address: ResolvedAddress
+    /// Every connection reads into this, one at a time.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    private(set) var results: [Results]
+    private var connections: [ClientConnection] = []
+    private let requests: [UnsafeMutableRawBufferPointer]
+    private let expectsBody: [Bool]
+    private var rotation: WeightedRotation
     private let measureFrom: UInt64
     private let deadline: UInt64
-    private let method: evhttp_cmd_type
+    private let timeout: UInt64
 
     /// Open model: nanoseconds between intended sends on this thread, the next intended time,
-    /// and the intended times still waiting for a free connection.
+    /// and the requests still waiting for a free connection.
     private let interval: UInt64?
     private var nextIntended: UInt64 = 0
-    private var backlog: [UInt64] = []
-    private var idle: [Connection] = []
+    private var backlog = Deque<(intendedAt: UInt64, endpoint: Int)>()
+    private var idle: [ClientConnection] = []
     private var ticker: OpaquePointer?
+    private var failing: [ClientConnection] = []
+    private var failer: OpaquePointer?
+    /// For the live progress line: this thread's results so far (all endpoints together),
+    /// copied here once a second by its own loop; nil when nobody watches.
+    let progress: Mutex<Results>?
 
-    init(plan: LoadPlan, connections count: Int, rate: Double?, startAt: UInt64) throws {
+    init(plan: LoadPlan, address: ResolvedAddress, connections count: Int, rate: Double?, startAt: UInt64, watched: Bool = false) throws {
+        progress = watched ? Mutex(Results()) : nil
         interval = rate.map { UInt64(max(1, (1e9 / $0).rounded())) }
         nextIntended = startAt
         self.plan = plan
-        // A precise timer (timerfd): the open model sends on a microsecond schedule, and
-        // epoll_wait alone rounds timeouts to milliseconds.
+        self.address = address
+        // The open model sends on a microsecond schedule, and epoll_wait alone rounds timeouts
+        // to milliseconds: a precise timer (timerfd). Not in the closed model, where it would
+        // cost a timerfd_settime call per loop iteration for nothing.
         guard let config = event_config_new() else { throw LoadError("event_config_new failed") }
         defer { event_config_free(config) }
-        event_config_set_flag(config, Int32(EVENT_BASE_FLAG_PRECISE_TIMER.rawValue))
+        if rate != nil { event_config_set_flag(config, Int32(EVENT_BASE_FLAG_PRECISE_TIMER.rawValue)) }
         guard let base = event_base_new_with_config(config) else { throw LoadError("event_base_new failed") }
         self.base = base
         measureFrom = startAt + UInt64(plan.warmup * 1e9)
         deadline = measureFrom + UInt64(plan.duration * 1e9)
-        method = Self.command(plan.method)
-        for _ in 0..<count {
-            guard let handle = evhttp_connection_base_new(base, nil, plan.target.host, plan.target.port) else {
-                throw LoadError("cannot create a connection to \(plan.target.host):\(plan.target.port)")
-            }
-            var timeout = timeval(tv_sec: Int(plan.timeout), tv_usec: Int((plan.timeout - plan.timeout.rounded(.down)) * 1e6))
-            evhttp_connection_set_timeout_tv(handle, &timeout)
-            connections.append(Connection(worker: self, handle: handle))
+        timeout = UInt64(plan.timeout * 1e9)
+        results = plan.endpoints.map { _ in Results() }
+        requests = plan.endpoints.map { endpoint in
+            let bytes = endpoint.requestBytes
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return buffer
         }
+        expectsBody = plan.endpoints.map { $0.method != "HEAD" }
+        rotation = WeightedRotation(weights: plan.endpoints.map(\.weight))
+        connections = (0..<count).map { _ in ClientConnection(worker: self) }
     }
 
     deinit {
-        for connection in connections { evhttp_connection_free(connection.handle) }
+        for connection in connections { connection.close() }
+        connections.removeAll()
+        for request in requests { request.deallocate() }
+        readBuffer.deallocate()
         event_base_free(base)
-    }
-
-    static func command(_ method: String) -> evhttp_cmd_type {
-        switch method {
-        case "HEAD": EVHTTP_REQ_HEAD
-        case "POST": EVHTTP_REQ_POST
-        case "PUT": EVHTTP_REQ_PUT
-        case "DELETE": EVHTTP_REQ_DELETE
-        case "OPTIONS": EVHTTP_REQ_OPTIONS
-        case "PATCH": EVHTTP_REQ_PATCH
-        default: EVHTTP_REQ_GET
-        }
     }
 
     /// Runs until the deadline; then counts what is still unanswered.
     func run() {
+        let this = Unmanaged.passUnretained(self).toOpaque()
+        failer = event_new(base, -1, 0, { _, _, arg in
+            Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().reportFailures()
+        }, this)
+        // Timeouts are found by a sweep rather than a timer per request, as wrk does.
+        let sweeper = event_new(base, -1, Int16(EV_PERSIST), { _, _, arg in
+            Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().sweepTimeouts()
+        }, this)
+        var sweepEvery = timeval(tv_sec: 0, tv_usec: Int(min(plan.timeout / 4, 0.1) * 1e6))
+        event_add(sweeper, &sweepEvery)
+        var publisher: OpaquePointer?
+        if progress != nil {
+            publisher = event_new(base, -1, Int16(EV_PERSIST), { _, _, arg in
+                Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().publishProgress()
+            }, this)
+            var second = timeval(tv_sec: 1, tv_usec: 0)
+            event_add(publisher, &second)
+        }
         if interval != nil {
             idle = connections
             // Wakes at each intended send time (see sendDue), which sends or queues what is due.
             ticker = event_new(base, -1, 0, { _, _, arg in
                 Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().sendDue()
-            }, Unmanaged.passUnretained(self).toOpaque())
+            }, this)
             sendDue()
         } else {
-            for connection in connections { send(on: connection, intendedAt: MonotonicClock.now()) }
+            let now = MonotonicClock.now()
+            for connection in connections { issue(on: connection, endpoint: rotation.next(), intendedAt: now, now: now) }
         }
         let stopper = event_new(base, -1, 0, { _, _, arg in
             event_base_loopbreak(OpaquePointer(arg!))
@@ -128,25 +147,37 @@ final class LoadWorker: @unchecked Sendable {
         var wait = timeval(tv_sec: Int(remaining / 1_000_000_000), tv_usec: Int(remaining % 1_000_000_000 / 1000))
         event_add(stopper, &wait)
         event_base_dispatch(base)
-        event_free(stopper)
-        if let ticker { event_free(ticker) }
-        results.inFlightAtEnd = connections.filter { $0.outstanding && $0.intendedAt >= measureFrom }.count
-            + backlog.filter { $0 >= measureFrom }.count
+        for event in [stopper, sweeper, ticker, failer, publisher] { if let event { event_free(event) } }
+        ticker = nil
+        failer = nil
+        for connection in connections where connection.busy && connection.intendedAt >= measureFrom {
+            results[connection.endpoint].inFlightAtEnd += 1
+        }
+        for waiting in backlog where waiting.intendedAt >= measureFrom { results[waiting.endpoint].inFlightAtEnd += 1 }
+    }
+
+    // MARK: Sending
+
+    private func issue(on connection: ClientConnection, endpoint: Int, intendedAt: UInt64, now: UInt64) {
+        connection.send(endpoint: endpoint, request: UnsafeRawBufferPointer(requests[endpoint]), expectsBody: expectsBody[endpoint],
+                        intendedAt: intendedAt, now: now)
     }
 
     private func sendDue() {
         guard let interval else { return }
         let now = MonotonicClock.now()
         while !backlog.isEmpty, let connection = idle.popLast() {
-            send(on: connection, intendedAt: backlog.removeFirst())
+            let waiting = backlog.removeFirst()
+            issue(on: connection, endpoint: waiting.endpoint, intendedAt: waiting.intendedAt, now: now)
         }
         while nextIntended <= now && nextIntended < deadline {
+            let endpoint = rotation.next()
             if backlog.isEmpty, let connection = idle.popLast() {
-                send(on: connection, intendedAt: nextIntended)
+                issue(on: connection, endpoint: endpoint, intendedAt: nextIntended, now: now)
             } else {
                 // No free connection at its time: it waits, and the wait is part of its latency.
-                backlog.append(nextIntended)
-                if nextIntended >= measureFrom { results.lateSends += 1 }
+                backlog.append((nextIntended, endpoint))
+                if nextIntended >= measureFrom { results[endpoint].lateSends += 1 }
             }
             nextIntended += interval
         }
@@ -157,65 +188,61 @@ final class LoadWorker: @unchecked Sendable {
         }
     }
 
-    private func send(on connection: Connection, intendedAt: UInt64) {
-        let arg = Unmanaged.passUnretained(connection).toOpaque()
-        guard let request = evhttp_request_new({ request, arg in
-            let connection = Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue()
-            connection.worker.answered(request, on: connection)
-        }, arg) else { return }
-        evhttp_request_set_error_cb(request) { error, arg in
-            let connection = Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue()
-            connection.failure = switch error {
-            case EVREQ_HTTP_TIMEOUT: "timeout"
-            case EVREQ_HTTP_EOF: connection.answered ? "read" : "connect"
-            case EVREQ_HTTP_REQUEST_CANCEL: nil
-            default: "bad_response"
-            }
-        }
-        let headers = evhttp_request_get_output_headers(request)
-        evhttp_add_header(headers, "Host", plan.target.hostHeader)
-        for header in plan.headers { evhttp_add_header(headers, header.name, header.value) }
-        if !plan.body.isEmpty {
-            plan.body.withUnsafeBytes { _ = evbuffer_add(evhttp_request_get_output_buffer(request), $0.baseAddress, $0.count) }
-        }
-        connection.failure = nil
-        connection.outstanding = true
-        connection.sentAt = MonotonicClock.now()
-        connection.intendedAt = intendedAt
-        if evhttp_make_request(connection.handle, request, method, plan.target.pathAndQuery) != 0 {
-            connection.outstanding = false
-            if intendedAt >= measureFrom { results.count(error: "write") }
-            if interval != nil { idle.append(connection) }
-        }
-    }
-
-    private func answered(_ request: UnsafeMutablePointer<evhttp_request>?, on connection: Connection) {
-        let now = MonotonicClock.now()
-        connection.outstanding = false
-        let measured = connection.intendedAt >= measureFrom && now <= deadline
-        let status = request.map { Int(evhttp_request_get_response_code($0)) } ?? 0
-        if status == 0 {
-            if measured { results.count(error: connection.failure ?? "read") }
-        } else {
-            connection.answered = true
-            if measured {
-                results.completed += 1
-                results.recordLatency((now - connection.intendedAt) / 1000)
-                if interval != nil { results.recordUncorrected((now - connection.sentAt) / 1000) }
-                if !(200..<300).contains(status) { results.count(error: "status_\(status)") }
-                if let request, let timing = evhttp_find_header(evhttp_request_get_input_headers(request), "Server-Timing") {
-                    for metric in serverTimingDurations(String(cString: timing)) {
-                        results.recordServerTiming(metric.name, milliseconds: metric.milliseconds)
-                    }
-                }
-            }
-        }
+    /// After an answer or a failure: the connection's next request (closed model), or back
+    /// to the free connections (open model).
+    private func next(after connection: ClientConnection, now: UInt64) {
         guard now < deadline else { return }
         if interval != nil {
             idle.append(connection)
             sendDue()
         } else {
-            send(on: connection, intendedAt: now)
+            issue(on: connection, endpoint: rotation.next(), intendedAt: now, now: now)
+        }
+    }
+
+    // MARK: Outcomes
+
+    func answered(_ connection: ClientConnection) {
+        let now = MonotonicClock.now()
+        if connection.intendedAt >= measureFrom && now <= deadline {
+            let status = connection.parser.status
+            let serverTiming = connection.parser.serverTiming
+            let corrected = interval != nil
+            let latency = (now - connection.intendedAt) / 1000, uncorrected = (now - connection.sentAt) / 1000
+            results[connection.endpoint].record(status: status, latency: latency, uncorrected: corrected ? uncorrected : nil,
+                                                serverTiming: serverTiming)
+        }
+        next(after: connection, now: now)
+    }
+
+    func failed(_ connection: ClientConnection, kind: String) {
+        let now = MonotonicClock.now()
+        if connection.intendedAt >= measureFrom && now <= deadline { results[connection.endpoint].count(error: kind) }
+        next(after: connection, now: now)
+    }
+
+    /// A connection whose connect failed at once reports it on the next loop iteration.
+    func failLater(_ connection: ClientConnection) {
+        failing.append(connection)
+        if let failer { event_active(failer, 0, 0) }
+    }
+
+    private func reportFailures() {
+        let due = failing
+        failing.removeAll(keepingCapacity: true)
+        for connection in due { connection.reportImmediateFailure() }
+    }
+
+    private func publishProgress() {
+        var total = Results()
+        for endpoint in results { total.merge(endpoint) }
+        progress?.withLock { $0 = total }
+    }
+
+    private func sweepTimeouts() {
+        let now = MonotonicClock.now()
+        for connection in connections where connection.busy && now - connection.sentAt > timeout {
+            connection.fail("timeout")
         }
     }
 }

@@ -2,7 +2,8 @@ import Foundation
 import Histogram
 
 /// The results as people and programs read them: a wrk-like text summary, and JSON whose
-/// schema the README documents.
+/// schema the README documents. The run's totals sit at the top level; `endpoints` repeats
+/// the same measurements per URL.
 public struct Report: Codable, Sendable {
     public struct Percentiles: Codable, Sendable {
         public var p50, p75, p90, p99, p999, p9999, max, mean, stdev: Double
@@ -29,47 +30,125 @@ public struct Report: Codable, Sendable {
         }
     }
 
+    /// What was measured, for the whole run or one endpoint.
+    public struct Measurements: Codable, Sendable {
+        public var requests: Int
+        public var rps: Double
+        public var errors: [String: Int]
+        public var inFlightAtEnd: Int
+        public var latencyMs: Percentiles
+        /// Open model: latency from the actual send, which hides the waits of a stall.
+        public var latencyUncorrectedMs: Percentiles?
+        /// Open model: requests that could not be sent at their intended time.
+        public var lateSends: Int?
+        public var serverTiming: [String: Percentiles]
+
+        enum CodingKeys: String, CodingKey {
+            case requests, rps, errors
+            case latencyUncorrectedMs = "latency_uncorrected_ms", lateSends = "late_sends"
+            case inFlightAtEnd = "in_flight_at_end", latencyMs = "latency_ms", serverTiming = "server_timing"
+        }
+
+        init(_ results: Results, duration: Double, openModel: Bool) {
+            requests = results.completed
+            rps = duration > 0 ? Double(results.completed) / duration : 0
+            errors = results.errors
+            errors["total"] = results.errorTotal
+            inFlightAtEnd = results.inFlightAtEnd
+            latencyMs = Percentiles(results.latency)
+            if openModel {
+                latencyUncorrectedMs = Percentiles(results.uncorrected)
+                lateSends = results.lateSends
+            }
+            serverTiming = results.serverTiming.mapValues(Percentiles.init)
+        }
+    }
+
+    public struct EndpointReport: Codable, Sendable {
+        public var url: String
+        public var method: String
+        public var weight: Int
+        public var measured: Measurements
+
+        enum CodingKeys: String, CodingKey { case url, method, weight }
+
+        init(url: String, method: String, weight: Int, measured: Measurements) {
+            self.url = url
+            self.method = method
+            self.weight = weight
+            self.measured = measured
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            url = try container.decode(String.self, forKey: .url)
+            method = try container.decode(String.self, forKey: .method)
+            weight = try container.decode(Int.self, forKey: .weight)
+            measured = try Measurements(from: decoder)
+        }
+
+        /// Flat: the endpoint's own fields beside its measurements.
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(url, forKey: .url)
+            try container.encode(method, forKey: .method)
+            try container.encode(weight, forKey: .weight)
+            try measured.encode(to: encoder)
+        }
+    }
+
     public var url: String
     public var model: String
     public var connections: Int
     public var threads: Int
-    public var requests: Int
     public var durationS: Double
-    public var rps: Double
-    public var errors: [String: Int]
-    public var inFlightAtEnd: Int
-    public var latencyMs: Percentiles
-    /// Open model: latency from the actual send, which hides the waits of a stall.
-    public var latencyUncorrectedMs: Percentiles?
-    /// Open model: requests that could not be sent at their intended time.
-    public var lateSends: Int?
     public var rate: Double?
-    public var serverTiming: [String: Percentiles]
+    public var measured: Measurements
+    public var endpoints: [EndpointReport]
 
     enum CodingKeys: String, CodingKey {
-        case url, model, connections, threads, requests, rps, errors, rate
-        case latencyUncorrectedMs = "latency_uncorrected_ms", lateSends = "late_sends"
-        case durationS = "duration_s", inFlightAtEnd = "in_flight_at_end", latencyMs = "latency_ms", serverTiming = "server_timing"
+        case url, model, connections, threads, rate, endpoints
+        case durationS = "duration_s"
     }
 
-    public init(url: String, plan: LoadPlan, summary: LoadRun.Summary) {
-        self.url = url
-        model = plan.rate == nil ? "closed" : "open"
+    public init(plan: LoadPlan, summary: LoadRun.Summary) {
+        let open = plan.rate != nil
+        url = plan.endpoints.count == 1 ? plan.endpoints[0].name : "\(plan.endpoints.count) endpoints"
+        model = open ? "open" : "closed"
         rate = plan.rate
-        if plan.rate != nil {
-            latencyUncorrectedMs = Percentiles(summary.results.uncorrected)
-            lateSends = summary.results.lateSends
-        }
         connections = plan.connections
-        threads = max(1, min(plan.threads, plan.connections))
-        requests = summary.results.completed
+        threads = plan.effectiveThreads
         durationS = summary.duration
-        rps = summary.requestsPerSecond
-        errors = summary.results.errors
-        errors["total"] = summary.results.errorTotal
-        inFlightAtEnd = summary.results.inFlightAtEnd
-        latencyMs = Percentiles(summary.results.latency)
-        serverTiming = summary.results.serverTiming.mapValues(Percentiles.init)
+        measured = Measurements(summary.results, duration: summary.duration, openModel: open)
+        endpoints = zip(plan.endpoints, summary.endpoints).map { endpoint, results in
+            EndpointReport(url: endpoint.name, method: endpoint.method, weight: endpoint.weight,
+                           measured: Measurements(results, duration: summary.duration, openModel: open))
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        url = try container.decode(String.self, forKey: .url)
+        model = try container.decode(String.self, forKey: .model)
+        connections = try container.decode(Int.self, forKey: .connections)
+        threads = try container.decode(Int.self, forKey: .threads)
+        durationS = try container.decode(Double.self, forKey: .durationS)
+        rate = try container.decodeIfPresent(Double.self, forKey: .rate)
+        endpoints = try container.decode([EndpointReport].self, forKey: .endpoints)
+        measured = try Measurements(from: decoder)
+    }
+
+    /// Flat: the run's own fields beside its total measurements.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(url, forKey: .url)
+        try container.encode(model, forKey: .model)
+        try container.encode(connections, forKey: .connections)
+        try container.encode(threads, forKey: .threads)
+        try container.encode(durationS, forKey: .durationS)
+        try container.encodeIfPresent(rate, forKey: .rate)
+        try container.encode(endpoints, forKey: .endpoints)
+        try measured.encode(to: encoder)
     }
 
     /// HdrHistogram's percentile distribution of the (corrected) latency, in milliseconds: the
@@ -104,26 +183,42 @@ public struct Report: Codable, Sendable {
         var lines = [
             "\(durationS)s \(model)-model run @ \(url)" + (rate.map { String(format: ", %.0f requests/s scheduled", $0) } ?? ""),
             "  \(threads) threads and \(connections) connections",
-            "  " + row(rate == nil ? "latency" : "corrected", latencyMs),
+            "  " + row(rate == nil ? "latency" : "corrected", measured.latencyMs),
         ]
-        if let latencyUncorrectedMs {
-            lines.append("  " + row("uncorrect.", latencyUncorrectedMs))
+        if let uncorrected = measured.latencyUncorrectedMs {
+            lines.append("  " + row("uncorrect.", uncorrected))
         }
-        if let lateSends, lateSends > 0 {
+        if let lateSends = measured.lateSends, lateSends > 0 {
             lines.append("  \(lateSends) requests waited for a free connection past their send time")
         }
-        if !serverTiming.isEmpty {
+        if !measured.serverTiming.isEmpty {
             lines.append("  server timing (Server-Timing header):")
-            for name in serverTiming.keys.sorted() { lines.append("    " + row(name, serverTiming[name]!)) }
+            for name in measured.serverTiming.keys.sorted() { lines.append("    " + row(name, measured.serverTiming[name]!)) }
         }
-        lines.append(String(format: "  %d requests in %.2fs; %.2f requests/sec", requests, durationS, rps))
-        let kinds = errors.filter { $0.key != "total" && $0.value > 0 }.sorted { $0.key < $1.key }
-        if !kinds.isEmpty {
-            lines.append("  errors: " + kinds.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        lines.append(String(format: "  %d requests in %.2fs; %.2f requests/sec", measured.requests, durationS, measured.rps))
+        if let errors = Self.errorText(measured.errors) { lines.append("  errors: " + errors) }
+        if measured.inFlightAtEnd > 0 {
+            lines.append("  \(measured.inFlightAtEnd) requests still in flight at the end: neither counted nor errors")
         }
-        if inFlightAtEnd > 0 {
-            lines.append("  \(inFlightAtEnd) requests still in flight at the end: neither counted nor errors")
+        if endpoints.count > 1 {
+            let names = endpoints.map { "\($0.method) \($0.url)" }
+            let width = max(10, names.map(\.count).max() ?? 0)
+            lines.append("  by endpoint:")
+            lines.append("    " + "endpoint".padding(toLength: width, withPad: " ", startingAt: 0)
+                         + "   weight    requests    req/s   p50 ms   p99 ms   max ms  errors")
+            for (endpoint, name) in zip(endpoints, names) {
+                let m = endpoint.measured
+                lines.append("    " + name.padding(toLength: width, withPad: " ", startingAt: 0)
+                             + String(format: " %8d  %10d %8.1f %8.3f %8.3f %8.3f  ", endpoint.weight, m.requests, m.rps,
+                                      m.latencyMs.p50, m.latencyMs.p99, m.latencyMs.max)
+                             + (Self.errorText(m.errors) ?? "0"))
+            }
         }
         return lines.joined(separator: "\n")
+    }
+
+    private static func errorText(_ errors: [String: Int]) -> String? {
+        let kinds = errors.filter { $0.key != "total" && $0.value > 0 }.sorted { $0.key < $1.key }
+        return kinds.isEmpty ? nil : kinds.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     }
 }

@@ -29,6 +29,25 @@ public struct Results: Sendable {
         Histogram(lowestDiscernibleValue: 1, highestTrackableValue: longestMicroseconds, numberOfSignificantValueDigits: .three)
     }
 
+    /// One answered request: its status (non-2xx also counts as an error of its kind), its
+    /// latencies in microseconds, and the server's own timings from its Server-Timing header.
+    mutating func record(status: Int, latency: UInt64, uncorrected: UInt64?, serverTiming: [UInt8]) {
+        completed += 1
+        recordLatency(latency)
+        if let uncorrected { recordUncorrected(uncorrected) }
+        if !(200..<300).contains(status) { count(error: Self.statusKinds[status] ?? "status_\(status)") }
+        if !serverTiming.isEmpty {
+            serverTiming.withUnsafeBytes { header in
+                ServerTiming.forEachDuration(in: header) { name, milliseconds in
+                    recordServerTiming(String(decoding: name, as: UTF8.self), milliseconds: milliseconds)
+                }
+            }
+        }
+    }
+
+    /// The error names of the statuses, made once rather than per answer.
+    private static let statusKinds = Dictionary(uniqueKeysWithValues: (100...599).map { ($0, "status_\($0)") })
+
     mutating func recordLatency(_ microseconds: UInt64) {
         latency.record(min(microseconds, Self.longestMicroseconds))
     }
@@ -60,27 +79,5 @@ public struct Results: Sendable {
         for (name, histogram) in other.serverTiming {
             serverTiming[name, default: Self.histogram()].add(histogram)
         }
-    }
-}
-
-/// `queue;dur=0.012, lock;dur=1.5, app;dur=2.0` → [(queue, 0.012), (lock, 1.5), (app, 2.0)]:
-/// each metric with a `dur` parameter (milliseconds, W3C Server-Timing).
-func serverTimingDurations(_ header: String) -> [(name: String, milliseconds: Double)] {
-    header.split(separator: ",").compactMap { metric in
-        let fields = metric.split(separator: ";").map { $0.trimmingCharacters(in: " \t") }
-        guard let name = fields.first, !name.isEmpty else { return nil }
-        for field in fields.dropFirst() where field.hasPrefix("dur=") {
-            if let value = Double(field.dropFirst(4)) { return (String(name), value) }
-        }
-        return nil
-    }
-}
-
-extension StringProtocol {
-    func trimmingCharacters(in set: String) -> String {
-        var view = Substring(self)
-        while let first = view.first, set.contains(first) { view = view.dropFirst() }
-        while let last = view.last, set.contains(last) { view = view.dropLast() }
-        return String(view)
     }
 }

@@ -1,3 +1,8 @@
+import CLibevent
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where the load goes: an http:// URL taken apart into what a connection and a request need.
 public struct Target: Sendable, Equatable {
     public let host: String
@@ -51,5 +56,35 @@ public struct Target: Sendable, Equatable {
     var hostHeader: String {
         let name = host.contains(":") ? "[\(host)]" : host
         return port == 80 ? name : "\(name):\(port)"
+    }
+}
+
+/// A target's address, looked up once before a run so connections open without DNS.
+struct ResolvedAddress: @unchecked Sendable {
+    private var storage = sockaddr_storage()
+    let length: socklen_t
+    let family: Int32
+
+    init(_ target: Target) throws {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(target.host, String(target.port), &hints, &list)
+        guard rc == 0, let info = list else {
+            throw LoadError("cannot resolve \(target.host): \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(list) }
+        family = info.pointee.ai_family
+        length = info.pointee.ai_addrlen
+        withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: UnsafeRawBufferPointer(start: info.pointee.ai_addr, count: Int(length))) }
+    }
+
+    /// A new TCP socket of the address's family; `flags` such as SOCK_NONBLOCK.
+    func makeSocket(flags: Int32 = 0) -> Int32 {
+        socket(family, Int32(SOCK_STREAM.rawValue) | flags, 0)
+    }
+
+    func withSockaddr<Result>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result {
+        withUnsafeBytes(of: storage) { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self), length) }
     }
 }

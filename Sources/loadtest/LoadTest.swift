@@ -7,9 +7,10 @@ struct LoadTest: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadtest",
         abstract: "Measure an HTTP server's throughput and latency, and read its Server-Timing.",
-        subcommands: [Run.self])
+        subcommands: [Run.self, RunScenario.self])
 
-    /// Usage errors (a bad flag, a bad URL) exit 2, as the rest of Threadbare's commands do.
+    /// Usage errors (a bad flag, a bad URL, a bad scenario) exit 2, as the rest of
+    /// Threadbare's commands do.
     static func main() {
         do {
             var command = try parseAsRoot()
@@ -24,19 +25,13 @@ struct LoadTest: ParsableCommand {
     }
 }
 
-/// "10s", "500ms", "2m", or plain seconds.
-struct Seconds: ExpressibleByArgument {
-    let value: Double
+/// A duration: "10s", "500ms", "2m", or plain seconds.
+struct Duration: ExpressibleByArgument {
+    let seconds: Double
 
     init?(argument: String) {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (suffix, scale) in units where argument.hasSuffix(suffix) {
-            guard let number = Double(argument.dropLast(suffix.count)), number.isFinite, number >= 0 else { return nil }
-            value = number * scale
-            return
-        }
-        guard let number = Double(argument), number.isFinite, number >= 0 else { return nil }
-        value = number
+        guard let seconds = Seconds.parse(argument) else { return nil }
+        self.seconds = seconds
     }
 }
 
@@ -53,62 +48,67 @@ struct Phases<Number: LosslessStringConvertible & Comparable & Sendable>: Expres
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Load one URL: closed model (-c connections, each sending its next request when the last is answered), or open model at a fixed --rate.")
+        abstract: "Load one or more URLs: closed model (-c connections, each sending its next request when the last is answered), or open model at a fixed --rate.")
 
-    @Argument(help: "http://HOST[:PORT]/PATH") var url: String
+    @Argument(help: "http://HOST[:PORT]/PATH, optionally =WEIGHT; several share the load by weight.") var urls: [String] = []
+    @Option(help: "Another URL[=WEIGHT] (repeatable): every URL has its own results, and the requests are split by weight.") var url: [String] = []
     @Option(name: .short, help: "Connections; a list such as 1,2,4,8 runs one phase per value.") var c: Phases<Int> = Phases(argument: "8")!
-    @Option(name: .short, help: "Duration of the measured run, e.g. 10s.") var d: Seconds = Seconds(argument: "10s")!
+    @Option(name: .short, help: "Duration of the measured run, e.g. 10s.") var d: Duration = Duration(argument: "10s")!
     @Option(name: .short, help: "Threads (each its own event loop).") var t: Int = 1
     @Option(help: "Open model: requests per second in total, on a fixed schedule; latency counts from each request's intended send time. A list such as 100,200,400 runs one phase per rate.") var rate: Phases<Double>?
-    @Option(help: "Warm-up before measuring, e.g. 2s.") var warmup: Seconds = Seconds(argument: "0")!
-    @Option(help: "A request unanswered this long is a timeout error.") var timeout: Seconds = Seconds(argument: "5s")!
+    @Option(help: "Warm-up before measuring, e.g. 2s.") var warmup: Duration = Duration(argument: "0")!
+    @Option(help: "A request unanswered this long is a timeout error.") var timeout: Duration = Duration(argument: "5s")!
     @Option(name: .short, help: "Method.") var X: String = "GET"
     @Option(name: .short, help: "Header 'Name: value' (repeatable).") var H: [String] = []
     @Option(help: "Request body, or @FILE.") var body: String?
-    @Flag(help: "JSON instead of text.") var json = false
-    @Option(help: "Also write the latency's percentile distribution (HdrHistogram .hgrm, milliseconds) to this file.") var hgrm: String?
+    @OptionGroup var output: OutputOptions
 
     func validate() throws {
+        guard !(urls + url).isEmpty else { throw ValidationError("give at least one URL") }
         for connections in c.values where connections < 1 { throw ValidationError("-c must be at least 1, got \(connections)") }
         if c.values.count > 1 && (rate?.values.count ?? 1) > 1 {
             throw ValidationError("phases vary -c or --rate, not both")
         }
         guard t >= 1 else { throw ValidationError("-t must be at least 1, got \(t)") }
-        guard d.value > 0 else { throw ValidationError("-d must be longer than 0") }
-        guard timeout.value > 0 else { throw ValidationError("--timeout must be longer than 0") }
+        guard d.seconds > 0 else { throw ValidationError("-d must be longer than 0") }
+        guard timeout.seconds > 0 else { throw ValidationError("--timeout must be longer than 0") }
         for rate in rate?.values ?? [] where !(rate.isFinite && rate > 0 && rate <= 10_000_000) {
             throw ValidationError("--rate must be from above 0 to 10000000, got \(rate)")
         }
-        let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
-        guard methods.contains(X) else { throw ValidationError("-X must be one of \(methods.joined(separator: ", ")), got \(X)") }
+        guard Endpoint.methods.contains(X) else { throw ValidationError("-X must be one of \(Endpoint.methods.joined(separator: ", ")), got \(X)") }
         for header in H where !header.contains(":") { throw ValidationError("-H expects 'Name: value', got '\(header)'") }
     }
 
     func run() throws {
-        let target: Target
-        do { target = try Target(url: url) } catch { throw ValidationError("\(error)") }
-        var plan = LoadPlan(target: target, connections: c.values[0], threads: t, duration: d.value, warmup: warmup.value, timeout: timeout.value)
-        plan.method = X
-        plan.headers = H.map { header in
+        let headers = H.map { header in
             let colon = header.firstIndex(of: ":")!
-            return (String(header[..<colon]).trimmingCharacters(in: .whitespaces),
-                    String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+            return (name: String(header[..<colon]).trimmingCharacters(in: .whitespaces),
+                    value: String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
         }
+        var requestBody: [UInt8] = []
         if let body {
             if body.hasPrefix("@") {
                 guard let data = FileManager.default.contents(atPath: String(body.dropFirst())) else {
                     throw ValidationError("--body: cannot read \(body.dropFirst())")
                 }
-                plan.body = Array(data)
+                requestBody = Array(data)
             } else {
-                plan.body = Array(body.utf8)
+                requestBody = Array(body.utf8)
             }
         }
+        let plan: LoadPlan
         do {
-            try LoadRun.checkReachable(target)
+            let endpoints = try (urls + url).map { text in
+                var endpoint = try Endpoint(weightedURL: text)
+                endpoint.method = X
+                endpoint.headers = headers
+                endpoint.body = requestBody
+                return endpoint
+            }
+            plan = try LoadPlan(endpoints: endpoints, connections: c.values[0], threads: t, duration: d.seconds,
+                                warmup: warmup.seconds, timeout: timeout.seconds)
         } catch {
-            FileHandle.standardError.write(Data("loadtest: \(error)\n".utf8))
-            throw ExitCode(2)
+            throw ValidationError("\(error)")
         }
         // One phase per listed connection count or rate, each with its own warm-up and results.
         let phases: [LoadPlan] = if let rates = rate?.values, rates.count > 1 {
@@ -116,12 +116,50 @@ struct Run: ParsableCommand {
         } else {
             c.values.map { connections in with(plan) { $0.connections = connections; $0.rate = rate?.values[0] } }
         }
+        try output.execute(phases)
+    }
+}
+
+struct RunScenario: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scenario",
+        abstract: "Run a scenario file (YAML): a target, phases, and weighted endpoints with their methods, headers and bodies. loadtest/ has examples.")
+
+    @Argument(help: "The scenario file.") var file: String
+    @Option(help: "Send to this server instead of the file's target, e.g. http://127.0.0.1:9000.") var target: String?
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let scenario: Scenario
+        do { scenario = try Scenario.load(path: file, target: target) } catch { throw ValidationError("\(error)") }
+        try output.execute(scenario.phases)
+    }
+}
+
+/// How results are shown, the same for `run` and `scenario`.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "JSON instead of text (the schema is in the README).") var json = false
+    @Option(help: "Also write the latency's percentile distribution (HdrHistogram .hgrm, milliseconds) to this file.") var hgrm: String?
+    @Flag(help: "No live progress line (it is shown only when stdout is a terminal anyway).") var quiet = false
+
+    /// Checks the target is there, runs the phases one after another and prints the results.
+    func execute(_ phases: [LoadPlan]) throws {
+        do {
+            try LoadRun.checkReachable(phases[0].target)
+        } catch {
+            FileHandle.standardError.write(Data("loadtest: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let progress = !quiet && isatty(STDOUT_FILENO) == 1 ? ProgressLine() : nil
         var reports: [Report] = []
         var summaries: [LoadRun.Summary] = []
         for (index, phase) in phases.enumerated() {
-            let summary = try LoadRun.run(phase)
+            let summary = try LoadRun.run(phase, progress: progress.map { line in
+                { elapsed, soFar in line.show(elapsed: elapsed, warmup: phase.warmup, soFar: soFar) }
+            })
+            progress?.clear()
             summaries.append(summary)
-            reports.append(Report(url: url, plan: phase, summary: summary))
+            reports.append(Report(plan: phase, summary: summary))
             if !json {
                 if phases.count > 1 { print("phase \(index + 1)/\(phases.count)") }
                 print(reports[index].text())
@@ -135,6 +173,24 @@ struct Run: ParsableCommand {
                 throw ExitCode(2)
             }
         }
+    }
+}
+
+/// One line on the terminal, rewritten in place once a second, as oha and vegeta show a run.
+struct ProgressLine {
+    func show(elapsed: Double, warmup: Double, soFar: Results) {
+        let measuring = elapsed - warmup
+        let text = measuring <= 0
+            ? String(format: "  %5.1fs  warming up", elapsed)
+            : String(format: "  %5.1fs  %10.0f req/s  %d errors  p99 %.3f ms", elapsed, Double(soFar.completed) / measuring,
+                     soFar.errorTotal, Double(soFar.latency.totalCount > 0 ? soFar.latency.valueAtPercentile(99) : 0) / 1000)
+        print("\r\u{1B}[K" + text, terminator: "")
+        fflush(nil)
+    }
+
+    func clear() {
+        print("\r\u{1B}[K", terminator: "")
+        fflush(nil)
     }
 }
 

@@ -65,20 +65,32 @@ struct LoadTestKitTests {
 
     @Test func jsonHasTheDocumentedFields() throws {
         var results = Results()
-        results.recordLatency(1500)
-        results.completed = 1
+        results.record(status: 200, latency: 1500, uncorrected: 900, serverTiming: Array("app;dur=1.2".utf8))
         results.count(error: "connect")
-        results.recordServerTiming("app", milliseconds: 1.2)
-        let plan = LoadPlan(target: try Target(url: "http://h/"), connections: 2, threads: 4, duration: 2)
-        let report = Report(url: "http://h/", plan: plan, summary: LoadRun.Summary(results: results, duration: 2))
+        var other = Results()
+        other.record(status: 503, latency: 500, uncorrected: 500, serverTiming: [])
+        let endpoints = try ["http://h/a", "http://h/b=3"].map { try Endpoint(weightedURL: $0) }
+        var plan = try LoadPlan(endpoints: endpoints, connections: 2, threads: 4, duration: 2)
+        plan.rate = 10
+        let report = Report(plan: plan, summary: LoadRun.Summary(endpoints: [results, other], duration: 2))
         let json = try #require(try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any])
-        #expect(json["requests"] as? Int == 1)
-        #expect(json["rps"] as? Double == 0.5)
+        #expect(json["requests"] as? Int == 2)
+        #expect(json["rps"] as? Double == 1)
         #expect(json["threads"] as? Int == 2, "never more threads than connections")
-        #expect((json["errors"] as? [String: Int]) == ["connect": 1, "total": 1])
-        let latency = try #require(json["latency_ms"] as? [String: Any])
-        for key in ["p50", "p75", "p90", "p99", "p999", "p9999", "max", "mean", "stdev", "count"] { #expect(latency[key] != nil, "\(key)") }
+        #expect((json["errors"] as? [String: Int]) == ["connect": 1, "status_503": 1, "total": 2])
+        for key in ["latency_ms", "latency_uncorrected_ms"] {
+            let latency = try #require(json[key] as? [String: Any], "\(key)")
+            for field in ["p50", "p75", "p90", "p99", "p999", "p9999", "max", "mean", "stdev", "count"] { #expect(latency[field] != nil, "\(key).\(field)") }
+        }
         #expect(((json["server_timing"] as? [String: Any])?["app"] as? [String: Any])?["p50"] as? Double == 1.2)
-        #expect(json["duration_s"] as? Double == 2 && json["in_flight_at_end"] as? Int == 0)
+        #expect(json["duration_s"] as? Double == 2 && json["in_flight_at_end"] as? Int == 0 && json["late_sends"] as? Int == 0)
+        let byEndpoint = try #require(json["endpoints"] as? [[String: Any]])
+        #expect(byEndpoint.map { $0["url"] as? String } == ["http://h/a", "http://h/b"])
+        #expect(byEndpoint.map { $0["weight"] as? Int } == [1, 3])
+        #expect(byEndpoint.map { $0["requests"] as? Int } == [1, 1])
+        #expect((byEndpoint[1]["errors"] as? [String: Int]) == ["status_503": 1, "total": 1])
+        #expect(byEndpoint[0]["latency_ms"] != nil && byEndpoint[0]["server_timing"] != nil)
+        let decoded = try JSONDecoder().decode(Report.self, from: Data(report.json().utf8))
+        #expect(decoded.json() == report.json(), "the schema reads back")
     }
 }

@@ -92,7 +92,80 @@ extension LoadSensitive {
             #expect((errors["status_404"] ?? 0) > 0)
         }
 
+        /// A shipped scenario pointed at this server: every phase reports every endpoint.
+        @Test func aScenarioRunsItsPhasesAndReportsEachEndpoint() throws {
+            let server = try ServerProcess()
+            defer { server.stop() }
+            let scenario = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString).yaml")
+            defer { try? FileManager.default.removeItem(at: scenario) }
+            try """
+                target: http://127.0.0.1:1
+                phases:
+                  - connections: 2
+                    duration: 500ms
+                  - rate: 100
+                    connections: 2
+                    duration: 500ms
+                endpoints:
+                  - path: /cache/k
+                    method: PUT
+                    body: v
+                  - path: /cpu?work=10
+                    weight: 3
+                """.write(to: scenario, atomically: true, encoding: .utf8)
+            let run = try Self.loadtest(["scenario", scenario.path, "--target", "http://127.0.0.1:\(server.port)", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let phases = try #require(try Self.json(run.stdout)["phases"] as? [[String: Any]])
+            #expect(phases.map { $0["model"] as? String } == ["closed", "open"])
+            for phase in phases {
+                let endpoints = try #require(phase["endpoints"] as? [[String: Any]])
+                #expect(endpoints.map { $0["method"] as? String } == ["PUT", "GET"])
+                #expect(endpoints.allSatisfy { ($0["requests"] as? Int ?? 0) > 0 })
+                #expect(endpoints.allSatisfy { ($0["server_timing"] as? [String: Any])?["app"] != nil })
+                #expect(endpoints.compactMap { $0["requests"] as? Int }.reduce(0, +) == phase["requests"] as? Int)
+            }
+            let text = try Self.loadtest(["scenario", scenario.path, "--target", "http://127.0.0.1:\(server.port)"])
+            #expect(text.stdout.contains("by endpoint") && text.stdout.contains("PUT /cache/k"), "\(text.stdout)")
+            #expect(!text.stdout.contains("\u{1B}["), "no progress line when stdout is not a terminal")
+        }
+
+        /// On a terminal (script(1) gives it one) a progress line is rewritten in place; --quiet
+        /// turns it off.
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script")))
+        func aTerminalGetsALiveProgressLine() throws {
+            let server = try ServerProcess()
+            defer { server.stop() }
+            let loadtest = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("loadtest").path
+            let command = "\(loadtest) run http://127.0.0.1:\(server.port)/health -c 2 -d 2.5s"
+            func onATerminal(_ command: String) throws -> String {
+                let process = Process(), output = Pipe()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+                process.arguments = ["-qec", command, "/dev/null"]
+                process.standardOutput = output
+                process.standardInput = FileHandle.nullDevice
+                try process.run()
+                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                #expect(process.terminationStatus == 0, "\(text)")
+                return text
+            }
+            let shown = try onATerminal(command)
+            #expect(shown.contains("\r\u{1B}[K") && shown.contains("req/s") && shown.contains("p99"), "\(shown)")
+            #expect(shown.contains("requests in 2.50s"), "the summary follows: \(shown)")
+            let quiet = try onATerminal(command + " --quiet")
+            #expect(!quiet.contains("\u{1B}[K") && quiet.contains("requests in 2.50s"), "\(quiet)")
+        }
+
         @Test func badInputExits2WithAReason() throws {
+            let scenario = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).yaml")
+            defer { try? FileManager.default.removeItem(at: scenario) }
+            try "target: http://127.0.0.1:1\nendpoints:\n  - path: /\n    weight: heavy\n".write(to: scenario, atomically: true, encoding: .utf8)
+            let badScenario = try Self.loadtest(["scenario", scenario.path])
+            #expect(badScenario.status == 2)
+            #expect(badScenario.stderr.contains("\(scenario.path):4: weight: expected a whole number"), "\(badScenario.stderr)")
+            let twoHosts = try Self.loadtest(["run", "http://127.0.0.1:1/", "--url", "http://127.0.0.2:1/"])
+            #expect(twoHosts.status == 2)
+            #expect(twoHosts.stderr.contains("same host and port"), "\(twoHosts.stderr)")
             let refused = try Self.loadtest(["run", "http://127.0.0.1:1/", "-d", "1s"])
             #expect(refused.status == 2)
             #expect(refused.stderr.contains("cannot connect to 127.0.0.1:1"), "\(refused.stderr)")

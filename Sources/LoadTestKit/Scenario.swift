@@ -1,0 +1,235 @@
+import Foundation
+import Yams
+
+/// A scenario file: the YAML that `loadtest scenario FILE` runs, for a load that is more than
+/// one URL and one setting (k6's idea, in a file a user keeps next to the server's config).
+///
+/// ```yaml
+/// target: http://127.0.0.1:8080
+/// threads: 2
+/// warmup: 1s
+/// phases:
+///   - connections: 8
+///     duration: 10s
+///   - rate: 2000
+///     connections: 32
+///     duration: 10s
+/// endpoints:
+///   - path: /cpu?work=100
+///     weight: 1
+///   - path: /cache/greeting
+///     method: PUT
+///     headers: {Content-Type: text/plain}
+///     body: hello
+///     weight: 3
+/// ```
+///
+/// Every mistake is reported as `FILE:LINE: reason`, and nothing runs.
+public struct Scenario: Sendable {
+    /// One plan per phase, in order.
+    public var phases: [LoadPlan]
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    static let topLevelKeys = ["target", "threads", "connections", "rate", "duration", "warmup", "timeout", "phases", "endpoints"]
+    static let phaseKeys = ["connections", "rate", "duration"]
+    static let endpointKeys = ["path", "url", "method", "headers", "body", "body_file", "weight"]
+
+    /// Reads the file at `path`; `target`, if given, replaces the file's (the same scenario
+    /// against another server or port).
+    public static func load(path: String, target: String? = nil) throws(Invalid) -> Scenario {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw Invalid(description: "\(path): cannot read the scenario file")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), path: path, target: target)
+    }
+
+    static func parse(_ text: String, path: String, target overriding: String? = nil) throws(Invalid) -> Scenario {
+        let reader = Reader(path: path)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw Invalid(description: "\(path): not valid YAML: \(error)")
+        }
+        guard let root else { throw Invalid(description: "\(path): the file is empty") }
+        let top = try reader.mapping(root, keys: topLevelKeys, what: "the scenario")
+
+        let targetText: String
+        if let overriding {
+            targetText = overriding
+        } else {
+            guard let node = top["target"] else { throw reader.error(root, "no target (such as target: http://127.0.0.1:8080)") }
+            targetText = try reader.string(node, "target")
+        }
+        let base: Target
+        do {
+            base = try Target(url: targetText)
+        } catch {
+            throw overriding == nil ? reader.error(top["target"]!, "target: \(error)") : Invalid(description: "--target: \(error)")
+        }
+        let threads = try reader.integer(top["threads"], "threads", in: 1...1024) ?? 1
+        let timeout = try reader.seconds(top["timeout"], "timeout", allowZero: false) ?? 5
+        let warmup = try reader.seconds(top["warmup"], "warmup", allowZero: true) ?? 0
+        let defaults = try phase(top, reader: reader, inherited: (connections: 8, rate: nil, duration: 10))
+
+        guard let endpointsNode = top["endpoints"] else { throw reader.error(root, "no endpoints (a list, each with at least a path)") }
+        guard let endpointList = endpointsNode.sequence, !endpointList.isEmpty else {
+            throw reader.error(endpointsNode, "endpoints: expected a list of endpoints, each with at least a path")
+        }
+        let endpoints = try endpointList.map { node throws(Invalid) in try endpoint(node, base: base, reader: reader) }
+
+        var phaseSettings = [defaults]
+        if let phasesNode = top["phases"] {
+            guard let list = phasesNode.sequence, !list.isEmpty else {
+                throw reader.error(phasesNode, "phases: expected a list, each with connections, rate and/or duration")
+            }
+            phaseSettings = try list.map { node throws(Invalid) in
+                try phase(try reader.mapping(node, keys: phaseKeys, what: "a phase"), reader: reader, inherited: defaults)
+            }
+        }
+        do {
+            return Scenario(phases: try phaseSettings.map { settings throws(LoadError) in
+                var plan = try LoadPlan(endpoints: endpoints, connections: settings.connections, threads: threads,
+                                        duration: settings.duration, warmup: warmup, timeout: timeout)
+                plan.rate = settings.rate
+                return plan
+            })
+        } catch {
+            throw reader.error(endpointsNode, "endpoints: \(error)")
+        }
+    }
+
+    private typealias PhaseSettings = (connections: Int, rate: Double?, duration: Double)
+
+    private static func phase(_ mapping: [String: Node], reader: Reader, inherited: PhaseSettings) throws(Invalid) -> PhaseSettings {
+        (connections: try reader.integer(mapping["connections"], "connections", in: 1...100_000) ?? inherited.connections,
+         rate: try reader.number(mapping["rate"], "rate", in: 0.001...10_000_000) ?? inherited.rate,
+         duration: try reader.seconds(mapping["duration"], "duration", allowZero: false) ?? inherited.duration)
+    }
+
+    private static func endpoint(_ node: Node, base: Target, reader: Reader) throws(Invalid) -> Endpoint {
+        let fields = try reader.mapping(node, keys: endpointKeys, what: "an endpoint")
+        var endpoint: Endpoint
+        switch (fields["path"], fields["url"]) {
+        case (let path?, nil):
+            let text = try reader.string(path, "path")
+            guard text.hasPrefix("/") else { throw reader.error(path, "path: must start with /, got '\(text)'") }
+            let url = "http://\(base.hostHeader)\(text)"
+            do { endpoint = Endpoint(target: try Target(url: url), name: text) } catch { throw reader.error(path, "path: \(error)") }
+        case (nil, let url?):
+            let text = try reader.string(url, "url")
+            do { endpoint = Endpoint(target: try Target(url: text), name: text) } catch { throw reader.error(url, "url: \(error)") }
+            guard endpoint.target.host == base.host && endpoint.target.port == base.port else {
+                throw reader.error(url, "url: '\(text)' is not on the target's host and port (\(base.hostHeader)); connections are shared")
+            }
+        case (.some, .some):
+            throw reader.error(node, "an endpoint has a path or a url, not both")
+        case (nil, nil):
+            throw reader.error(node, "an endpoint needs a path (such as path: /health)")
+        }
+        if let method = fields["method"] {
+            let text = try reader.string(method, "method").uppercased()
+            guard Endpoint.methods.contains(text) else {
+                throw reader.error(method, "method: must be one of \(Endpoint.methods.joined(separator: ", ")), got '\(text)'")
+            }
+            endpoint.method = text
+        }
+        if let headers = fields["headers"] {
+            guard let mapping = headers.mapping else { throw reader.error(headers, "headers: expected a mapping of names to values") }
+            for (name, value) in mapping {
+                let headerName = try reader.string(name, "headers")
+                guard !headerName.isEmpty, headerName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_".contains($0)) }) else {
+                    throw reader.error(name, "headers: '\(headerName)' is not a header name")
+                }
+                let headerValue = try reader.string(value, headerName)
+                guard !headerValue.contains(where: \.isNewline) else { throw reader.error(value, "\(headerName): a header value cannot hold a line break") }
+                endpoint.headers.append((headerName, headerValue))
+            }
+        }
+        switch (fields["body"], fields["body_file"]) {
+        case (let body?, nil):
+            endpoint.body = Array(try reader.string(body, "body").utf8)
+        case (nil, let file?):
+            let name = try reader.string(file, "body_file")
+            // Relative to the scenario file, as a user writing one next to its bodies expects.
+            let resolved = name.hasPrefix("/") ? name : URL(fileURLWithPath: reader.path).deletingLastPathComponent().appendingPathComponent(name).path
+            guard let data = FileManager.default.contents(atPath: resolved) else { throw reader.error(file, "body_file: cannot read \(resolved)") }
+            endpoint.body = Array(data)
+        case (.some, .some):
+            throw reader.error(node, "an endpoint has a body or a body_file, not both")
+        case (nil, nil):
+            break
+        }
+        endpoint.weight = try reader.integer(fields["weight"], "weight", in: Endpoint.weights) ?? 1
+        return endpoint
+    }
+
+    /// Reads typed values out of nodes, and words the errors with the file and line.
+    private struct Reader {
+        let path: String
+
+        func error(_ node: Node, _ reason: String) -> Invalid {
+            Invalid(description: "\(path):\(node.mark?.line ?? 0): \(reason)")
+        }
+
+        func mapping(_ node: Node, keys: [String], what: String) throws(Invalid) -> [String: Node] {
+            guard let mapping = node.mapping else { throw error(node, "\(what): expected a mapping of keys to values") }
+            var fields: [String: Node] = [:]
+            for (key, value) in mapping {
+                guard let name = key.string, keys.contains(name) else {
+                    throw error(key, "\(what): unknown key '\(key.string ?? "?")'; known: \(keys.joined(separator: ", "))")
+                }
+                fields[name] = value
+            }
+            return fields
+        }
+
+        func string(_ node: Node, _ name: String) throws(Invalid) -> String {
+            guard let scalar = node.scalar else { throw error(node, "\(name): expected a single value") }
+            return scalar.string
+        }
+
+        func integer(_ node: Node?, _ name: String, in range: ClosedRange<Int>) throws(Invalid) -> Int? {
+            guard let node else { return nil }
+            let text = try string(node, name)
+            guard let value = Int(text), range.contains(value) else {
+                throw error(node, "\(name): expected a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
+            }
+            return value
+        }
+
+        func number(_ node: Node?, _ name: String, in range: ClosedRange<Double>) throws(Invalid) -> Double? {
+            guard let node else { return nil }
+            let text = try string(node, name)
+            guard let value = Double(text), range.contains(value) else {
+                throw error(node, "\(name): expected a number from \(range.lowerBound) to \(Int(range.upperBound)), got '\(text)'")
+            }
+            return value
+        }
+
+        func seconds(_ node: Node?, _ name: String, allowZero: Bool) throws(Invalid) -> Double? {
+            guard let node else { return nil }
+            let text = try string(node, name)
+            guard let value = Seconds.parse(text), allowZero || value > 0 else {
+                throw error(node, "\(name): expected a duration such as 10s, 500ms or 2m\(allowZero ? "" : " (more than 0)"), got '\(text)'")
+            }
+            return value
+        }
+    }
+}
+
+/// "10s", "500ms", "2m", "1h", or plain seconds.
+public enum Seconds {
+    public static func parse(_ text: String) -> Double? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let number = Double(text.dropLast(suffix.count)), number.isFinite, number >= 0 else { return nil }
+            return number * scale
+        }
+        guard let number = Double(text), number.isFinite, number >= 0 else { return nil }
+        return number
+    }
+}

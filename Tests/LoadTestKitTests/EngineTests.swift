@@ -1,0 +1,92 @@
+import Foundation
+import Testing
+@testable import LoadTestKit
+
+/// The load engine against servers inside the test that misbehave on cue.
+@Suite("the load engine", .serialized)
+struct EngineTests {
+    static func plan(_ urls: [String], connections: Int = 2, duration: Double = 0.5, rate: Double? = nil, timeout: Double = 5) throws -> LoadPlan {
+        var plan = try LoadPlan(endpoints: urls.map { try Endpoint(weightedURL: $0) }, connections: connections, threads: 1,
+                                duration: duration, timeout: timeout)
+        plan.rate = rate
+        return plan
+    }
+
+    @Test func aRefusedConnectionIsAConnectErrorNotALatency() throws {
+        // A port that was just free: nothing listens there.
+        let server = try ScriptedServer { _ in .status(200) }
+        let port = server.port
+        server.stop()
+        let summary = try LoadRun.run(try Self.plan(["http://127.0.0.1:\(port)/"], duration: 0.3))
+        #expect(summary.results.completed == 0)
+        #expect((summary.results.errors["connect"] ?? 0) > 0)
+        #expect(summary.results.latency.totalCount == 0)
+    }
+
+    @Test func eachWayOfFailingHasItsKind() throws {
+        let server = try ScriptedServer { line in
+            switch line {
+            case let l where l.contains("/cut"):
+                ScriptedServer.Answer(bytes: Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part".utf8), close: true)
+            case let l where l.contains("/garbage"): ScriptedServer.Answer(bytes: Array("NOT HTTP AT ALL\r\n\r\n".utf8), close: true)
+            case let l where l.contains("/silent"): ScriptedServer.Answer(bytes: [], close: true)
+            case let l where l.contains("/fail"): .status(500, body: "boom")
+            default: .status(200)
+            }
+        }
+        defer { server.stop() }
+        let summary = try LoadRun.run(try Self.plan(["/cut", "/garbage", "/silent", "/fail", "/ok"].map { server.url + $0 }, connections: 2))
+        let byEndpoint = summary.endpoints.map(\.errors)
+        #expect(byEndpoint[0].keys.sorted() == ["bad_response"], "cut short: \(byEndpoint[0])")
+        #expect(byEndpoint[1].keys.sorted() == ["bad_response"], "garbage: \(byEndpoint[1])")
+        #expect(byEndpoint[2].keys.sorted() == ["read"], "closed without an answer: \(byEndpoint[2])")
+        #expect(byEndpoint[3].keys.sorted() == ["status_500"], "\(byEndpoint[3])")
+        #expect(byEndpoint[4].isEmpty)
+        #expect(summary.endpoints[3].completed == byEndpoint[3]["status_500"], "a 500 is an answer too")
+        #expect(summary.endpoints[0].completed == 0 && summary.endpoints[1].completed == 0, "failures are not latencies")
+        #expect(summary.endpoints[4].completed > 10)
+    }
+
+    @Test func anUnansweredRequestTimesOut() throws {
+        let server = try ScriptedServer { line in
+            if line.contains("/hang") { Thread.sleep(forTimeInterval: 2) }
+            return .status(200)
+        }
+        defer { server.stop() }
+        let summary = try LoadRun.run(try Self.plan([server.url + "/hang"], connections: 1, duration: 0.6, timeout: 0.2))
+        #expect((1...3).contains(summary.results.errors["timeout"] ?? 0), "\(summary.results.errors)")
+        #expect(summary.results.completed == 0)
+    }
+
+    @Test func weightsSplitTheRequestsAndEachEndpointKeepsItsOwnResults() throws {
+        let server = try ScriptedServer { line in line.contains("/slow") ? { Thread.sleep(forTimeInterval: 0.002); return .status(200) }() : .status(200) }
+        defer { server.stop() }
+        let summary = try LoadRun.run(try Self.plan([server.url + "/fast=3", server.url + "/slow"], connections: 4, duration: 1))
+        let fast = summary.endpoints[0], slow = summary.endpoints[1]
+        #expect(fast.completed + slow.completed == summary.results.completed)
+        // Chosen in a fixed 3:1 rotation; only the requests in flight at the end can tip it.
+        #expect(abs(fast.completed - 3 * slow.completed) <= 4 * 4, "\(fast.completed) vs \(slow.completed)")
+        #expect(slow.latency.valueAtPercentile(50) > fast.latency.valueAtPercentile(50), "each endpoint its own latency")
+    }
+
+    /// The server stops answering for 500 ms in a 3 s run at 200 requests/s. 100 requests are
+    /// due during the stall and each waits for its end: 1/6 of all requests wait 0–500 ms, so
+    /// the corrected p90 is about 200 ms and p99 about 470 ms. The uncorrected view measures
+    /// from the late sends and sees almost nothing.
+    @Test func theOpenModelChargesAStallToEveryRequestDueDuringIt() throws {
+        let stallStart = Date().addingTimeInterval(1.0), stallEnd = stallStart.addingTimeInterval(0.5)
+        let server = try ScriptedServer { _ in
+            let now = Date()
+            if now >= stallStart && now < stallEnd { Thread.sleep(forTimeInterval: stallEnd.timeIntervalSince(now)) }
+            return .status(200)
+        }
+        defer { server.stop() }
+        let summary = try LoadRun.run(try Self.plan([server.url + "/"], connections: 4, duration: 3, rate: 200))
+        let corrected = Report.Percentiles(summary.results.latency), uncorrected = Report.Percentiles(summary.results.uncorrected)
+        #expect((120...320).contains(corrected.p90), "corrected p90 \(corrected.p90)")
+        #expect((380...560).contains(corrected.p99), "corrected p99 \(corrected.p99)")
+        #expect(uncorrected.p90 < 50, "uncorrected p90 \(uncorrected.p90)")
+        #expect(summary.results.lateSends >= 80, "only 4 connections for the 100 requests due in the stall")
+        #expect((590...600).contains(summary.results.completed), "the schedule: \(summary.results.completed)")
+    }
+}
