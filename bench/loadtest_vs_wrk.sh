@@ -41,18 +41,25 @@ measure() {
 }
 
 echo "clients on core 1: wrk -t1 -c$CONNECTIONS -d$DURATION and loadtest run -t 1 -c $CONNECTIONS -d $DURATION; servers on core 0"
+echo "Each round runs wrk then loadtest; the ratios are the medians of the rounds' own ratios, so"
+echo "drift between rounds cancels. When both clients saturate the server the rate ratio sits near"
+echo "1.0, and the CPU time per request is what tells the clients apart."
 echo
-printf "%-22s | %12s | %12s | %8s | %14s | %14s\n" server "wrk req/s" "loadtest" "ratio" "wrk CPU µs/req" "loadtest µs/req"
-printf -- '-%.0s' {1..96}; echo
+printf "%-22s | %10s | %10s | %11s | %10s | %10s | %14s\n" server "wrk req/s" "loadtest" "rate ratio" "wrk µs/req" "lt µs/req" "CPU wrk/lt"
+printf -- '-%.0s' {1..102}; echo
 for target in "C evhttp:$c_url/health" "threadbare /health:$tb_url/health"; do
     name=${target%%:http*}
     url=${target#"$name":}
-    w=() l=() wc=() lc=()
+    w=() l=() wc=() lc=() ratios=() cpu_ratios=()
     for ((round = 0; round < ROUNDS; round++)); do
         measure wrk "$url"; w+=("$rate"); wc+=("$cpu_us")
         measure loadtest "$url"; l+=("$rate"); lc+=("$cpu_us")
+        ratios+=("$(awk -v a="${l[-1]}" -v b="${w[-1]}" 'BEGIN { printf "%.4f", a / b }')")
+        cpu_ratios+=("$(awk -v a="${wc[-1]}" -v b="${lc[-1]}" 'BEGIN { printf "%.4f", a / b }')")
     done
-    mw=$(median "${w[*]}") ml=$(median "${l[*]}") mwc=$(median "${wc[*]}") mlc=$(median "${lc[*]}")
-    awk -v n="$name" -v w="$mw" -v l="$ml" -v wc="$mwc" -v lc="$mlc" 'BEGIN {
-        printf "%-22s | %12.0f | %12.0f | %8.2f | %14.2f | %14.2f\n", n, w, l, l / w, wc, lc }'
+    awk -v n="$name" -v w="$(median "${w[*]}")" -v l="$(median "${l[*]}")" -v r="$(median "${ratios[*]}")" \
+        -v wc="$(median "${wc[*]}")" -v lc="$(median "${lc[*]}")" -v cr="$(median "${cpu_ratios[*]}")" 'BEGIN {
+        printf "%-22s | %10.0f | %10.0f | %11.2f | %10.2f | %10.2f | %14.2f\n", n, w, l, r, wc, lc, cr }'
 done
+echo
+echo "target: rate ratio >= 1.0 (loadtest generates at least wrk's load); CPU wrk/lt > 1 means loadtest spends less per request"

@@ -287,7 +287,7 @@ extension LoadSensitive {
                 Thread.sleep(forTimeInterval: 0.2)
                 kill(server.pid, SIGTTOU)
                 Thread.sleep(forTimeInterval: 0.3)
-                return try (0..<40).map { _ in (try? server.get("/health").status) ?? 0 }
+                return (0..<40).map { _ in (try? server.get("/health").status) ?? 0 }
             }
             #expect(results.flatMap { $0 }.allSatisfy { $0 == 200 }, "\(results)")
             #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 1 })
