@@ -49,7 +49,7 @@ public enum LoadRun {
         if let progress {
             while group.wait(timeout: .now() + 1) == .timedOut {
                 var soFar = Results()
-                for worker in workers { worker.progress?.withLock { soFar.merge($0) } }
+                for worker in workers { worker.progress.withLock { soFar.merge($0) } }
                 progress(Double(MonotonicClock.now() - startAt) / 1e9, soFar)
             }
         } else {

@@ -69,11 +69,13 @@ final class LoadWorker: @unchecked Sendable {
     private var failing: [ClientConnection] = []
     private var failer: OpaquePointer?
     /// For the live progress line: this thread's results so far (all endpoints together),
-    /// copied here once a second by its own loop; nil when nobody watches.
-    let progress: Mutex<Results>?
+    /// copied here once a second by its own loop when `watched`. Not an Optional: testing an
+    /// optional Mutex reads the lock word without the lock, which is a data race.
+    let progress = Mutex(Results())
+    private let watched: Bool
 
     init(plan: LoadPlan, address: ResolvedAddress, connections count: Int, rate: Double?, startAt: UInt64, watched: Bool = false) throws {
-        progress = watched ? Mutex(Results()) : nil
+        self.watched = watched
         interval = rate.map { UInt64(max(1, (1e9 / $0).rounded())) }
         nextIntended = startAt
         self.plan = plan
@@ -122,7 +124,7 @@ final class LoadWorker: @unchecked Sendable {
         var sweepEvery = timeval(tv_sec: 0, tv_usec: Int(min(plan.timeout / 4, 0.1) * 1e6))
         event_add(sweeper, &sweepEvery)
         var publisher: OpaquePointer?
-        if progress != nil {
+        if watched {
             publisher = event_new(base, -1, Int16(EV_PERSIST), { _, _, arg in
                 Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().publishProgress()
             }, this)
@@ -236,7 +238,7 @@ final class LoadWorker: @unchecked Sendable {
     private func publishProgress() {
         var total = Results()
         for endpoint in results { total.merge(endpoint) }
-        progress?.withLock { $0 = total }
+        progress.withLock { $0 = total }
     }
 
     private func sweepTimeouts() {
