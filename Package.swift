@@ -24,10 +24,12 @@ let package = Package(
             pkgConfig: "libevent",
             providers: [.apt(["libevent-dev", "pkg-config"])]
         ),
+        .target(name: "ProcessInspection"),
         .target(
             name: "ThreadbareServer",
             dependencies: [
                 "CLibevent",
+                "ProcessInspection",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -49,6 +51,7 @@ let package = Package(
             name: "LoadTestKit",
             dependencies: [
                 "CLibevent",
+                "ProcessInspection",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Yams", package: "Yams"),

@@ -6,7 +6,7 @@ import Glibc
 /// One keep-alive connection of a load thread: a non-blocking socket with a read event that
 /// stays registered for the connection's life, and a write event added only while a connect
 /// or a partial write waits. A request is written straight from the read callback that
-/// completed the previous one, so a keep-alive request costs one write, one read and no
+/// completed the previous one, so a keep-alive request costs one send, one read and no
 /// epoll_ctl. Everything here runs on the owning worker's thread.
 final class ClientConnection {
     enum Phase {
@@ -18,8 +18,8 @@ final class ClientConnection {
     private var socket: Int32 = -1
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
-    /// A connect that failed at once; reported from the write event, on the next loop
-    /// iteration, so a refused port cannot recurse through fail → next request → connect.
+    /// A connect that failed at once; reported a moment later by the worker (`failLater`), so
+    /// a refused port cannot recurse through fail → next request → connect.
     private var immediateConnectError: Int32 = 0
 
     private(set) var parser = ResponseParser()
@@ -79,7 +79,6 @@ final class ClientConnection {
         socket = worker.address.makeSocket(flags: Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
         guard socket >= 0 else {
             immediateConnectError = errno
-            // No socket to watch: the stopper's timer still ends the run, and the sweep retries.
             return failSoon()
         }
         var on: Int32 = 1
@@ -126,7 +125,8 @@ final class ClientConnection {
 
     private func flush() {
         while written < request.count {
-            let count = Glibc.write(socket, request.baseAddress! + written, request.count - written)
+            // MSG_NOSIGNAL: a peer that has closed gives EPIPE, not a SIGPIPE that ends the run.
+            let count = Glibc.send(socket, request.baseAddress! + written, request.count - written, Int32(MSG_NOSIGNAL))
             if count > 0 {
                 written += count
             } else if count < 0 && errno == EINTR {

@@ -41,12 +41,19 @@ public struct Endpoint: Sendable {
         return url[parameterStart...].contains("=")
     }
 
+    /// Why a header cannot be given, or nil if it can: the body's framing is loadtest's to
+    /// set, since it sends exactly `body`. A Host header replaces the target's.
+    public static func problem(withHeader name: String) -> String? {
+        ["content-length", "transfer-encoding"].contains(name.lowercased())
+            ? "\(name) is set from the body; leave it out" : nil
+    }
+
     /// The request exactly as it goes on the wire, built once for the whole run.
     var requestBytes: [UInt8] {
-        var text = "\(method) \(target.pathAndQuery) HTTP/1.1\r\nHost: \(target.hostHeader)\r\n"
+        var text = "\(method) \(target.pathAndQuery) HTTP/1.1\r\n"
+        if !headers.contains(where: { $0.name.lowercased() == "host" }) { text += "Host: \(target.hostHeader)\r\n" }
         for header in headers { text += "\(header.name): \(header.value)\r\n" }
-        let sendsLength = !body.isEmpty || ["POST", "PUT", "PATCH"].contains(method)
-        if sendsLength && !headers.contains(where: { $0.name.lowercased() == "content-length" }) {
+        if !body.isEmpty || ["POST", "PUT", "PATCH"].contains(method) {
             text += "Content-Length: \(body.count)\r\n"
         }
         return Array((text + "\r\n").utf8) + body

@@ -66,6 +66,7 @@ final class LoadWorker: @unchecked Sendable {
     private var backlog = Deque<(intendedAt: UInt64, endpoint: Int)>()
     private var idle: [ClientConnection] = []
     private var ticker: OpaquePointer?
+    private var sendingDue = false
     private var failing: [ClientConnection] = []
     private var failer: OpaquePointer?
     /// For the live progress line: this thread's results so far (all endpoints together),
@@ -121,7 +122,7 @@ final class LoadWorker: @unchecked Sendable {
         let sweeper = event_new(base, -1, Int16(EV_PERSIST), { _, _, arg in
             Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().sweepTimeouts()
         }, this)
-        var sweepEvery = timeval(tv_sec: 0, tv_usec: Int(min(plan.timeout / 4, 0.1) * 1e6))
+        var sweepEvery = timeval(tv_sec: 0, tv_usec: Int(max(0.001, min(plan.timeout / 4, 0.1)) * 1e6))
         event_add(sweeper, &sweepEvery)
         var publisher: OpaquePointer?
         if watched {
@@ -166,7 +167,11 @@ final class LoadWorker: @unchecked Sendable {
     }
 
     private func sendDue() {
-        guard let interval else { return }
+        // A send that fails at once comes back here through `next`; the outer call, still
+        // walking the schedule, gives the freed connection the next due request.
+        guard let interval, !sendingDue else { return }
+        sendingDue = true
+        defer { sendingDue = false }
         let now = MonotonicClock.now()
         while !backlog.isEmpty, let connection = idle.popLast() {
             let waiting = backlog.removeFirst()
@@ -206,7 +211,8 @@ final class LoadWorker: @unchecked Sendable {
 
     func answered(_ connection: ClientConnection) {
         let now = MonotonicClock.now()
-        if connection.intendedAt >= measureFrom && now <= deadline {
+        if lateForTheDeadline(connection, now: now) { return }
+        if connection.intendedAt >= measureFrom {
             let status = connection.parser.status
             let serverTiming = connection.parser.serverTiming
             let corrected = interval != nil
@@ -219,14 +225,29 @@ final class LoadWorker: @unchecked Sendable {
 
     func failed(_ connection: ClientConnection, kind: String) {
         let now = MonotonicClock.now()
-        if connection.intendedAt >= measureFrom && now <= deadline { results[connection.endpoint].count(error: kind) }
+        if lateForTheDeadline(connection, now: now) { return }
+        if connection.intendedAt >= measureFrom { results[connection.endpoint].count(error: kind) }
         next(after: connection, now: now)
     }
 
+    /// An outcome that arrives after the deadline, in the loop pass before the deadline's
+    /// timer stops the loop, belongs to a request that was in flight at the deadline.
+    private func lateForTheDeadline(_ connection: ClientConnection, now: UInt64) -> Bool {
+        guard now > deadline else { return false }
+        if connection.intendedAt >= measureFrom { results[connection.endpoint].inFlightAtEnd += 1 }
+        return true
+    }
+
     /// A connection whose connect failed at once reports it on the next loop iteration.
+    /// Not at once but after a millisecond's timer: libevent runs an activated event again in
+    /// the same pass, so a refused port (or no file descriptors left) would spin there and
+    /// starve the connections that work, and the deadline's timer with them.
     func failLater(_ connection: ClientConnection) {
         failing.append(connection)
-        if let failer { event_active(failer, 0, 0) }
+        if let failer, event_pending(failer, Int16(EV_TIMEOUT), nil) == 0 {
+            var soon = timeval(tv_sec: 0, tv_usec: 1000)
+            event_add(failer, &soon)
+        }
     }
 
     private func reportFailures() {
@@ -243,7 +264,9 @@ final class LoadWorker: @unchecked Sendable {
 
     private func sweepTimeouts() {
         let now = MonotonicClock.now()
-        for connection in connections where connection.busy && now - connection.sentAt > timeout {
+        // A timeout's failure may send a due request on a connection further down the list,
+        // stamped after `now`: that one is not late.
+        for connection in connections where connection.busy && now > connection.sentAt && now - connection.sentAt > timeout {
             connection.fail("timeout")
         }
     }

@@ -58,7 +58,8 @@ public struct Results: Sendable {
 
     mutating func recordServerTiming(_ name: String, milliseconds: Double) {
         guard milliseconds.isFinite, milliseconds >= 0 else { return }
-        let microseconds = min(UInt64((milliseconds * 1000).rounded()), Self.longestMicroseconds)
+        // Clamped before the conversion: a server may send any number.
+        let microseconds = UInt64(min((milliseconds * 1000).rounded(), Double(Self.longestMicroseconds)))
         serverTiming[name, default: Self.histogram()].record(microseconds)
     }
 

@@ -67,6 +67,9 @@ public struct Scenario: Sendable {
         let base: Target
         do {
             base = try Target(url: targetText)
+            guard base.pathAndQuery == "/" else {
+                throw Target.Invalid(description: "'\(targetText)': only the server (http://HOST:PORT); paths belong to the endpoints")
+            }
         } catch {
             throw overriding == nil ? reader.error(top["target"]!, "target: \(error)") : Invalid(description: "--target: \(error)")
         }
@@ -144,6 +147,7 @@ public struct Scenario: Sendable {
                 guard !headerName.isEmpty, headerName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_".contains($0)) }) else {
                     throw reader.error(name, "headers: '\(headerName)' is not a header name")
                 }
+                if let problem = Endpoint.problem(withHeader: headerName) { throw reader.error(name, "headers: \(problem)") }
                 let headerValue = try reader.string(value, headerName)
                 guard !headerValue.contains(where: \.isNewline) else { throw reader.error(value, "\(headerName): a header value cannot hold a line break") }
                 endpoint.headers.append((headerName, headerValue))
@@ -221,15 +225,18 @@ public struct Scenario: Sendable {
     }
 }
 
-/// "10s", "500ms", "2m", "1h", or plain seconds.
+/// "10s", "500ms", "2m", "1h", or plain seconds; at most 30 days, and 0 or at least 1 ms.
 public enum Seconds {
+    public static let longest = 30 * 24 * 3600.0
+
     public static func parse(_ text: String) -> Double? {
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        var seconds: Double?
         for (suffix, scale) in units where text.hasSuffix(suffix) {
-            guard let number = Double(text.dropLast(suffix.count)), number.isFinite, number >= 0 else { return nil }
-            return number * scale
+            seconds = Double(text.dropLast(suffix.count)).map { $0 * scale }
+            break
         }
-        guard let number = Double(text), number.isFinite, number >= 0 else { return nil }
-        return number
+        guard let value = seconds ?? Double(text), value.isFinite, value == 0 || (0.001...longest).contains(value) else { return nil }
+        return value
     }
 }

@@ -12,6 +12,8 @@ struct LoadTest: ParsableCommand {
     /// Usage errors (a bad flag, a bad URL, a bad scenario) exit 2, as the rest of
     /// Threadbare's commands do.
     static func main() {
+        // A server that closes mid-request must be an error to count, not a signal that ends the run.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -76,7 +78,12 @@ struct Run: ParsableCommand {
             throw ValidationError("--rate must be from above 0 to 10000000, got \(rate)")
         }
         guard Endpoint.methods.contains(X) else { throw ValidationError("-X must be one of \(Endpoint.methods.joined(separator: ", ")), got \(X)") }
-        for header in H where !header.contains(":") { throw ValidationError("-H expects 'Name: value', got '\(header)'") }
+        for header in H {
+            guard let colon = header.firstIndex(of: ":") else { throw ValidationError("-H expects 'Name: value', got '\(header)'") }
+            if let problem = Endpoint.problem(withHeader: header[..<colon].trimmingCharacters(in: .whitespaces)) {
+                throw ValidationError("-H: \(problem)")
+            }
+        }
     }
 
     func run() throws {

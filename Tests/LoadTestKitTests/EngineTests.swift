@@ -58,6 +58,33 @@ struct EngineTests {
         #expect(summary.results.completed == 0)
     }
 
+    /// Found in review: a timeout's failure sends a due request on another connection, stamped
+    /// after the sweep's clock; the sweep then computed a negative age and trapped.
+    @Test func timeoutsInTheOpenModelWhileOtherConnectionsAreFree() throws {
+        let server = try ScriptedServer { line in
+            if line.contains("/hang") { Thread.sleep(forTimeInterval: 1) }
+            return .status(200)
+        }
+        defer { server.stop() }
+        let summary = try LoadRun.run(try Self.plan([server.url + "/fast=20", server.url + "/hang"], connections: 40, duration: 0.6,
+                                                    rate: 4000, timeout: 0.02))
+        #expect((summary.endpoints[1].errors["timeout"] ?? 0) > 0)
+        #expect(summary.endpoints[0].completed > 100)
+    }
+
+    /// A server that answers and closes while a large body is still being written: EPIPE is a
+    /// write error, not a SIGPIPE that would end this very test process.
+    @Test func aPeerClosingMidRequestIsAnErrorNotASignal() throws {
+        let server = try ScriptedServer { _ in ScriptedServer.Answer(bytes: Array("HTTP/1.1 413 Too Big\r\nContent-Length: 0\r\n\r\n".utf8), close: true) }
+        defer { server.stop() }
+        var endpoint = try Endpoint(weightedURL: server.url + "/upload")
+        endpoint.method = "POST"
+        endpoint.body = Array(repeating: 0x61, count: 4 << 20)
+        let plan = try LoadPlan(endpoints: [endpoint], connections: 2, threads: 1, duration: 0.5)
+        let summary = try LoadRun.run(plan)
+        #expect(summary.results.completed + summary.results.errorTotal > 0, "\(summary.results.errors)")
+    }
+
     @Test func weightsSplitTheRequestsAndEachEndpointKeepsItsOwnResults() throws {
         let server = try ScriptedServer { line in line.contains("/slow") ? { Thread.sleep(forTimeInterval: 0.002); return .status(200) }() : .status(200) }
         defer { server.stop() }

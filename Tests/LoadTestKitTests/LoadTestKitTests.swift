@@ -40,6 +40,15 @@ struct LoadTestKitTests {
         #expect(abs(latency.mean - 0.5005) <= 0.001)
     }
 
+    @Test func absurdFiguresAreClampedOrRefused() {
+        var results = Results()
+        results.record(status: 200, latency: 1, uncorrected: nil, serverTiming: Array("app;dur=1e300, lock;dur=-1, queue;dur=nan".utf8))
+        #expect(results.serverTiming["app"]?.max ?? 0 >= Results.longestMicroseconds - 1_000_000, "a server may send any number")
+        #expect(results.serverTiming["lock"] == nil && results.serverTiming["queue"] == nil)
+        #expect(Seconds.parse("1e11") == nil && Seconds.parse("-1s") == nil && Seconds.parse("0.1ms") == nil)
+        #expect(Seconds.parse("0") == 0 && Seconds.parse("500ms") == 0.5 && Seconds.parse("2m") == 120 && Seconds.parse("1.5") == 1.5)
+    }
+
     @Test func threadResultsMerge() {
         var first = Results(), second = Results()
         for value in 1...500 { first.recordLatency(UInt64(value)) }

@@ -64,6 +64,9 @@ struct ScenarioTests {
         ("target: http://h\nphases:\n  - duration: soon\nendpoints: [{path: /}]\n", "s.yaml:3: duration: expected a duration"),
         ("target: http://h\nendpoints:\n  - url: http://other/\n  - path: /\n", "s.yaml:3: url: 'http://other/' is not on the target's host and port (h)"),
         ("target: http://h\nendpoints:\n  - path: /\n    body_file: missing.json\n", "s.yaml:4: body_file: cannot read"),
+        ("target: http://h/api\nendpoints: [{path: /}]\n", "s.yaml:1: target: 'http://h/api': only the server"),
+        ("target: http://h\nendpoints:\n  - path: /\n    headers: {Content-Length: 5}\n", "s.yaml:4: headers: Content-Length is set from the body"),
+        ("target: http://h\ntimeout: 1e11\nendpoints: [{path: /}]\n", "s.yaml:2: timeout: expected a duration"),
         ("target: [\n", "s.yaml: not valid YAML"),
         ("", "s.yaml: the file is empty"),
     ])

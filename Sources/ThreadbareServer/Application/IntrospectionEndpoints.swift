@@ -1,3 +1,4 @@
+import ProcessInspection
 import Prometheus
 #if canImport(Glibc)
 import Glibc

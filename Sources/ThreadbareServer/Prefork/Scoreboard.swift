@@ -1,5 +1,6 @@
 import Atomics
 import Logging
+import ProcessInspection
 import Synchronization
 #if canImport(Glibc)
 import Glibc

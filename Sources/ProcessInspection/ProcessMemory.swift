@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,6 +20,17 @@ public enum ProcessMemory {
               let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }),
               let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
         return kilobytes * 1024
+    }
+
+    /// The processes whose parent is `pid` (a prefork master's workers), from /proc/*/stat.
+    public static func children(of pid: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { candidate in
+            // The fields after the command, which is in parentheses and may hold spaces.
+            guard let stat = readProcFile("/proc/\(candidate)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid
+        }.sorted()
     }
 
     /// A /proc file is generated on read and small; one read of 4 KiB holds these.
