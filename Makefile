@@ -1,6 +1,7 @@
 # Two commands set up and run everything on a fresh Debian machine:
-#   make demo   build a release binary and serve (installs what is missing)
+#   make demo   build release, then compare the four modes side by side (installs what is missing)
 #   make test   unit and integration tests (installs what is missing)
+# make serve serves one mode (CONFIG=config/gil.yaml ...) for curl and loadtest.
 
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # A statically linked Swift runtime keeps an idle server near 15 MB resident instead of 21 MB:
@@ -33,8 +34,14 @@ build: setup
 
 release: setup
 	$(SWIFT) build $(RELEASE) --product threadbare
+	$(SWIFT) build $(RELEASE) --product loadtest
 
+# loadtest compare: each mode started from config/, the suite in loadtest/suite.yaml run
+# against it, the tables printed and the raw results written to report/.
 demo: release
+	$$($(SWIFT) build $(RELEASE) --show-bin-path)/loadtest compare --quick --out report
+
+serve: release
 	@echo "serving $(CONFIG); try: curl -s http://127.0.0.1:8080/ | head; Ctrl-C stops"
 	$$($(SWIFT) build $(RELEASE) --show-bin-path)/threadbare serve --config $(CONFIG)
 

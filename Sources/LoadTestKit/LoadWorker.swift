@@ -153,7 +153,7 @@ final class LoadWorker: @unchecked Sendable {
         for event in [stopper, sweeper, ticker, failer, publisher] { if let event { event_free(event) } }
         ticker = nil
         failer = nil
-        for connection in connections where connection.busy && connection.intendedAt >= measureFrom {
+        for connection in connections where connection.busy && counts(connection, now: deadline) {
             results[connection.endpoint].inFlightAtEnd += 1
         }
         for waiting in backlog where waiting.intendedAt >= measureFrom { results[waiting.endpoint].inFlightAtEnd += 1 }
@@ -212,7 +212,7 @@ final class LoadWorker: @unchecked Sendable {
     func answered(_ connection: ClientConnection) {
         let now = MonotonicClock.now()
         if lateForTheDeadline(connection, now: now) { return }
-        if connection.intendedAt >= measureFrom {
+        if counts(connection, now: now) {
             let status = connection.parser.status
             let serverTiming = connection.parser.serverTiming
             let corrected = interval != nil
@@ -226,7 +226,7 @@ final class LoadWorker: @unchecked Sendable {
     func failed(_ connection: ClientConnection, kind: String) {
         let now = MonotonicClock.now()
         if lateForTheDeadline(connection, now: now) { return }
-        if connection.intendedAt >= measureFrom { results[connection.endpoint].count(error: kind) }
+        if counts(connection, now: now) { results[connection.endpoint].count(error: kind) }
         next(after: connection, now: now)
     }
 
@@ -234,8 +234,16 @@ final class LoadWorker: @unchecked Sendable {
     /// timer stops the loop, belongs to a request that was in flight at the deadline.
     private func lateForTheDeadline(_ connection: ClientConnection, now: UInt64) -> Bool {
         guard now > deadline else { return false }
-        if connection.intendedAt >= measureFrom { results[connection.endpoint].inFlightAtEnd += 1 }
+        if counts(connection, now: deadline) { results[connection.endpoint].inFlightAtEnd += 1 }
         return true
+    }
+
+    /// Whether an outcome at `now` is part of the measurement. Closed model: everything that
+    /// ends after the warm-up, as wrk counts, so a queue filled during the warm-up does not
+    /// hide the rate of a short run. Open model: every request due after the warm-up, as the
+    /// schedule says, whenever it ends.
+    private func counts(_ connection: ClientConnection, now: UInt64) -> Bool {
+        interval == nil ? now >= measureFrom : connection.intendedAt >= measureFrom
     }
 
     /// A connection whose connect failed at once reports it on the next loop iteration.

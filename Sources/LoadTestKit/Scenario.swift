@@ -47,7 +47,7 @@ public struct Scenario: Sendable {
     }
 
     static func parse(_ text: String, path: String, target overriding: String? = nil) throws(Invalid) -> Scenario {
-        let reader = Reader(path: path)
+        let reader = YAMLReader(path: path)
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -107,13 +107,13 @@ public struct Scenario: Sendable {
 
     private typealias PhaseSettings = (connections: Int, rate: Double?, duration: Double)
 
-    private static func phase(_ mapping: [String: Node], reader: Reader, inherited: PhaseSettings) throws(Invalid) -> PhaseSettings {
+    private static func phase(_ mapping: [String: Node], reader: YAMLReader, inherited: PhaseSettings) throws(Invalid) -> PhaseSettings {
         (connections: try reader.integer(mapping["connections"], "connections", in: 1...100_000) ?? inherited.connections,
          rate: try reader.number(mapping["rate"], "rate", in: 0.001...10_000_000) ?? inherited.rate,
          duration: try reader.seconds(mapping["duration"], "duration", allowZero: false) ?? inherited.duration)
     }
 
-    private static func endpoint(_ node: Node, base: Target, reader: Reader) throws(Invalid) -> Endpoint {
+    static func endpoint(_ node: Node, base: Target, reader: YAMLReader) throws(Invalid) -> Endpoint {
         let fields = try reader.mapping(node, keys: endpointKeys, what: "an endpoint")
         var endpoint: Endpoint
         switch (fields["path"], fields["url"]) {
@@ -170,73 +170,5 @@ public struct Scenario: Sendable {
         endpoint.weight = try reader.integer(fields["weight"], "weight", in: Endpoint.weights) ?? 1
         return endpoint
     }
-
-    /// Reads typed values out of nodes, and words the errors with the file and line.
-    private struct Reader {
-        let path: String
-
-        func error(_ node: Node, _ reason: String) -> Invalid {
-            Invalid(description: "\(path):\(node.mark?.line ?? 0): \(reason)")
-        }
-
-        func mapping(_ node: Node, keys: [String], what: String) throws(Invalid) -> [String: Node] {
-            guard let mapping = node.mapping else { throw error(node, "\(what): expected a mapping of keys to values") }
-            var fields: [String: Node] = [:]
-            for (key, value) in mapping {
-                guard let name = key.string, keys.contains(name) else {
-                    throw error(key, "\(what): unknown key '\(key.string ?? "?")'; known: \(keys.joined(separator: ", "))")
-                }
-                fields[name] = value
-            }
-            return fields
-        }
-
-        func string(_ node: Node, _ name: String) throws(Invalid) -> String {
-            guard let scalar = node.scalar else { throw error(node, "\(name): expected a single value") }
-            return scalar.string
-        }
-
-        func integer(_ node: Node?, _ name: String, in range: ClosedRange<Int>) throws(Invalid) -> Int? {
-            guard let node else { return nil }
-            let text = try string(node, name)
-            guard let value = Int(text), range.contains(value) else {
-                throw error(node, "\(name): expected a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
-            }
-            return value
-        }
-
-        func number(_ node: Node?, _ name: String, in range: ClosedRange<Double>) throws(Invalid) -> Double? {
-            guard let node else { return nil }
-            let text = try string(node, name)
-            guard let value = Double(text), range.contains(value) else {
-                throw error(node, "\(name): expected a number from \(range.lowerBound) to \(Int(range.upperBound)), got '\(text)'")
-            }
-            return value
-        }
-
-        func seconds(_ node: Node?, _ name: String, allowZero: Bool) throws(Invalid) -> Double? {
-            guard let node else { return nil }
-            let text = try string(node, name)
-            guard let value = Seconds.parse(text), allowZero || value > 0 else {
-                throw error(node, "\(name): expected a duration such as 10s, 500ms or 2m\(allowZero ? "" : " (more than 0)"), got '\(text)'")
-            }
-            return value
-        }
-    }
 }
 
-/// "10s", "500ms", "2m", "1h", or plain seconds; at most 30 days, and 0 or at least 1 ms.
-public enum Seconds {
-    public static let longest = 30 * 24 * 3600.0
-
-    public static func parse(_ text: String) -> Double? {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        var seconds: Double?
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            seconds = Double(text.dropLast(suffix.count)).map { $0 * scale }
-            break
-        }
-        guard let value = seconds ?? Double(text), value.isFinite, value == 0 || (0.001...longest).contains(value) else { return nil }
-        return value
-    }
-}

@@ -16,8 +16,20 @@ public enum ProcessMemory {
     /// Proportional set size in bytes: each resident page divided by the number of processes
     /// sharing it, so the Pss of forked workers adds up to the memory they really use.
     public static func proportionalBytes(of pid: String = "self") -> Int {
+        rollup("Pss", of: pid)
+    }
+
+    /// The anonymous part of Pss (heap, stacks, copy-on-write pages from the fork): what the
+    /// process owns, without the shared libraries' code, whose Pss shrinks whenever another
+    /// process (a load generator in Swift, say) maps the same files.
+    public static func anonymousProportionalBytes(of pid: String = "self") -> Int {
+        rollup("Pss_Anon", of: pid)
+    }
+
+    /// A field of /proc/PID/smaps_rollup, in bytes.
+    static func rollup(_ field: String, of pid: String) -> Int {
         guard let rollup = readProcFile("/proc/\(pid)/smaps_rollup"),
-              let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }),
+              let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
         return kilobytes * 1024
     }

@@ -7,7 +7,7 @@ struct LoadTest: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadtest",
         abstract: "Measure an HTTP server's throughput and latency, and read its Server-Timing.",
-        subcommands: [Run.self, RunScenario.self])
+        subcommands: [Run.self, RunScenario.self, Compare.self])
 
     /// Usage errors (a bad flag, a bad URL, a bad scenario) exit 2, as the rest of
     /// Threadbare's commands do.

@@ -71,11 +71,17 @@ struct ScenarioTests {
         ("", "s.yaml: the file is empty"),
     ])
     func mistakesNameTheFileAndLine(text: String, expected: String) {
+        Self.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try Scenario.parse(text, path: "s.yaml") }
+    }
+
+    /// `parse` must refuse `text` with a reason that starts with `expected`.
+    static func expectRefusal(_ text: String, startingWith expected: String, sourceLocation: SourceLocation = #_sourceLocation,
+                              _ parse: (String) throws(Scenario.Invalid) -> Void) {
         do {
-            _ = try Scenario.parse(text, path: "s.yaml")
-            Issue.record("accepted: \(text)")
+            try parse(text)
+            Issue.record("accepted: \(text)", sourceLocation: sourceLocation)
         } catch {
-            #expect(error.description.hasPrefix(expected), "\(error.description)")
+            #expect(error.description.hasPrefix(expected), "\(error.description)", sourceLocation: sourceLocation)
         }
     }
 }

@@ -156,6 +156,44 @@ extension LoadSensitive {
             #expect(!quiet.contains("\u{1B}[K") && quiet.contains("requests in 2.50s"), "\(quiet)")
         }
 
+        /// Two modes, two scenarios, tiny timings: the tables, the verdicts, the raw JSON; and
+        /// a mode that cannot start is reported, with exit status 1, while the others still run.
+        @Test func compareRunsTheModesSideBySide() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("compare-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let suite = directory.appendingPathComponent("suite.yaml")
+            try """
+                quick: {duration: 300ms, warmup: 100ms}
+                scenarios:
+                  - {name: cpu, title: CPU scaling, question: does it scale?, kind: scaling, path: "/cpu?work=200", connections: [1, 4]}
+                  - {name: memory, title: Memory, kind: memory, path: /health, connections: 2}
+                """.write(to: suite, atomically: true, encoding: .utf8)
+            let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("config")
+            let out = directory.appendingPathComponent("report")
+            let run = try Self.loadtest(["compare", "--modes", "nogil,gil", "--suite", suite.path, "--out", out.path, "--config-dir", configs.path])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout.contains("## CPU scaling — does it scale?") && run.stdout.contains("## Memory"), "\(run.stdout)")
+            #expect(run.stdout.contains("\nnogil ") && run.stdout.contains("\ngil "), "\(run.stdout)")
+            #expect(run.stdout.contains(" wins: ") || run.stdout.contains("Every mode is within 10%"), "a verdict: \(run.stdout)")
+            let json = try Self.json(try String(contentsOf: out.appendingPathComponent("compare.json"), encoding: .utf8))
+            let modes = try #require(json["modes"] as? [[String: Any]])
+            #expect(modes.map { $0["mode"] as? String } == ["nogil", "gil"])
+            #expect(modes.allSatisfy { ($0["outcomes"] as? [Any])?.count == 2 })
+
+            let missing = directory.appendingPathComponent("configs")
+            try FileManager.default.createDirectory(at: missing, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: configs.appendingPathComponent("nogil.yaml"), to: missing.appendingPathComponent("nogil.yaml"))
+            let partial = try Self.loadtest(["compare", "--modes", "gil,nogil", "--suite", suite.path, "--scenarios", "memory",
+                                             "--out", out.path, "--config-dir", missing.path])
+            #expect(partial.status == 1)
+            #expect(partial.stdout.contains("gil was not measured: no config file at"), "\(partial.stdout)")
+            #expect(partial.stdout.contains("\nnogil "), "the other mode still ran: \(partial.stdout)")
+            let badMode = try Self.loadtest(["compare", "--modes", "gil,turbo"])
+            #expect(badMode.status == 2 && badMode.stderr.contains("unknown mode 'turbo'"), "\(badMode.stderr)")
+        }
+
         @Test func badInputExits2WithAReason() throws {
             let scenario = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).yaml")
             defer { try? FileManager.default.removeItem(at: scenario) }

@@ -222,7 +222,9 @@ extension LoadSensitive {
             }
             #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
             #expect(load.workers.count > 2, "workers should have been recycled: \(load.workers)")
-            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 2 })
+            // A worker may still be retiring when the load stops: its replacement boots and it
+            // drains, which takes seconds under ThreadSanitizer on a busy machine.
+            #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).count == 2 }, "\(Self.workers(of: server.pid))")
         }
 
         /// logrotate moves the file away and sends USR1: every process writes to a new file.

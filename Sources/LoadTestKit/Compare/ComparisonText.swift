@@ -1,0 +1,133 @@
+import Foundation
+
+/// The comparison as a reader takes it in: per scenario, a table of every mode's figures with
+/// its headline's ratio to the best mode's, and one sentence naming the winner and why, built
+/// from the same numbers.
+extension Comparison {
+    public func text() -> String {
+        var blocks: [String] = []
+        for scenario in scenarios {
+            var lines = ["## \(scenario.title)" + (scenario.question.isEmpty ? "" : " — \(scenario.question)")]
+            lines.append(contentsOf: table(scenario))
+            if let sentence = verdict(scenario) { lines.append(sentence) }
+            blocks.append(lines.joined(separator: "\n"))
+        }
+        let missing = modes.filter { $0.failure != nil }
+        if !missing.isEmpty {
+            blocks.append(missing.map { "\($0.mode) was not measured: \($0.failure!)" }.joined(separator: "\n"))
+        }
+        return blocks.joined(separator: "\n\n")
+    }
+
+    /// The modes that measured `scenario`, with their outcomes.
+    func measured(_ scenario: String) -> [(mode: String, outcome: ScenarioOutcome)] {
+        modes.compactMap { mode in mode.outcome(scenario).map { (mode.mode, $0) } }
+    }
+
+    /// The best mode's headline value for `scenario`.
+    func best(_ scenario: String) -> (mode: String, outcome: ScenarioOutcome, value: Double)? {
+        let ranked = measured(scenario).compactMap { entry in entry.outcome.headlineValue.map { (entry.mode, entry.outcome, $0) } }
+        guard let higher = ranked.first?.1.higherIsBetter else { return nil }
+        return higher ? ranked.max { $0.2 < $1.2 } : ranked.min { $0.2 < $1.2 }
+    }
+
+    func worst(_ scenario: String) -> (mode: String, outcome: ScenarioOutcome, value: Double)? {
+        let ranked = measured(scenario).compactMap { entry in entry.outcome.headlineValue.map { (entry.mode, entry.outcome, $0) } }
+        guard let higher = ranked.first?.1.higherIsBetter else { return nil }
+        return higher ? ranked.min { $0.2 < $1.2 } : ranked.max { $0.2 < $1.2 }
+    }
+
+    private func table(_ scenario: ScenarioInfo) -> [String] {
+        let rows = measured(scenario.name)
+        guard let first = rows.first?.outcome else {
+            return ["(no mode measured this)"] + failures(scenario)
+        }
+        let headers = ["mode"] + first.figures.map { figure in
+            figure.unit.isEmpty || figure.unit == "×" || figure.label.contains(figure.unit) ? figure.label : "\(figure.label) \(figure.unit)"
+        } + ["vs best"]
+        let best = best(scenario.name)?.value
+        var cells: [[String]] = [headers]
+        for (mode, outcome) in rows {
+            var row = [mode] + outcome.figures.map { figure in
+                figure.value.map { figure.unit.isEmpty ? String(Int($0)) : Self.format($0) } ?? "—"
+            }
+            if let best, let value = outcome.headlineValue, best != 0 { row.append(String(format: "%.2f×", value / best)) } else { row.append("—") }
+            cells.append(row)
+        }
+        let widths = headers.indices.map { column in cells.map { $0[column].count }.max() ?? 0 }
+        let rendered = cells.map { row in
+            row.enumerated().map { column, cell in
+                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[column] - cell.count) + cell
+            }.joined(separator: "  ")
+        }
+        return [rendered[0], String(repeating: "-", count: rendered[0].count)] + rendered.dropFirst() + failures(scenario)
+    }
+
+    private func failures(_ scenario: ScenarioInfo) -> [String] {
+        modes.compactMap { mode in mode.scenarioFailures[scenario.name].map { "\(mode.mode): failed: \($0)" } }
+    }
+
+    /// Why, from the server's own account of a request (Server-Timing means): the wait that
+    /// took the largest share, or the work itself when no wait stands out.
+    static func whereTimeWent(_ outcome: ScenarioOutcome) -> String {
+        let time = outcome.serverTimeMs
+        let total = ["queue", "lock", "app"].compactMap { time[$0] }.reduce(0, +)
+        guard total > 0 else { return "" }
+        let share = { (name: String) in 100 * (time[name] ?? 0) / total }
+        let waits = [("queued for a free handler thread", "queue"), ("waiting for the lock", "lock")]
+            .filter { share($0.1) >= 20 }.sorted { share($0.1) > share($1.1) }
+        guard !waits.isEmpty else {
+            return ", and waits little in the server (queue \(format(share("queue")))%, lock \(format(share("lock")))%): its limit is the work itself"
+        }
+        let parts = waits.map { "\(format(share($0.1)))% (mean \(format(time[$0.1]!)) ms) \($0.0)" }
+        return ": of its server time per request, " + parts.joined(separator: " and ")
+    }
+
+    /// One sentence: who wins this scenario and why, from the figures.
+    func verdict(_ scenario: ScenarioInfo) -> String? {
+        guard let best = best(scenario.name), let worst = worst(scenario.name) else { return nil }
+        let f = Self.format
+        if best.mode == worst.mode { return "Only \(best.mode) was measured: \(best.outcome.headline) \(f(best.value))." }
+        switch scenario.kind {
+        case "scaling":
+            let labels = best.outcome.figures.map(\.label).filter { $0.hasPrefix("req/s @") }
+            let least = labels.first.map { String($0.dropFirst("req/s @".count)) } ?? "1"
+            let most = labels.last.map { String($0.dropFirst("req/s @".count)) } ?? ""
+            let lockWaits = measured(scenario.name).compactMap { $0.outcome.value("lock wait @\(most)") }
+            if worst.value >= 0.9 * best.value {
+                return "Every mode is within 10% at \(most) connections (\(best.mode) \(f(best.value)) req/s, \(worst.mode) \(f(worst.value)))"
+                    + (lockWaits.isEmpty ? "." : "; no mode spends more than \(f(lockWaits.max()!))% of its server time waiting for a lock.")
+            }
+            let bestScaling = best.outcome.value("scaling").map { "\(f($0))× its rate at \(least)" } ?? ""
+            return "\(best.mode) wins: \(f(best.value)) req/s at \(most) connections, \(bestScaling); \(worst.mode) reaches "
+                + "\(worst.outcome.value("scaling").map { "\(f($0))×" } ?? "—") (\(f(worst.value)) req/s)\(Self.whereTimeWent(worst.outcome))."
+        case "convoy":
+            let busy = best.outcome.value("busy req/s").map { " beside \(f($0)) CPU requests/s" } ?? ""
+            return "\(best.mode) answers the quick request in p99 \(f(best.value)) ms\(busy); \(worst.mode) takes "
+                + "\(f(worst.value)) ms (\(f(worst.value / max(best.value, 0.001)))× longer)\(Self.whereTimeWent(worst.outcome))."
+        case "capacity":
+            // The rates stop at the first that missed the SLA: the step above what it sustained.
+            let failedStep = worst.outcome.figures.first { figure in
+                guard figure.value != nil, figure.label.hasPrefix("p99 @"), let rate = Double(figure.label.dropFirst("p99 @".count).dropLast(2)) else {
+                    return false
+                }
+                return rate > worst.value
+            }
+            let detail = worst.outcome.note.map { " (\($0))" } ?? failedStep.map { " (at \($0.label.dropFirst("p99 @".count)) its p99 was \(f($0.value!)) ms)" } ?? ""
+            // Rates are steps, so ties are common: name every mode that reached the top one.
+            let leaders = measured(scenario.name).filter { $0.outcome.headlineValue == best.value }.map(\.mode)
+            let who = leaders.count == 1 ? "\(best.mode) sustains the highest rate"
+                : "\(leaders.dropLast().joined(separator: ", ")) and \(leaders.last!) all sustain the highest rate"
+            return "\(who) within the SLA, \(f(best.value)) req/s; \(worst.mode) sustains \(f(worst.value)) req/s\(detail)."
+        case "memory":
+            let processes = { (outcome: ScenarioOutcome) in Int(outcome.value("processes") ?? 1) }
+            let count = { (n: Int) in "\(n) process\(n == 1 ? "" : "es")" }
+            return "\(best.mode) needs the least memory of its own under load (anonymous Pss: heap, stacks, copied pages), "
+                + "\(f(best.value)) MB over \(count(processes(best.outcome))); "
+                + "\(worst.mode) needs \(f(worst.value)) MB (\(f(worst.value / max(best.value, 0.001)))×) over \(count(processes(worst.outcome)))."
+        default:
+            return "\(best.mode) does best: \(best.outcome.headline) \(f(best.value))."
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+
+/// What one suite scenario measured against one mode: a row of labelled figures (the same
+/// labels for every mode), the one figure modes are ranked on, and every load run's report.
+public struct ScenarioOutcome: Codable, Sendable {
+    public struct Figure: Codable, Sendable {
+        public var label: String
+        /// nil: not measured (a capacity step after the first one that failed the SLA, or no
+        /// Server-Timing to read).
+        public var value: Double?
+        public var unit: String
+    }
+
+    public var scenario: String
+    public var figures: [Figure]
+    /// The label of the figure modes are ranked on.
+    public var headline: String
+    public var higherIsBetter: Bool
+    public var reports: [Report]
+    /// Where the server's time went (mean ms of Server-Timing's queue, lock and app) in the
+    /// run that explains the outcome: the most connections, the quick probe, the step that
+    /// missed the SLA. Empty without Server-Timing.
+    public var serverTimeMs: [String: Double] = [:]
+    /// What a number alone does not say, such as why a capacity step missed the SLA.
+    public var note: String?
+
+    enum CodingKeys: String, CodingKey {
+        case scenario, figures, headline, reports, note
+        case higherIsBetter = "higher_is_better", serverTimeMs = "server_time_ms"
+    }
+
+    public func value(_ label: String) -> Double? {
+        figures.first { $0.label == label }?.value
+    }
+
+    public var headlineValue: Double? { value(headline) }
+}
+
+extension ScenarioOutcome {
+    /// Measures `entry` against `server`: every load from one client thread, which loadtest's
+    /// engine can spare on a small machine (a request costs it less CPU than the server).
+    static func measure(_ entry: Suite.Entry, on server: ServerUnderTest, timing: Suite.Timing,
+                        idleMemory: ServerMemory) throws -> ScenarioOutcome {
+        switch entry.kind {
+        case .scaling(let endpoint, let connections):
+            return try scaling(entry.name, endpoint.on(server.target), connections: connections, timing: timing)
+        case .convoy(let probe, let rate, let probeConnections, let background, let backgroundConnections):
+            return try convoy(entry.name, probe: probe.on(server.target), rate: rate, probeConnections: probeConnections,
+                              background: background.on(server.target), backgroundConnections: backgroundConnections, timing: timing)
+        case .capacity(let endpoints, let rates, let connections, let sla):
+            return try capacity(entry.name, endpoints.map { $0.on(server.target) }, rates: rates, connections: connections,
+                                slaMilliseconds: sla, timing: timing)
+        case .memory(let endpoint, let connections):
+            return try memory(entry.name, endpoint.on(server.target), connections: connections, timing: timing,
+                              server: server, idle: idleMemory)
+        }
+    }
+
+    private static func load(_ endpoints: [Endpoint], connections: Int, rate: Double? = nil, timing: Suite.Timing) throws -> Report {
+        var plan = try LoadPlan(endpoints: endpoints, connections: connections, threads: 1, duration: timing.duration,
+                                warmup: timing.warmup, timeout: 10)
+        plan.rate = rate
+        return Report(plan: plan, summary: try LoadRun.run(plan))
+    }
+
+    /// The mean of each Server-Timing metric (queue, lock, app), in ms.
+    static func serverTime(_ report: Report) -> [String: Double] {
+        report.measured.serverTiming.mapValues(\.mean)
+    }
+
+    /// The share of the server's own time (queue + lock + app) spent waiting for the lock, in
+    /// percent; nil without Server-Timing.
+    static func lockShare(_ report: Report) -> Double? {
+        let time = serverTime(report)
+        guard let lock = time["lock"] else { return nil }
+        let total = ["queue", "lock", "app"].compactMap { time[$0] }.reduce(0, +)
+        return total > 0 ? 100 * lock / total : 0
+    }
+
+    private static func scaling(_ name: String, _ endpoint: Endpoint, connections: [Int], timing: Suite.Timing) throws -> ScenarioOutcome {
+        let reports = try connections.map { try load([endpoint], connections: $0, timing: timing) }
+        var figures = zip(connections, reports).map { Figure(label: "req/s @\($0)", value: $1.measured.rps, unit: "req/s") }
+        let last = reports[reports.count - 1], most = connections[connections.count - 1]
+        figures.append(Figure(label: "p99 @\(most)", value: last.measured.latencyMs.p99, unit: "ms"))
+        figures.append(Figure(label: "lock wait @\(most)", value: lockShare(last), unit: "%"))
+        let first = reports[0].measured.rps
+        figures.append(Figure(label: "scaling", value: first > 0 ? last.measured.rps / first : nil, unit: "×"))
+        return ScenarioOutcome(scenario: name, figures: figures, headline: "req/s @\(most)", higherIsBetter: true, reports: reports,
+                               serverTimeMs: serverTime(last))
+    }
+
+    /// The probe and the background load start together and run side by side.
+    private static func convoy(_ name: String, probe: Endpoint, rate: Double, probeConnections: Int, background: Endpoint,
+                               backgroundConnections: Int, timing: Suite.Timing) throws -> ScenarioOutcome {
+        let busy = BackgroundLoad { try load([background], connections: backgroundConnections, timing: timing) }
+        let quick = try load([probe], connections: probeConnections, rate: rate, timing: timing)
+        let behind = try busy.wait()
+        let figures = [
+            Figure(label: "quick p50", value: quick.measured.latencyMs.p50, unit: "ms"),
+            Figure(label: "quick p99", value: quick.measured.latencyMs.p99, unit: "ms"),
+            Figure(label: "quick lock wait", value: quick.measured.serverTiming["lock"]?.mean, unit: "ms"),
+            Figure(label: "busy req/s", value: behind.measured.rps, unit: "req/s"),
+        ]
+        return ScenarioOutcome(scenario: name, figures: figures, headline: "quick p99", higherIsBetter: false, reports: [quick, behind],
+                               serverTimeMs: serverTime(quick))
+    }
+
+    /// Rising rates until one misses the SLA (p99 over it, more than 1% errors, or under 95%
+    /// of the rate answered); the rates above it are not run.
+    private static func capacity(_ name: String, _ endpoints: [Endpoint], rates: [Double], connections: Int,
+                                 slaMilliseconds: Double, timing: Suite.Timing) throws -> ScenarioOutcome {
+        var reports: [Report] = []
+        var figures: [Figure] = []
+        var sustained = 0.0
+        var failed = false
+        var note: String?
+        var explaining: [String: Double] = [:]
+        for rate in rates {
+            guard !failed else {
+                figures.append(Figure(label: "p99 @\(Int(rate))/s", value: nil, unit: "ms"))
+                continue
+            }
+            let report = try load(endpoints, connections: connections, rate: rate, timing: timing)
+            reports.append(report)
+            let measured = report.measured
+            let errors = Double(measured.errors["total"] ?? 0), answered = Double(measured.requests)
+            let meets = measured.latencyMs.p99 <= slaMilliseconds && errors <= 0.01 * max(1, answered + errors) && measured.rps >= 0.95 * rate
+            figures.append(Figure(label: "p99 @\(Int(rate))/s", value: measured.latencyMs.p99, unit: "ms"))
+            if meets {
+                sustained = rate
+            } else {
+                failed = true
+                explaining = serverTime(report)
+                var misses: [String] = []
+                if measured.latencyMs.p99 > slaMilliseconds { misses.append("p99 \(Comparison.format(measured.latencyMs.p99)) ms") }
+                if errors > 0.01 * max(1, answered + errors) {
+                    let kinds = measured.errors.filter { $0.key != "total" }.sorted { $0.value > $1.value }.prefix(2).map { "\($0.key) ×\($0.value)" }
+                    misses.append("\(Comparison.format(100 * errors / max(1, answered + errors)))% errors (\(kinds.joined(separator: ", ")))")
+                }
+                if measured.rps < 0.95 * rate { misses.append("\(Comparison.format(measured.rps)) req/s answered") }
+                note = "at \(Int(rate)) req/s: " + misses.joined(separator: ", ")
+            }
+        }
+        figures.append(Figure(label: "sustained", value: sustained, unit: "req/s"))
+        return ScenarioOutcome(scenario: name, figures: figures, headline: "sustained", higherIsBetter: true, reports: reports,
+                               serverTimeMs: explaining, note: note)
+    }
+
+    /// Memory sampled two thirds of the way through the load, when every worker is busy.
+    private static func memory(_ name: String, _ endpoint: Endpoint, connections: Int, timing: Suite.Timing,
+                               server: ServerUnderTest, idle: ServerMemory) throws -> ScenarioOutcome {
+        let running = BackgroundLoad { try load([endpoint], connections: connections, timing: timing) }
+        Thread.sleep(forTimeInterval: timing.warmup + timing.duration * 2 / 3)
+        let loaded = server.memory()
+        let report = try running.wait()
+        let megabytes = { (bytes: Int) in Double(bytes) / 1_048_576 }
+        let figures = [
+            Figure(label: "processes", value: Double(loaded.processes), unit: ""),
+            Figure(label: "idle RSS", value: megabytes(idle.rssBytes), unit: "MB"),
+            Figure(label: "loaded RSS", value: megabytes(loaded.rssBytes), unit: "MB"),
+            Figure(label: "idle own", value: megabytes(idle.anonymousPssBytes), unit: "MB"),
+            Figure(label: "loaded own", value: megabytes(loaded.anonymousPssBytes), unit: "MB"),
+            Figure(label: "req/s", value: report.measured.rps, unit: "req/s"),
+        ]
+        return ScenarioOutcome(scenario: name, figures: figures, headline: "loaded own", higherIsBetter: false, reports: [report])
+    }
+}
+
+/// A load run on a thread of its own, beside another.
+private final class BackgroundLoad: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var outcome: Result<Report, any Error>?
+
+    init(_ body: @escaping @Sendable () throws -> Report) {
+        Thread.detachNewThread { [self] in
+            outcome = Result { try body() }
+            done.signal()
+        }
+    }
+
+    func wait() throws -> Report {
+        done.wait()
+        return try outcome!.get()
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import LoadTestKit
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start threadbare in each mode in turn, run the suite against it, and compare the modes side by side.")
+
+    static let knownModes = ["gil", "subinterpreters", "prefork", "nogil"]
+
+    @Option(help: "Modes to compare, in order (each is started from CONFIG-DIR/MODE.yaml).") var modes = knownModes.joined(separator: ",")
+    @Option(help: "The suite file.") var suite = "loadtest/suite.yaml"
+    @Option(help: "Scenarios of the suite to run (default: all), e.g. cpu,convoy.") var scenarios: String?
+    @Option(help: "Where compare.json and the servers' logs go.") var out = "report"
+    @Flag(help: "quick: the suite's short timings (make demo); full: its longer, steadier ones.") var length: Length = .quick
+    @Option(help: "The threadbare executable (default: the one beside this loadtest).") var threadbare: String?
+    @Option(help: "The directory of the per-mode config files.") var configDir = "config"
+
+    enum Length: String, EnumerableFlag {
+        case quick, full
+    }
+
+    func validate() throws {
+        let chosen = modes.split(separator: ",").map(String.init)
+        guard !chosen.isEmpty else { throw ValidationError("--modes: name at least one of \(Self.knownModes.joined(separator: ", "))") }
+        for mode in chosen where !Self.knownModes.contains(mode) {
+            throw ValidationError("--modes: unknown mode '\(mode)'; known: \(Self.knownModes.joined(separator: ", "))")
+        }
+        guard Set(chosen).count == chosen.count else { throw ValidationError("--modes: a mode is named twice") }
+    }
+
+    func run() throws {
+        var loaded: Suite
+        do { loaded = try Suite.load(path: suite) } catch { throw ValidationError("\(error)") }
+        if let scenarios {
+            let wanted = scenarios.split(separator: ",").map(String.init)
+            for name in wanted where !loaded.scenarios.contains(where: { $0.name == name }) {
+                throw ValidationError("--scenarios: the suite has no '\(name)'; it has \(loaded.scenarios.map(\.name).joined(separator: ", "))")
+            }
+            loaded.scenarios = loaded.scenarios.filter { wanted.contains($0.name) }
+        }
+        let binary = threadbare ?? Bundle.main.executableURL!.deletingLastPathComponent().appendingPathComponent("threadbare").path
+        let outDirectory = URL(fileURLWithPath: out)
+        let logs = outDirectory.appendingPathComponent("logs")
+        do {
+            try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        } catch {
+            throw ValidationError("--out: cannot create \(logs.path): \(error.localizedDescription)")
+        }
+        let options = Comparison.Options(modes: modes.split(separator: ",").map(String.init), suite: loaded, full: length == .full,
+                                         binary: binary, configDirectory: configDir, logDirectory: logs)
+        let started = Date()
+        let comparison = Comparison.run(options) { line in
+            FileHandle.standardError.write(Data(String(format: "[%5.1fs] %@\n", Date().timeIntervalSince(started), line).utf8))
+        }
+        print(comparison.text())
+        let json = outDirectory.appendingPathComponent("compare.json")
+        guard FileManager.default.createFile(atPath: json.path, contents: Data(comparison.json().utf8)) else {
+            throw ValidationError("--out: cannot write \(json.path)")
+        }
+        print("\nraw results: \(json.path); server logs: \(logs.path)/")
+        // Every mode and scenario reported above; a script still learns that one was missing.
+        if comparison.modes.contains(where: { $0.failure != nil || !$0.scenarioFailures.isEmpty }) { throw ExitCode(1) }
+    }
+}

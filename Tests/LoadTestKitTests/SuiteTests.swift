@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+@testable import LoadTestKit
+
+@Suite("the compare suite and its verdicts")
+struct SuiteTests {
+    @Test func theShippedSuiteIsValid() throws {
+        let suite = try Suite.load(path: ScenarioTests.shipped.appendingPathComponent("suite.yaml").path)
+        #expect(suite.scenarios.map(\.kind.name) == ["scaling", "scaling", "convoy", "capacity", "memory"])
+        #expect(suite.scenarios.allSatisfy { !$0.question.isEmpty })
+        #expect(suite.quick.duration < suite.full.duration)
+    }
+
+    @Test(arguments: [
+        ("scenarios:\n  - name: a\n    kind: speed\n", "s.yaml:3: kind: expected one of"),
+        ("scenarios:\n  - name: a\n    kind: scaling\n    path: /\n", "s.yaml:2: a scaling scenario needs connections"),
+        ("scenarios:\n  - name: a\n    kind: scaling\n    path: /\n    connections: []\n", "s.yaml:5: connections: expected a list"),
+        ("scenarios:\n  - name: a b\n    kind: memory\n    path: /\n", "s.yaml:2: name: letters, digits"),
+        ("scenarios:\n  - name: a\n    kind: memory\n    path: /\n    rate: 5\n", "s.yaml:5: a memory scenario: unknown key 'rate'"),
+        ("scenarios:\n  - {name: a, kind: memory, path: /}\n  - {name: a, kind: memory, path: /}\n", "s.yaml:3: a second scenario named 'a'"),
+        ("scenarios:\n  - name: c\n    kind: convoy\n    probe: {path: /}\n    background: {path: /}\n", "s.yaml:2: convoy: probe needs path and rate"),
+        ("quick: {duration: 0s}\nscenarios:\n  - {name: a, kind: memory, path: /}\n", "s.yaml:1: duration: expected a duration"),
+        ("scenarios: []\n", "s.yaml:1: scenarios: expected a list"),
+    ])
+    func mistakesNameTheFileAndLine(text: String, expected: String) {
+        ScenarioTests.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try Suite.parse(text, path: "s.yaml") }
+    }
+
+    static func outcome(_ scenario: String, _ figures: [(String, Double?)], headline: String, higherIsBetter: Bool,
+                        serverTime: [String: Double] = [:]) -> ScenarioOutcome {
+        ScenarioOutcome(scenario: scenario, figures: figures.map { .init(label: $0.0, value: $0.1, unit: "req/s") }, headline: headline,
+                        higherIsBetter: higherIsBetter, reports: [], serverTimeMs: serverTime)
+    }
+
+    /// The sentence comes from the numbers: change them and it names another winner and cause.
+    @Test func theVerdictNamesTheWinnerAndWhyFromTheNumbers() {
+        let scaling = Comparison.ScenarioInfo(name: "cpu", title: "CPU", question: "", kind: "scaling")
+        func comparison(gil: Double, nogil: Double, gilLock: Double) -> Comparison {
+            Comparison(timing: "quick", cores: 2, scenarios: [scaling], modes: [
+                .init(mode: "gil", outcomes: [Self.outcome("cpu", [("req/s @1", 800), ("req/s @8", gil), ("scaling", gil / 800)], headline: "req/s @8",
+                                                           higherIsBetter: true, serverTime: ["queue": 1, "lock": gilLock, "app": 1])],
+                      scenarioFailures: [:]),
+                .init(mode: "nogil", outcomes: [Self.outcome("cpu", [("req/s @1", 800), ("req/s @8", nogil), ("scaling", nogil / 800)],
+                                                             headline: "req/s @8", higherIsBetter: true, serverTime: ["queue": 0.1, "lock": 0, "app": 1])],
+                      scenarioFailures: [:]),
+            ])
+        }
+        let lockBound = comparison(gil: 880, nogil: 1700, gilLock: 8).verdict(scaling) ?? ""
+        #expect(lockBound.hasPrefix("nogil wins: 1700 req/s at 8 connections"), "\(lockBound)")
+        #expect(lockBound.contains("gil reaches 1.10×") && lockBound.contains("of its server time per request, 80.0% (mean 8.00 ms) waiting for the lock"), "\(lockBound)")
+        let even = comparison(gil: 1650, nogil: 1700, gilLock: 0.01).verdict(scaling) ?? ""
+        #expect(even.hasPrefix("Every mode is within 10%"), "\(even)")
+        let reversed = comparison(gil: 1900, nogil: 900, gilLock: 0.01).verdict(scaling) ?? ""
+        #expect(reversed.hasPrefix("gil wins") && reversed.contains("its limit is the work itself"), "\(reversed)")
+        let table = comparison(gil: 880, nogil: 1700, gilLock: 8).text()
+        #expect(table.contains("0.52×") && table.contains("1.00×"), "\(table)")
+    }
+}
