@@ -11,7 +11,7 @@ struct Compare: ParsableCommand {
     @Option(help: "Modes to compare, in order (each is started from CONFIG-DIR/MODE.yaml).") var modes = knownModes.joined(separator: ",")
     @Option(help: "The suite file.") var suite = "loadtest/suite.yaml"
     @Option(help: "Scenarios of the suite to run (default: all), e.g. cpu,convoy.") var scenarios: String?
-    @Option(help: "Where compare.json and the servers' logs go.") var out = "report"
+    @Option(help: "Where index.html (the report), compare.json and the servers' logs go.") var out = "report"
     @Flag(help: "quick: the suite's short timings (make demo); full: its longer, steadier ones.") var length: Length = .quick
     @Option(help: "The threadbare executable (default: the one beside this loadtest).") var threadbare: String?
     @Option(help: "The directory of the per-mode config files.") var configDir = "config"
@@ -58,7 +58,11 @@ struct Compare: ParsableCommand {
         guard FileManager.default.createFile(atPath: json.path, contents: Data(comparison.json().utf8)) else {
             throw ValidationError("--out: cannot write \(json.path)")
         }
-        print("\nraw results: \(json.path); server logs: \(logs.path)/")
+        let page = outDirectory.appendingPathComponent("index.html")
+        guard FileManager.default.createFile(atPath: page.path, contents: Data(comparison.page().utf8)) else {
+            throw ValidationError("--out: cannot write \(page.path)")
+        }
+        print("\nreport: \(page.path) (open it in a browser); raw results: \(json.path); server logs: \(logs.path)/")
         // Every mode and scenario reported above; a script still learns that one was missing.
         if comparison.modes.contains(where: { $0.failure != nil || !$0.scenarioFailures.isEmpty }) { throw ExitCode(1) }
     }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 @testable import LoadTestKit
 
@@ -54,5 +57,9 @@ struct SuiteTests {
         #expect(reversed.hasPrefix("gil wins") && reversed.contains("its limit is the work itself"), "\(reversed)")
         let table = comparison(gil: 880, nogil: 1700, gilLock: 8).text()
         #expect(table.contains("0.52×") && table.contains("1.00×"), "\(table)")
+        let page = comparison(gil: 880, nogil: 1700, gilLock: 8).page()
+        let parser = XMLParser(data: Data(page.utf8))
+        #expect(parser.parse(), "the page is well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
+        #expect(page.contains("<polyline") && page.contains("nogil wins"), "a line per mode and the verdict")
     }
 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 
 /// The loadtest executable against a real threadbare.
@@ -181,6 +184,10 @@ extension LoadSensitive {
             let modes = try #require(json["modes"] as? [[String: Any]])
             #expect(modes.map { $0["mode"] as? String } == ["nogil", "gil"])
             #expect(modes.allSatisfy { ($0["outcomes"] as? [Any])?.count == 2 })
+            let page = try Data(contentsOf: out.appendingPathComponent("index.html"))
+            let parser = XMLParser(data: page)
+            #expect(parser.parse(), "index.html is well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
+            #expect(String(decoding: page, as: UTF8.self).components(separatedBy: "<svg ").count - 1 >= 3, "the charts")
 
             let missing = directory.appendingPathComponent("configs")
             try FileManager.default.createDirectory(at: missing, withIntermediateDirectories: true)

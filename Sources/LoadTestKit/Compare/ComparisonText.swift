@@ -118,7 +118,7 @@ extension Comparison {
             // Rates are steps, so ties are common: name every mode that reached the top one.
             let leaders = measured(scenario.name).filter { $0.outcome.headlineValue == best.value }.map(\.mode)
             let who = leaders.count == 1 ? "\(best.mode) sustains the highest rate"
-                : "\(leaders.dropLast().joined(separator: ", ")) and \(leaders.last!) all sustain the highest rate"
+                : "\(leaders.dropLast().joined(separator: ", ")) and \(leaders.last!) \(leaders.count == 2 ? "both" : "all") sustain the highest rate"
             return "\(who) within the SLA, \(f(best.value)) req/s; \(worst.mode) sustains \(f(worst.value)) req/s\(detail)."
         case "memory":
             let processes = { (outcome: ScenarioOutcome) in Int(outcome.value("processes") ?? 1) }

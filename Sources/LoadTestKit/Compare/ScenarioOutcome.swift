@@ -63,9 +63,13 @@ extension ScenarioOutcome {
         return Report(plan: plan, summary: try LoadRun.run(plan))
     }
 
-    /// The mean of each Server-Timing metric (queue, lock, app), in ms.
+    /// The mean of each Server-Timing metric (queue, lock, app), in ms, and `rest`: the
+    /// client's mean latency beyond them (the network, the server's loops, the client).
     static func serverTime(_ report: Report) -> [String: Double] {
-        report.measured.serverTiming.mapValues(\.mean)
+        var time = report.measured.serverTiming.mapValues(\.mean)
+        guard !time.isEmpty else { return time }
+        time["rest"] = max(0, report.measured.latencyMs.mean - ["queue", "lock", "app"].compactMap { time[$0] }.reduce(0, +))
+        return time
     }
 
     /// The share of the server's own time (queue + lock + app) spent waiting for the lock, in
