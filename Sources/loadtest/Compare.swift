@@ -15,6 +15,7 @@ struct Compare: ParsableCommand {
     @Flag(help: "quick: the suite's short timings (make demo); full: its longer, steadier ones.") var length: Length = .quick
     @Option(help: "The threadbare executable (default: the one beside this loadtest).") var threadbare: String?
     @Option(help: "The directory of the per-mode config files.") var configDir = "config"
+    @Option(help: "Run nothing: print the tables and write the page again from a compare.json.") var from: String?
 
     enum Length: String, EnumerableFlag {
         case quick, full
@@ -30,6 +31,14 @@ struct Compare: ParsableCommand {
     }
 
     func run() throws {
+        if let from {
+            guard let data = FileManager.default.contents(atPath: from) else { throw ValidationError("--from: cannot read \(from)") }
+            let comparison: Comparison
+            do { comparison = try JSONDecoder().decode(Comparison.self, from: data) } catch {
+                throw ValidationError("--from: \(from) is not compare's JSON: \(error)")
+            }
+            return try publish(comparison, in: URL(fileURLWithPath: out), logs: nil)
+        }
         var loaded: Suite
         do { loaded = try Suite.load(path: suite) } catch { throw ValidationError("\(error)") }
         if let scenarios {
@@ -53,17 +62,21 @@ struct Compare: ParsableCommand {
         let comparison = Comparison.run(options) { line in
             FileHandle.standardError.write(Data(String(format: "[%5.1fs] %@\n", Date().timeIntervalSince(started), line).utf8))
         }
-        print(comparison.text())
-        let json = outDirectory.appendingPathComponent("compare.json")
-        guard FileManager.default.createFile(atPath: json.path, contents: Data(comparison.json().utf8)) else {
-            throw ValidationError("--out: cannot write \(json.path)")
-        }
-        let page = outDirectory.appendingPathComponent("index.html")
-        guard FileManager.default.createFile(atPath: page.path, contents: Data(comparison.page().utf8)) else {
-            throw ValidationError("--out: cannot write \(page.path)")
-        }
-        print("\nreport: \(page.path) (open it in a browser); raw results: \(json.path); server logs: \(logs.path)/")
+        try publish(comparison, in: outDirectory, logs: logs)
         // Every mode and scenario reported above; a script still learns that one was missing.
         if comparison.modes.contains(where: { $0.failure != nil || !$0.scenarioFailures.isEmpty }) { throw ExitCode(1) }
+    }
+
+    /// The tables on stdout; compare.json and index.html in `directory`.
+    private func publish(_ comparison: Comparison, in directory: URL, logs: URL?) throws {
+        print(comparison.text())
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let json = directory.appendingPathComponent("compare.json"), page = directory.appendingPathComponent("index.html")
+        for (file, text) in [(json, comparison.json()), (page, comparison.page())] {
+            guard FileManager.default.createFile(atPath: file.path, contents: Data(text.utf8)) else {
+                throw ValidationError("--out: cannot write \(file.path)")
+            }
+        }
+        print("\nreport: \(page.path) (open it in a browser); raw results: \(json.path)" + (logs.map { "; server logs: \($0.path)/" } ?? ""))
     }
 }

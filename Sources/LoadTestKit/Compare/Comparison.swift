@@ -6,6 +6,13 @@ import Foundation
 public struct Comparison: Codable, Sendable {
     public struct ScenarioInfo: Codable, Sendable {
         public var name, title, question, kind: String
+        /// Capacity scenarios: the p99 their rates are held to.
+        public var slaP99Milliseconds: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case name, title, question, kind
+            case slaP99Milliseconds = "sla_p99_ms"
+        }
     }
 
     public struct ModeResult: Codable, Sendable {
@@ -92,7 +99,11 @@ public struct Comparison: Codable, Sendable {
         }
         return Comparison(
             timing: options.full ? "full" : "quick", cores: ProcessInfo.processInfo.activeProcessorCount,
-            scenarios: options.suite.scenarios.map { ScenarioInfo(name: $0.name, title: $0.title, question: $0.question, kind: $0.kind.name) },
+            scenarios: options.suite.scenarios.map { entry in
+                var sla: Double?
+                if case .capacity(_, _, _, let limit) = entry.kind { sla = limit }
+                return ScenarioInfo(name: entry.name, title: entry.title, question: entry.question, kind: entry.kind.name, slaP99Milliseconds: sla)
+            },
             modes: results)
     }
 

@@ -44,7 +44,7 @@ extension Comparison {
             .failure { color: #b00; }
             table { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
             th, td { padding: .25em .6em; border-bottom: 1px solid #eee; text-align: right; }
-            th:first-child, td:first-child { text-align: left; }
+            th:first-child, td:first-child { text-align: left; white-space: nowrap; }
             .swatch { display: inline-block; width: .8em; height: .8em; margin: 0 .3em 0 .6em; vertical-align: middle; }
             svg { display: block; margin: 1em 0; }
             svg text { font: 12px system-ui, sans-serif; fill: #333; }
@@ -106,7 +106,8 @@ extension Comparison {
                     figure.value.flatMap { value in Double(figure.label.dropFirst("p99 @".count).dropLast(2)).map { ($0, value) } }
                 })
             }
-            return lineChart(series, xTitle: "offered requests/s", yTitle: "p99 latency, ms", logX: true, logY: true)
+            return lineChart(series, xTitle: "offered requests/s", yTitle: "p99 latency, ms", logX: true, logY: true,
+                             threshold: scenario.slaP99Milliseconds.map { ($0, "SLA") })
         case "memory":
             return barChart(rows.map { mode, outcome in
                 (mode, [("idle", outcome.value("idle own") ?? 0), ("loaded", outcome.value("loaded own") ?? 0)])
@@ -118,16 +119,17 @@ extension Comparison {
 
     /// Latency at each percentile HdrHistogram reports, for a 1/(1−p) axis.
     private func spectrum(_ latency: Report.Percentiles) -> [(Double, Double)] {
-        [(50, latency.p50), (75, latency.p75), (90, latency.p90), (99, latency.p99), (99.9, latency.p999), (99.99, latency.p9999)]
+        [(50, latency.p50), (90, latency.p90), (99, latency.p99), (99.9, latency.p999), (99.99, latency.p9999)]
     }
 
-    private static let width = 640.0, height = 300.0, left = 70.0, right = 130.0, top = 20.0, bottom = 45.0
+    private static let width = 680.0, height = 300.0, left = 110.0, right = 130.0, top = 20.0, bottom = 45.0
 
     /// Lines with markers; a log scale where asked, and for percentiles HdrHistogram's
     /// log 1/(1−p) axis, on which the tail is as wide as the body.
     private func lineChart(_ series: [(String, [(Double, Double)])], xTitle: String, yTitle: String,
-                           logX: Bool = false, logY: Bool = false, percentileX: Bool = false) -> String {
-        let points = series.flatMap(\.1)
+                           logX: Bool = false, logY: Bool = false, percentileX: Bool = false,
+                           threshold: (value: Double, label: String)? = nil) -> String {
+        let points = series.flatMap(\.1) + (threshold.map { [(series.flatMap(\.1).first?.0 ?? 1, $0.value)] } ?? [])
         guard !points.isEmpty else { return "" }
         let xValue = { (x: Double) in percentileX ? log10(1 / (1 - x / 100)) : (logX ? log2(max(x, 1e-9)) : x) }
         let yValue = { (y: Double) in logY ? log10(max(y, 0.01)) : y }
@@ -141,14 +143,19 @@ extension Comparison {
         svg += axes(plotWidth: plotWidth, plotHeight: plotHeight, xTitle: xTitle, yTitle: yTitle)
         // x ticks at the measured x values; y ticks at five even steps.
         for x in Set(points.map(\.0)).sorted() {
-            let label = percentileX ? "\(Self.format(x))%" : Self.format(x)
+            let label = percentileX ? "\(tick(x))%" : tick(x)
             svg += "<text x=\"\(f(px(x)))\" y=\"\(f(Self.top + plotHeight + 16))\" text-anchor=\"middle\">\(label)</text>\n"
         }
         for step in 0...4 {
             let scaled = yMin + (yMax - yMin) * Double(step) / 4
             let y = logY ? pow(10, scaled) : scaled
-            svg += "<text x=\"\(f(Self.left - 6))\" y=\"\(f(py(y) + 4))\" text-anchor=\"end\">\(Self.format(y))</text>\n"
+            svg += "<text x=\"\(f(Self.left - 6))\" y=\"\(f(py(y) + 4))\" text-anchor=\"end\">\(tick(y))</text>\n"
             svg += "<line x1=\"\(f(Self.left))\" x2=\"\(f(Self.left + plotWidth))\" y1=\"\(f(py(y)))\" y2=\"\(f(py(y)))\" stroke=\"#eee\"/>\n"
+        }
+        if let threshold {
+            let y = py(threshold.value)
+            svg += "<line x1=\"\(f(Self.left))\" x2=\"\(f(Self.left + plotWidth))\" y1=\"\(f(y))\" y2=\"\(f(y))\" stroke=\"#555\" stroke-dasharray=\"5 4\"/>\n"
+            svg += "<text x=\"\(f(Self.left + plotWidth + 4))\" y=\"\(f(y + 4))\">\(escape(threshold.label)) \(tick(threshold.value))</text>\n"
         }
         for (index, (mode, line)) in series.enumerated() where !line.isEmpty {
             let path = line.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
@@ -235,6 +242,13 @@ extension Comparison {
     }
 
     private func f(_ value: Double) -> String { String(format: "%.1f", value) }
+
+    /// An axis label: whole numbers without decimals, others with up to two.
+    private func tick(_ value: Double) -> String {
+        if value == value.rounded() && abs(value) < 1e15 { return String(Int(value)) }
+        if abs(value) >= 10 { return String(format: "%.0f", value) }
+        return String(format: "%.2f", value).replacingOccurrences(of: #"\.?0+$"#, with: "", options: .regularExpression)
+    }
 
     private func escape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
