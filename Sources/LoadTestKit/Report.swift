@@ -105,6 +105,9 @@ public struct Report: Codable, Sendable {
     public var rate: Double?
     public var measured: Measurements
     public var endpoints: [EndpointReport]
+    /// The latency's percentile distribution (HdrHistogram's .hgrm text), when kept; not part
+    /// of the JSON.
+    public var distribution: String?
 
     enum CodingKeys: String, CodingKey {
         case url, model, connections, threads, rate, endpoints

@@ -11,7 +11,7 @@ struct Compare: ParsableCommand {
     @Option(help: "Modes to compare, in order (each is started from CONFIG-DIR/MODE.yaml).") var modes = knownModes.joined(separator: ",")
     @Option(help: "The suite file.") var suite = "loadtest/suite.yaml"
     @Option(help: "Scenarios of the suite to run (default: all), e.g. cpu,convoy.") var scenarios: String?
-    @Option(help: "Where index.html (the report), compare.json and the servers' logs go.") var out = "report"
+    @Option(help: "Where index.html (the report), compare.json, the .hgrm distributions and the servers' logs go.") var out = "report"
     @Flag(help: "quick: the suite's short timings (make demo); full: its longer, steadier ones.") var length: Length = .quick
     @Option(help: "The threadbare executable (default: the one beside this loadtest).") var threadbare: String?
     @Option(help: "The directory of the per-mode config files.") var configDir = "config"
@@ -63,8 +63,27 @@ struct Compare: ParsableCommand {
             FileHandle.standardError.write(Data(String(format: "[%5.1fs] %@\n", Date().timeIntervalSince(started), line).utf8))
         }
         try publish(comparison, in: outDirectory, logs: logs)
+        try writeDistributions(comparison, in: outDirectory.appendingPathComponent("hgrm"))
         // Every mode and scenario reported above; a script still learns that one was missing.
         if comparison.modes.contains(where: { $0.failure != nil || !$0.scenarioFailures.isEmpty }) { throw ExitCode(1) }
+    }
+
+    /// Every load run's latency distribution, as MODE-SCENARIO-N-LOAD.hgrm (LOAD: c8 for 8
+    /// connections, 500rps for an open-model rate), for HdrHistogram's plotter.
+    private func writeDistributions(_ comparison: Comparison, in directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for mode in comparison.modes {
+            for outcome in mode.outcomes {
+                for (index, report) in outcome.reports.enumerated() {
+                    guard let distribution = report.distribution else { continue }
+                    let load = report.rate.map { "\(Int($0))rps" } ?? "c\(report.connections)"
+                    let file = directory.appendingPathComponent("\(mode.mode)-\(outcome.scenario)-\(index + 1)-\(load).hgrm")
+                    guard FileManager.default.createFile(atPath: file.path, contents: Data(distribution.utf8)) else {
+                        throw ValidationError("--out: cannot write \(file.path)")
+                    }
+                }
+            }
+        }
     }
 
     /// The tables on stdout; compare.json and index.html in `directory`.

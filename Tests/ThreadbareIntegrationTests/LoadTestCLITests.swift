@@ -188,6 +188,8 @@ extension LoadSensitive {
             let parser = XMLParser(data: page)
             #expect(parser.parse(), "index.html is well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
             #expect(String(decoding: page, as: UTF8.self).components(separatedBy: "<svg ").count - 1 >= 3, "the charts")
+            let distributions = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("hgrm").path)
+            #expect(Set(distributions).isSuperset(of: ["nogil-cpu-1-c1.hgrm", "nogil-cpu-2-c4.hgrm", "gil-memory-1-c2.hgrm"]), "\(distributions)")
 
             let missing = directory.appendingPathComponent("configs")
             try FileManager.default.createDirectory(at: missing, withIntermediateDirectories: true)

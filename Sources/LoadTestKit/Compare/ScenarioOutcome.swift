@@ -60,7 +60,10 @@ extension ScenarioOutcome {
         var plan = try LoadPlan(endpoints: endpoints, connections: connections, threads: 1, duration: timing.duration,
                                 warmup: timing.warmup, timeout: 10)
         plan.rate = rate
-        return Report(plan: plan, summary: try LoadRun.run(plan))
+        let summary = try LoadRun.run(plan)
+        var report = Report(plan: plan, summary: summary)
+        report.distribution = Report.hgrm(summary)
+        return report
     }
 
     /// The mean of each Server-Timing metric (queue, lock, app), in ms, and `rest`: the
