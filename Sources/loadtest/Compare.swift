@@ -43,6 +43,7 @@ struct Compare: ParsableCommand {
         do { loaded = try Suite.load(path: suite) } catch { throw ValidationError("\(error)") }
         if let scenarios {
             let wanted = scenarios.split(separator: ",").map(String.init)
+            guard !wanted.isEmpty else { throw ValidationError("--scenarios: name at least one scenario of the suite") }
             for name in wanted where !loaded.scenarios.contains(where: { $0.name == name }) {
                 throw ValidationError("--scenarios: the suite has no '\(name)'; it has \(loaded.scenarios.map(\.name).joined(separator: ", "))")
             }
@@ -58,6 +59,20 @@ struct Compare: ParsableCommand {
         }
         let options = Comparison.Options(modes: modes.split(separator: ",").map(String.init), suite: loaded, full: length == .full,
                                          binary: binary, configDirectory: configDir, logDirectory: logs)
+        // Ctrl-C or TERM: stop the server being measured (it is in a process group of its own
+        // and would not hear it), then leave as an interrupted program does.
+        var stoppers: [any DispatchSourceSignal] = []
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                Comparison.stopRunningServer()
+                Foundation.exit(128 + number)
+            }
+            source.resume()
+            stoppers.append(source)
+        }
+        defer { stoppers.forEach { $0.cancel() } }
         let started = Date()
         let comparison = Comparison.run(options) { line in
             FileHandle.standardError.write(Data(String(format: "[%5.1fs] %@\n", Date().timeIntervalSince(started), line).utf8))

@@ -24,6 +24,8 @@ struct SuiteTests {
         ("scenarios:\n  - name: c\n    kind: convoy\n    probe: {path: /}\n    background: {path: /}\n", "s.yaml:2: convoy: probe needs path and rate"),
         ("quick: {duration: 0s}\nscenarios:\n  - {name: a, kind: memory, path: /}\n", "s.yaml:1: duration: expected a duration"),
         ("scenarios: []\n", "s.yaml:1: scenarios: expected a list"),
+        ("scenarios:\n  - {name: a, kind: scaling, path: /, connections: [1, 8, 4]}\n", "s.yaml:2: connections: must rise, but 4 follows 8"),
+        ("scenarios:\n  - name: m\n    kind: capacity\n    sla_p99_ms: 5\n    endpoints: [{path: /}]\n    rates: [400, 100]\n", "s.yaml:6: rates: must rise"),
     ])
     func mistakesNameTheFileAndLine(text: String, expected: String) {
         ScenarioTests.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try Suite.parse(text, path: "s.yaml") }
@@ -41,10 +43,10 @@ struct SuiteTests {
         func comparison(gil: Double, nogil: Double, gilLock: Double) -> Comparison {
             Comparison(timing: "quick", cores: 2, scenarios: [scaling], modes: [
                 .init(mode: "gil", outcomes: [Self.outcome("cpu", [("req/s @1", 800), ("req/s @8", gil), ("scaling", gil / 800)], headline: "req/s @8",
-                                                           higherIsBetter: true, serverTime: ["queue": 1, "lock": gilLock, "app": 1])],
+                                                           higherIsBetter: true, serverTime: ["queue": 1, "lock": gilLock, "work": 1])],
                       scenarioFailures: [:]),
                 .init(mode: "nogil", outcomes: [Self.outcome("cpu", [("req/s @1", 800), ("req/s @8", nogil), ("scaling", nogil / 800)],
-                                                             headline: "req/s @8", higherIsBetter: true, serverTime: ["queue": 0.1, "lock": 0, "app": 1])],
+                                                             headline: "req/s @8", higherIsBetter: true, serverTime: ["queue": 0.1, "lock": 0, "work": 1])],
                       scenarioFailures: [:]),
             ])
         }
@@ -55,6 +57,8 @@ struct SuiteTests {
         #expect(even.hasPrefix("Every mode is within 10%"), "\(even)")
         let reversed = comparison(gil: 1900, nogil: 900, gilLock: 0.01).verdict(scaling) ?? ""
         #expect(reversed.hasPrefix("gil wins") && reversed.contains("its limit is the work itself"), "\(reversed)")
+        let tied = comparison(gil: 1700, nogil: 1700, gilLock: 0).verdict(scaling) ?? ""
+        #expect(tied.hasPrefix("Every mode measured the same"), "not 'only gil was measured': \(tied)")
         let table = comparison(gil: 880, nogil: 1700, gilLock: 8).text()
         #expect(table.contains("0.52×") && table.contains("1.00×"), "\(table)")
         let page = comparison(gil: 880, nogil: 1700, gilLock: 8).page()

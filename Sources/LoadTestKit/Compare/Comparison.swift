@@ -82,6 +82,11 @@ public struct Comparison: Codable, Sendable {
             result.idleMemory = idle
             say("\(mode): listening on \(server.target.hostHeader), \(idle.processes) process\(idle.processes == 1 ? "" : "es")")
             for entry in options.suite.scenarios {
+                if let exit = server.exit {
+                    // Died during an earlier scenario: nothing after it is measured.
+                    result.scenarioFailures[entry.name] = "the server \(exit) before this scenario"
+                    continue
+                }
                 server.settle()
                 let started = Date()
                 do {
@@ -92,6 +97,13 @@ public struct Comparison: Codable, Sendable {
                 } catch {
                     result.scenarioFailures[entry.name] = "\(error)"
                     say("\(mode): \(entry.name) failed: \(error)")
+                }
+                // Figures taken while the server was dying are not its figures, and a failure
+                // then is the death's.
+                if let exit = server.exit {
+                    result.outcomes.removeAll { $0.scenario == entry.name }
+                    result.scenarioFailures[entry.name] = "the server \(exit) during this scenario"
+                    say("\(mode): the server \(exit) during \(entry.name)")
                 }
             }
             server.stop()
@@ -111,6 +123,12 @@ public struct Comparison: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
+    /// Stops the server being measured, if any: for a signal handler when compare is
+    /// interrupted, so no server is left listening.
+    public static func stopRunningServer() {
+        if let pid = ServerUnderTest.running.withLock({ $0 }) { kill(pid, SIGTERM) }
     }
 
     /// Three significant figures, and no more decimals than a reader wants.

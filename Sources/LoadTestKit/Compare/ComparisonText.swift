@@ -72,7 +72,7 @@ extension Comparison {
     /// took the largest share, or the work itself when no wait stands out.
     static func whereTimeWent(_ outcome: ScenarioOutcome) -> String {
         let time = outcome.serverTimeMs
-        let total = ["queue", "lock", "app"].compactMap { time[$0] }.reduce(0, +)
+        let total = ["queue", "lock", "work"].compactMap { time[$0] }.reduce(0, +)
         guard total > 0 else { return "" }
         let share = { (name: String) in 100 * (time[name] ?? 0) / total }
         let waits = [("queued for a free handler thread", "queue"), ("waiting for the lock", "lock")]
@@ -88,7 +88,21 @@ extension Comparison {
     func verdict(_ scenario: ScenarioInfo) -> String? {
         guard let best = best(scenario.name), let worst = worst(scenario.name) else { return nil }
         let f = Self.format
-        if best.mode == worst.mode { return "Only \(best.mode) was measured: \(best.outcome.headline) \(f(best.value))." }
+        let ranked = measured(scenario.name).filter { $0.outcome.headlineValue != nil }
+        if ranked.count == 1 { return "Only \(best.mode) was measured: \(best.outcome.headline) \(f(best.value))." }
+        if best.value == worst.value { return "Every mode measured the same \(best.outcome.headline): \(f(best.value))." }
+        // Every mode that tied for the best is named with it: within 2% for a measured figure,
+        // which is this kind of machine's noise, and exactly for capacity's rate steps.
+        let tolerance = scenario.kind == "capacity" ? 1.0 : 0.98
+        let leaders = ranked.filter { entry in
+            let value = entry.outcome.headlineValue!
+            return best.outcome.higherIsBetter ? value >= tolerance * best.value : value * tolerance <= best.value
+        }.map(\.mode)
+        let winner = leaders.count == 1 ? best.mode
+            : leaders.dropLast().joined(separator: ", ") + " and " + leaders.last! + (tolerance < 1 ? " (within 2% of each other)" : "")
+        let plural = leaders.count > 1
+        // With several winners, the figures quoted are the best one's: say whose.
+        let whose = plural ? "\(best.mode) " : ""
         switch scenario.kind {
         case "scaling":
             let labels = best.outcome.figures.map(\.label).filter { $0.hasPrefix("req/s @") }
@@ -100,11 +114,11 @@ extension Comparison {
                     + (lockWaits.isEmpty ? "." : "; no mode spends more than \(f(lockWaits.max()!))% of its server time waiting for a lock.")
             }
             let bestScaling = best.outcome.value("scaling").map { "\(f($0))× its rate at \(least)" } ?? ""
-            return "\(best.mode) wins: \(f(best.value)) req/s at \(most) connections, \(bestScaling); \(worst.mode) reaches "
+            return "\(winner) \(plural ? "win" : "wins"): \(whose)\(f(best.value)) req/s at \(most) connections, \(bestScaling); \(worst.mode) reaches "
                 + "\(worst.outcome.value("scaling").map { "\(f($0))×" } ?? "—") (\(f(worst.value)) req/s)\(Self.whereTimeWent(worst.outcome))."
         case "convoy":
-            let busy = best.outcome.value("busy req/s").map { " beside \(f($0)) CPU requests/s" } ?? ""
-            return "\(best.mode) answers the quick request in p99 \(f(best.value)) ms\(busy); \(worst.mode) takes "
+            let busy = best.outcome.value("busy req/s").map { " beside \(f($0)) background requests/s" } ?? ""
+            return "\(winner) \(plural ? "answer" : "answers") the quick request in p99 \(whose)\(f(best.value)) ms\(busy); \(worst.mode) takes "
                 + "\(f(worst.value)) ms (\(f(worst.value / max(best.value, 0.001)))× longer)\(Self.whereTimeWent(worst.outcome))."
         case "capacity":
             // The rates stop at the first that missed the SLA: the step above what it sustained.
@@ -115,19 +129,16 @@ extension Comparison {
                 return rate > worst.value
             }
             let detail = worst.outcome.note.map { " (\($0))" } ?? failedStep.map { " (at \($0.label.dropFirst("p99 @".count)) its p99 was \(f($0.value!)) ms)" } ?? ""
-            // Rates are steps, so ties are common: name every mode that reached the top one.
-            let leaders = measured(scenario.name).filter { $0.outcome.headlineValue == best.value }.map(\.mode)
-            let who = leaders.count == 1 ? "\(best.mode) sustains the highest rate"
-                : "\(leaders.dropLast().joined(separator: ", ")) and \(leaders.last!) \(leaders.count == 2 ? "both" : "all") sustain the highest rate"
+            let who = plural ? "\(winner) \(leaders.count == 2 ? "both" : "all") sustain the highest rate" : "\(winner) sustains the highest rate"
             return "\(who) within the SLA, \(f(best.value)) req/s; \(worst.mode) sustains \(f(worst.value)) req/s\(detail)."
         case "memory":
             let processes = { (outcome: ScenarioOutcome) in Int(outcome.value("processes") ?? 1) }
             let count = { (n: Int) in "\(n) process\(n == 1 ? "" : "es")" }
-            return "\(best.mode) needs the least memory of its own under load (anonymous Pss: heap, stacks, copied pages), "
-                + "\(f(best.value)) MB over \(count(processes(best.outcome))); "
+            return "\(winner) \(plural ? "need" : "needs") the least memory of \(plural ? "their" : "its") own under load (anonymous Pss: heap, stacks, copied pages), "
+                + "\(whose)\(f(best.value)) MB over \(count(processes(best.outcome))); "
                 + "\(worst.mode) needs \(f(worst.value)) MB (\(f(worst.value / max(best.value, 0.001)))×) over \(count(processes(worst.outcome)))."
         default:
-            return "\(best.mode) does best: \(best.outcome.headline) \(f(best.value))."
+            return "\(winner) \(plural ? "do" : "does") best: \(best.outcome.headline) \(f(best.value))."
         }
     }
 }

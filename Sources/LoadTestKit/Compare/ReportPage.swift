@@ -23,6 +23,11 @@ extension Comparison {
             if !scenario.question.isEmpty { body += "<p class=\"question\">\(escape(scenario.question))</p>\n" }
             body += charts(scenario)
             body += tableHTML(scenario)
+            for mode in modes {
+                if let failure = mode.scenarioFailures[scenario.name] {
+                    body += "<p class=\"failure\">\(escape(mode.mode)): not measured: \(escape(failure))</p>\n"
+                }
+            }
             if let verdict = verdict(scenario) { body += "<p class=\"verdict\">\(escape(verdict))</p>\n" }
             body += "</section>\n"
         }
@@ -143,7 +148,7 @@ extension Comparison {
         svg += axes(plotWidth: plotWidth, plotHeight: plotHeight, xTitle: xTitle, yTitle: yTitle)
         // x ticks at the measured x values; y ticks at five even steps.
         for x in Set(points.map(\.0)).sorted() {
-            let label = percentileX ? "\(tick(x))%" : tick(x)
+            let label = percentileX ? String(format: "%g%%", x) : tick(x)
             svg += "<text x=\"\(f(px(x)))\" y=\"\(f(Self.top + plotHeight + 16))\" text-anchor=\"middle\">\(label)</text>\n"
         }
         for step in 0...4 {
@@ -168,10 +173,9 @@ extension Comparison {
         return svg + "</svg>\n"
     }
 
-    /// Stacked bars of a request's time (Server-Timing means: queue, lock, app; and the rest of
-    /// the client's latency: network, loops, client), one per mode.
+    /// Stacked bars of a request's time (see `ScenarioOutcome.serverTimeMs`), one per mode.
     private func timeBars(_ rows: [(mode: String, outcome: ScenarioOutcome)], title: String) -> String {
-        let parts = [("queue", "#9ecae1"), ("lock", "#d62728"), ("app", "#31a354"), ("rest", "#bdbdbd")]
+        let parts = [("queue", "#9ecae1"), ("lock", "#d62728"), ("work", "#31a354"), ("rest", "#bdbdbd")]
         let totals = rows.map { row in parts.map { row.outcome.serverTimeMs[$0.0] ?? 0 }.reduce(0, +) }
         guard let most = totals.max(), most > 0 else { return "" }
         let barHeight = 22.0, gap = 10.0
@@ -250,8 +254,11 @@ extension Comparison {
         return String(format: "%.2f", value).replacingOccurrences(of: #"\.?0+$"#, with: "", options: .regularExpression)
     }
 
+    /// XML's five, and the control characters XML forbids even escaped (a log line with
+    /// colours, say) become spaces.
     private func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+        String(text.unicodeScalars.map { $0.value < 0x20 && $0 != "\n" && $0 != "\t" ? " " : Character($0) })
+            .replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 }

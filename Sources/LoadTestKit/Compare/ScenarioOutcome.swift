@@ -17,9 +17,10 @@ public struct ScenarioOutcome: Codable, Sendable {
     public var headline: String
     public var higherIsBetter: Bool
     public var reports: [Report]
-    /// Where the server's time went (mean ms of Server-Timing's queue, lock and app) in the
-    /// run that explains the outcome: the most connections, the quick probe, the step that
-    /// missed the SLA. Empty without Server-Timing.
+    /// Where a request's time went, in mean ms, in the run that explains the outcome (the most
+    /// connections, the quick probe, the step that missed the SLA): `queue` for a handler,
+    /// `lock` waited for, the handler's own `work`, and the `rest` of the client's latency.
+    /// Empty without Server-Timing.
     public var serverTimeMs: [String: Double] = [:]
     /// What a number alone does not say, such as why a capacity step missed the SLA.
     public var note: String?
@@ -61,37 +62,52 @@ extension ScenarioOutcome {
                                 warmup: timing.warmup, timeout: 10)
         plan.rate = rate
         let summary = try LoadRun.run(plan)
+        guard summary.results.completed > 0 else {
+            let errors = summary.results.errors.sorted { $0.value > $1.value }.prefix(3).map { "\($0.key) ×\($0.value)" }
+            throw LoadError("no request to \(endpoints.map(\.name).joined(separator: ", ")) was answered"
+                            + (errors.isEmpty ? "" : " (\(errors.joined(separator: ", ")))"))
+        }
         var report = Report(plan: plan, summary: summary)
         report.distribution = Report.hgrm(summary)
         return report
     }
 
-    /// The mean of each Server-Timing metric (queue, lock, app), in ms, and `rest`: the
-    /// client's mean latency beyond them (the network, the server's loops, the client).
+    /// From Server-Timing's means. Threadbare's `app` is the whole handler time and its `lock`
+    /// a part of it, so the handler's own work is app − lock; the rest is the client's mean
+    /// latency beyond queue + app (the network, the server's loops, the client).
     static func serverTime(_ report: Report) -> [String: Double] {
-        var time = report.measured.serverTiming.mapValues(\.mean)
-        guard !time.isEmpty else { return time }
-        time["rest"] = max(0, report.measured.latencyMs.mean - ["queue", "lock", "app"].compactMap { time[$0] }.reduce(0, +))
-        return time
+        let timing = report.measured.serverTiming.mapValues(\.mean)
+        guard let app = timing["app"] else { return [:] }
+        let queue = timing["queue"] ?? 0, lock = min(timing["lock"] ?? 0, app)
+        return ["queue": queue, "lock": lock, "work": app - lock, "rest": max(0, report.measured.latencyMs.mean - queue - app)]
     }
 
-    /// The share of the server's own time (queue + lock + app) spent waiting for the lock, in
+    /// Answers that were 2xx, per second: a server that fails fast must not look fast.
+    static func successRate(_ report: Report) -> Double {
+        report.measured.rps * Double(report.measured.requests - statusErrors(report)) / Double(max(1, report.measured.requests))
+    }
+
+    static func statusErrors(_ report: Report) -> Int {
+        report.measured.errors.filter { $0.key.hasPrefix("status_") }.values.reduce(0, +)
+    }
+
+    /// The share of the server's time (queue + handler) spent waiting for the lock, in
     /// percent; nil without Server-Timing.
     static func lockShare(_ report: Report) -> Double? {
         let time = serverTime(report)
         guard let lock = time["lock"] else { return nil }
-        let total = ["queue", "lock", "app"].compactMap { time[$0] }.reduce(0, +)
+        let total = ["queue", "lock", "work"].compactMap { time[$0] }.reduce(0, +)
         return total > 0 ? 100 * lock / total : 0
     }
 
     private static func scaling(_ name: String, _ endpoint: Endpoint, connections: [Int], timing: Suite.Timing) throws -> ScenarioOutcome {
         let reports = try connections.map { try load([endpoint], connections: $0, timing: timing) }
-        var figures = zip(connections, reports).map { Figure(label: "req/s @\($0)", value: $1.measured.rps, unit: "req/s") }
+        var figures = zip(connections, reports).map { Figure(label: "req/s @\($0)", value: successRate($1), unit: "req/s") }
         let last = reports[reports.count - 1], most = connections[connections.count - 1]
         figures.append(Figure(label: "p99 @\(most)", value: last.measured.latencyMs.p99, unit: "ms"))
         figures.append(Figure(label: "lock wait @\(most)", value: lockShare(last), unit: "%"))
-        let first = reports[0].measured.rps
-        figures.append(Figure(label: "scaling", value: first > 0 ? last.measured.rps / first : nil, unit: "×"))
+        let first = successRate(reports[0])
+        figures.append(Figure(label: "scaling", value: first > 0 ? successRate(last) / first : nil, unit: "×"))
         return ScenarioOutcome(scenario: name, figures: figures, headline: "req/s @\(most)", higherIsBetter: true, reports: reports,
                                serverTimeMs: serverTime(last))
     }
@@ -106,7 +122,7 @@ extension ScenarioOutcome {
             Figure(label: "quick p50", value: quick.measured.latencyMs.p50, unit: "ms"),
             Figure(label: "quick p99", value: quick.measured.latencyMs.p99, unit: "ms"),
             Figure(label: "quick lock wait", value: quick.measured.serverTiming["lock"]?.mean, unit: "ms"),
-            Figure(label: "busy req/s", value: behind.measured.rps, unit: "req/s"),
+            Figure(label: "busy req/s", value: successRate(behind), unit: "req/s"),
         ]
         return ScenarioOutcome(scenario: name, figures: figures, headline: "quick p99", higherIsBetter: false, reports: [quick, behind],
                                serverTimeMs: serverTime(quick))
@@ -130,8 +146,10 @@ extension ScenarioOutcome {
             let report = try load(endpoints, connections: connections, rate: rate, timing: timing)
             reports.append(report)
             let measured = report.measured
+            // A non-2xx answer is both answered and an error: count each attempt once.
             let errors = Double(measured.errors["total"] ?? 0), answered = Double(measured.requests)
-            let meets = measured.latencyMs.p99 <= slaMilliseconds && errors <= 0.01 * max(1, answered + errors) && measured.rps >= 0.95 * rate
+            let attempts = answered + errors - Double(statusErrors(report))
+            let meets = measured.latencyMs.p99 <= slaMilliseconds && errors <= 0.01 * max(1, attempts) && measured.rps >= 0.95 * rate
             figures.append(Figure(label: "p99 @\(Int(rate))/s", value: measured.latencyMs.p99, unit: "ms"))
             if meets {
                 sustained = rate
@@ -140,9 +158,9 @@ extension ScenarioOutcome {
                 explaining = serverTime(report)
                 var misses: [String] = []
                 if measured.latencyMs.p99 > slaMilliseconds { misses.append("p99 \(Comparison.format(measured.latencyMs.p99)) ms") }
-                if errors > 0.01 * max(1, answered + errors) {
+                if errors > 0.01 * max(1, attempts) {
                     let kinds = measured.errors.filter { $0.key != "total" }.sorted { $0.value > $1.value }.prefix(2).map { "\($0.key) ×\($0.value)" }
-                    misses.append("\(Comparison.format(100 * errors / max(1, answered + errors)))% errors (\(kinds.joined(separator: ", ")))")
+                    misses.append("\(Comparison.format(100 * errors / max(1, attempts)))% errors (\(kinds.joined(separator: ", ")))")
                 }
                 if measured.rps < 0.95 * rate { misses.append("\(Comparison.format(measured.rps)) req/s answered") }
                 note = "at \(Int(rate)) req/s: " + misses.joined(separator: ", ")
@@ -167,7 +185,7 @@ extension ScenarioOutcome {
             Figure(label: "loaded RSS", value: megabytes(loaded.rssBytes), unit: "MB"),
             Figure(label: "idle own", value: megabytes(idle.anonymousPssBytes), unit: "MB"),
             Figure(label: "loaded own", value: megabytes(loaded.anonymousPssBytes), unit: "MB"),
-            Figure(label: "req/s", value: report.measured.rps, unit: "req/s"),
+            Figure(label: "req/s", value: successRate(report), unit: "req/s"),
         ]
         return ScenarioOutcome(scenario: name, figures: figures, headline: "loaded own", higherIsBetter: false, reports: [report])
     }

@@ -1,6 +1,7 @@
 import CLibevent
 import Foundation
 import ProcessInspection
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,7 +25,9 @@ final class ServerUnderTest {
             throw StartFailure(description: "no threadbare executable at \(binary) (build it, or pass --threadbare)")
         }
         guard FileManager.default.fileExists(atPath: config) else { throw StartFailure(description: "no config file at \(config)") }
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
+            throw StartFailure(description: "cannot write the log file \(log.path)")
+        }
         let output = Pipe()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["serve", "--config", config, "--port", "0", "--host", "127.0.0.1"]
@@ -55,11 +58,23 @@ final class ServerUnderTest {
                                + (logged.split(separator: "\n").suffix(3).joined(separator: " | ")))
         }
         target = parsed
+        Self.running.withLock { $0 = process.processIdentifier }
         // Drain what the server prints later, so it can never block on a full pipe.
         reader.readabilityHandler = { handle in _ = handle.availableData }
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// nil while it runs; how it ended once it has.
+    var exit: String? {
+        guard !process.isRunning else { return nil }
+        return process.terminationReason == .uncaughtSignal ? "was killed by signal \(process.terminationStatus)"
+            : "exited with status \(process.terminationStatus)"
+    }
+
+    /// The server being measured, for a signal handler to stop when compare is interrupted:
+    /// Foundation starts it in a process group of its own, where a Ctrl-C does not reach it.
+    static let running = Mutex<pid_t?>(nil)
 
     func memory() -> ServerMemory {
         let pids = [pid] + ProcessMemory.children(of: pid)
@@ -93,28 +108,32 @@ final class ServerUnderTest {
         return Array(answer[end.upperBound...])
     }
 
-    /// Requests the server has finished, over all its processes, from its /stats.
-    func requestsServed() -> Int? {
+    /// Requests the server has finished over all its processes, and the requests waiting for
+    /// a handler in the process that answered, from its /stats.
+    func progress() -> (served: Int, queued: Int)? {
         guard let body = get("/stats"), let stats = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return nil }
-        if let workers = stats["workers"] as? [String: Any], let requests = workers["requests"] as? Int { return requests }
-        return stats["requests_total"] as? Int
+        let queued = stats["queue_depth"] as? Int ?? 0
+        if let workers = stats["workers"] as? [String: Any], let requests = workers["requests"] as? Int { return (requests, queued) }
+        return (stats["requests_total"] as? Int).map { ($0, queued) }
     }
 
     /// Waits (at most `limit` seconds) until the server has worked off what a scenario left
     /// queued: requests whose clients have gone still run, and the next scenario would queue
-    /// behind them. Settled means only the /stats request itself was served in 100 ms.
+    /// behind them. Settled: nothing waits for a handler, and nothing but the /stats request
+    /// itself was served in 100 ms. Gives up at once if the server has exited.
     func settle(limit: Double = 10) {
         let deadline = Date().addingTimeInterval(limit)
-        var last = requestsServed()
-        while Date() < deadline {
+        var last = progress()
+        while Date() < deadline && exit == nil {
             Thread.sleep(forTimeInterval: 0.1)
-            let now = requestsServed()
-            if let now, let before = last, now - before <= 1 { return }
+            let now = progress()
+            if let now, let before = last, now.served - before.served <= 1 && now.queued == 0 { return }
             last = now
         }
     }
 
     func stop() {
+        Self.running.withLock { if $0 == process.processIdentifier { $0 = nil } }
         guard process.isRunning else { return }
         kill(pid, SIGTERM)
         let deadline = Date().addingTimeInterval(10)

@@ -135,7 +135,12 @@ public struct Suite: Sendable {
             let ratesNode = try required("rates")
             guard let rates = ratesNode.sequence, !rates.isEmpty else { throw reader.error(ratesNode, "rates: expected a list such as [100, 200, 400]") }
             var values: [Double] = []
-            for rate in rates { values.append(try reader.number(rate, "rates", in: 0.1...1_000_000)!) }
+            for rate in rates {
+                let value = try reader.number(rate, "rates", in: 0.1...1_000_000)!
+                // Rising: the steps after the first miss are skipped as harder still.
+                if let last = values.last, value <= last { throw reader.error(rate, "rates: must rise, but \(Comparison.format(value)) follows \(Comparison.format(last))") }
+                values.append(value)
+            }
             kind = .capacity(endpoints: parsed, rates: values,
                              connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 64,
                              slaP99Milliseconds: try reader.number(try required("sla_p99_ms"), "sla_p99_ms", in: 0.001...3_600_000)!)
@@ -159,7 +164,12 @@ public struct Suite: Sendable {
     private static func counts(_ node: Node, _ name: String, reader: YAMLReader) throws(Scenario.Invalid) -> [Int] {
         guard let list = node.sequence, !list.isEmpty else { throw reader.error(node, "\(name): expected a list such as [1, 2, 4, 8]") }
         var values: [Int] = []
-        for item in list { values.append(try reader.integer(item, name, in: 1...10_000)!) }
+        for item in list {
+            let value = try reader.integer(item, name, in: 1...10_000)!
+            // Rising: the last is "the most", which the ranking and the verdict use.
+            if let last = values.last, value <= last { throw reader.error(item, "\(name): must rise, but \(value) follows \(last)") }
+            values.append(value)
+        }
         return values
     }
 }
