@@ -3,7 +3,7 @@ import Testing
 
 /// The real `threadbare` binary, started in a subprocess on port 0, as a user would run it.
 final class ServerProcess: @unchecked Sendable {
-    let process = Process()
+    let process: Process
     let port: Int
     private let outputFile: URL
     private let errorFile: URL
@@ -20,24 +20,49 @@ final class ServerProcess: @unchecked Sendable {
     /// Starts `threadbare serve --port 0 <arguments>` and waits for its `listening on` line.
     init(_ arguments: [String] = [], environment: [String: String] = [:]) throws {
         (outputFile, errorFile) = Self.temporaryFiles()
-        process.executableURL = Self.binary
-        process.arguments = ["serve", "--port", "0"] + arguments
-        process.environment = Self.cleanEnvironment(adding: environment)
-        process.standardOutput = try FileHandle(forWritingTo: outputFile)
-        process.standardError = try FileHandle(forWritingTo: errorFile)
-        try process.run()
+        var attempts = 0
+        while true {
+            attempts += 1
+            let candidate = Process()
+            candidate.executableURL = Self.binary
+            candidate.arguments = ["serve", "--port", "0"] + arguments
+            candidate.environment = Self.cleanEnvironment(adding: environment)
+            candidate.standardOutput = try FileHandle(forWritingTo: outputFile)
+            candidate.standardError = try FileHandle(forWritingTo: errorFile)
+            try candidate.run()
 
-        let deadline = Date().addingTimeInterval(20)
-        var found: Int?
-        while found == nil && Date() < deadline && process.isRunning {
-            found = Self.listeningPort(in: (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "")
-            if found == nil { Thread.sleep(forTimeInterval: 0.02) }
+            let deadline = Date().addingTimeInterval(30)
+            var found: Int?
+            while found == nil && Date() < deadline && candidate.isRunning {
+                found = Self.listeningPort(in: (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "")
+                if found == nil { Thread.sleep(forTimeInterval: 0.02) }
+            }
+            if let found {
+                process = candidate
+                port = found
+                return
+            }
+            let state = Self.describe(candidate.processIdentifier)
+            if candidate.isRunning { kill(candidate.processIdentifier, SIGKILL) }
+            candidate.waitUntilExit()
+            // Under ThreadSanitizer a child forked from the many-threaded test runner can hang
+            // before it ever runs threadbare (it is still the runner's image): that is the
+            // sanitizer's fork, not the server, so start it once more.
+            if attempts == 1 && !state.contains("exe=\(Self.binary.path)") && !state.contains("exited") {
+                for file in [outputFile, errorFile] { try? FileHandle(forWritingTo: file).truncate(atOffset: 0) }
+                continue
+            }
+            throw ServerDidNotStart(stderr: ((try? String(contentsOf: errorFile, encoding: .utf8)) ?? "") + "\n[process: \(state)]")
         }
-        guard let found else {
-            process.terminate()
-            throw ServerDidNotStart(stderr: (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
-        }
-        port = found
+    }
+
+    /// What /proc says of a process that did not start: its image, state and threads.
+    static func describe(_ pid: Int32) -> String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? "exited"
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let fields = status.split(separator: "\n").filter { $0.hasPrefix("State:") || $0.hasPrefix("Threads:") }
+        let wchan = (try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)) ?? "?"
+        return "exe=\(exe) " + fields.map { $0.replacingOccurrences(of: "\t", with: " ") }.joined(separator: ", ") + ", wchan=\(wchan)"
     }
 
     var pid: Int32 { process.processIdentifier }
