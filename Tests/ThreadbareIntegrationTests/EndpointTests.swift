@@ -74,6 +74,25 @@ struct EndpointTests {
         #expect(try server.get("/cache/greeting").status == 404)
     }
 
+    /// compute=N: a miss computes the value (the /cpu result for N units), stores and returns
+    /// it; the next read is a hit with the same bytes.
+    @Test func cacheReadsThrough() throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let expected = try #require(try server.json("/cpu?work=300")["result"] as? String)
+        let first = try server.get("/cache/report-7?compute=300")
+        #expect(first.status == 200 && first.headers["x-cache"] == "miss" && first.text == expected, "\(first.status) \(first.text)")
+        let second = try server.get("/cache/report-7?compute=300")
+        #expect(second.status == 200 && second.headers["x-cache"] == "hit" && second.text == expected)
+        #expect(try server.get("/cache/report-7").headers["x-cache"] == nil, "a plain read says nothing of hits")
+        let stats = try server.json("/cache")
+        #expect(stats["hits"] as? Int == 2 && stats["misses"] as? Int == 1 && stats["entries"] as? Int == 1, "\(stats)")
+        #expect(try server.get("/cache/x?compute=lots").status == 400)
+        #expect(try server.get("/cache/x?compute=99999999").status == 400)
+        #expect(try server.request("PUT", "/cache/x?compute=1", body: [1]).status == 400, "compute is for reads")
+        #expect(try server.get("/cache/x").status == 404, "nothing was stored by the refused requests")
+    }
+
     @Test func cacheKeysArePercentDecoded() throws {
         let server = try ServerProcess()
         defer { server.stop() }

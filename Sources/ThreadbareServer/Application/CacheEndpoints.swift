@@ -22,9 +22,10 @@ enum CacheEndpoints {
 
     static let entry = Route(
         name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete], placement: .handler,
-        summary: "GET the stored bytes, PUT a body (201 created, 200 replaced), DELETE (204)"
+        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced), DELETE (204)"
     ) { request, context throws(RequestError) in
-        try QueryParameters(request.query).allowOnly([])
+        let parameters = try QueryParameters(request.query)
+        try parameters.allowOnly(request.method == .get ? ["compute"] : [])
         let key = try decodeKey(String(request.path.dropFirst("/cache/".count)))
         // prefork: other workers' /cache answers read this worker's figures from the scoreboard.
         defer { context.status.seat?.publish(context.status) }
@@ -42,8 +43,19 @@ enum CacheEndpoints {
             guard context.cache.remove(key) else { throw RequestError(404, "no cache entry for this key") }
             return HTTPResponse(status: 204, contentType: "application/json", body: [])
         default:
-            guard let entry = context.cache.get(key) else { throw RequestError(404, "no cache entry for this key") }
-            return HTTPResponse(status: 200, contentType: entry.contentType, body: entry.value)
+            let compute = parameters.has("compute") ? try parameters.integer("compute", in: 0...context.limits.cpuMaxWork) : nil
+            if let entry = context.cache.get(key) {
+                return HTTPResponse(status: 200, contentType: entry.contentType, body: entry.value, headers: compute == nil ? [] : [("X-Cache", "hit")])
+            }
+            guard let compute else { throw RequestError(404, "no cache entry for this key") }
+            // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
+            // computes the value as handler code (under the lock, with its check points),
+            // stores it and answers with it.
+            let lock = context.lock
+            let value = Array(CPUWork.hex(CPUWork.run(units: compute) { lock.checkpoint() }).utf8)
+            // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
+            _ = context.cache.put(key, CacheEntry(value: value, contentType: "text/plain; charset=utf-8"))
+            return HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value, headers: [("X-Cache", "miss")])
         }
     }
 

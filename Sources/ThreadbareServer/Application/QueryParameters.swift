@@ -32,6 +32,10 @@ public struct QueryParameters: Sendable {
         }
     }
 
+    public func has(_ name: String) -> Bool {
+        pairs.contains { $0.name == name }
+    }
+
     public func integer(_ name: String, in range: ClosedRange<Int>, default fallback: Int? = nil) throws(RequestError) -> Int {
         let matches = pairs.filter { $0.name == name }
         guard matches.count <= 1 else { throw RequestError(400, "query parameter '\(name)' is given more than once") }
