@@ -34,8 +34,31 @@ final class ClientConnection {
         self.worker = worker
     }
 
+    /// A templated request's bytes, rendered here for each send (kept until it is written).
+    private var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
     deinit {
         close()
+        scratch.deallocate()
+    }
+
+    /// `prefix`, the key in decimal, `suffix`: into this connection's own buffer.
+    func render(_ prefix: [UInt8], _ key: Int, _ suffix: [UInt8]) -> UnsafeRawBufferPointer {
+        var digits: [UInt8] = []
+        var rest = key
+        repeat {
+            digits.append(UInt8(0x30 + rest % 10))
+            rest /= 10
+        } while rest > 0
+        let length = prefix.count + digits.count + suffix.count
+        if scratch.count < length {
+            scratch.deallocate()
+            scratch = .allocate(byteCount: length + 32, alignment: 1)
+        }
+        prefix.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: scratch[..<prefix.count]).copyMemory(from: $0) }
+        for (offset, digit) in digits.reversed().enumerated() { scratch[prefix.count + offset] = digit }
+        suffix.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: scratch[(prefix.count + digits.count)..<length]).copyMemory(from: $0) }
+        return UnsafeRawBufferPointer(rebasing: scratch[..<length])
     }
 
     /// Whether a request is on it: sent or being sent, not yet answered.

@@ -9,6 +9,8 @@ public struct Endpoint: Sendable {
     public var body: [UInt8] = []
     /// Its share of the requests relative to the others' (1 to 1,000,000).
     public var weight = 1
+    /// What `{key}` in the path stands for: a key drawn for each request.
+    public var keys: KeySpace?
 
     public static let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
     public static let weights = 1...1_000_000
@@ -46,6 +48,22 @@ public struct Endpoint: Sendable {
     public static func problem(withHeader name: String) -> String? {
         ["content-length", "transfer-encoding"].contains(name.lowercased())
             ? "\(name) is set from the body; leave it out" : nil
+    }
+
+    /// Why the endpoint cannot run, or nil: `{key}` in the path and a key space go together.
+    var problem: String? {
+        let templated = target.pathAndQuery.contains(KeySpace.placeholder)
+        if templated && keys == nil { return "\(name): the path has \(KeySpace.placeholder) but no keys are given" }
+        if !templated && keys != nil { return "\(name): keys are given but the path has no \(KeySpace.placeholder)" }
+        return nil
+    }
+
+    /// A templated request's bytes before and after its key; nil when the request is fixed.
+    var requestParts: (prefix: [UInt8], suffix: [UInt8])? {
+        guard keys != nil else { return nil }
+        let bytes = requestBytes, placeholder = Array(KeySpace.placeholder.utf8)
+        guard let range = bytes.firstRange(of: placeholder) else { return nil }
+        return (Array(bytes[..<range.lowerBound]), Array(bytes[range.upperBound...]))
     }
 
     /// The request exactly as it goes on the wire, built once for the whole run.

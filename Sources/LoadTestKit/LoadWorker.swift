@@ -22,6 +22,7 @@ public struct LoadPlan: Sendable {
         for endpoint in endpoints where endpoint.target.host != first.target.host || endpoint.target.port != first.target.port {
             throw LoadError("every URL must be on the same host and port (\(first.name) and \(endpoint.name) are not): connections are shared")
         }
+        if let problem = endpoints.lazy.compactMap(\.problem).first { throw LoadError(problem) }
         self.endpoints = endpoints
         self.connections = connections
         self.threads = threads
@@ -53,6 +54,9 @@ final class LoadWorker: @unchecked Sendable {
     private(set) var results: [Results]
     private var connections: [ClientConnection] = []
     private let requests: [UnsafeMutableRawBufferPointer]
+    /// Endpoints with `{key}`: their request around the key, and this thread's key draws.
+    private let templates: [(prefix: [UInt8], suffix: [UInt8])?]
+    private var samplers: [KeySampler?]
     private let expectsBody: [Bool]
     private var rotation: WeightedRotation
     private let measureFrom: UInt64
@@ -100,6 +104,8 @@ final class LoadWorker: @unchecked Sendable {
             return buffer
         }
         expectsBody = plan.endpoints.map { $0.method != "HEAD" }
+        templates = plan.endpoints.map(\.requestParts)
+        samplers = plan.endpoints.map { endpoint in endpoint.keys.map { KeySampler($0, seed: UInt64.random(in: 1...UInt64.max)) } }
         rotation = WeightedRotation(weights: plan.endpoints.map(\.weight))
         connections = (0..<count).map { _ in ClientConnection(worker: self) }
     }
@@ -162,7 +168,11 @@ final class LoadWorker: @unchecked Sendable {
     // MARK: Sending
 
     private func issue(on connection: ClientConnection, endpoint: Int, intendedAt: UInt64, now: UInt64) {
-        connection.send(endpoint: endpoint, request: UnsafeRawBufferPointer(requests[endpoint]), expectsBody: expectsBody[endpoint],
+        var request = UnsafeRawBufferPointer(requests[endpoint])
+        if let template = templates[endpoint], let key = samplers[endpoint]?.next() {
+            request = connection.render(template.prefix, key, template.suffix)
+        }
+        connection.send(endpoint: endpoint, request: request, expectsBody: expectsBody[endpoint],
                         intendedAt: intendedAt, now: now)
     }
 

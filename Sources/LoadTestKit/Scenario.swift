@@ -35,7 +35,7 @@ public struct Scenario: Sendable {
 
     static let topLevelKeys = ["target", "threads", "connections", "rate", "duration", "warmup", "timeout", "phases", "endpoints"]
     static let phaseKeys = ["connections", "rate", "duration"]
-    static let endpointKeys = ["path", "url", "method", "headers", "body", "body_file", "weight"]
+    static let endpointKeys = ["path", "url", "method", "headers", "body", "body_file", "weight", "keys"]
 
     /// Reads the file at `path`; `target`, if given, replaces the file's (the same scenario
     /// against another server or port).
@@ -168,7 +168,19 @@ public struct Scenario: Sendable {
             break
         }
         endpoint.weight = try reader.integer(fields["weight"], "weight", in: Endpoint.weights) ?? 1
+        endpoint.keys = try keySpace(fields["keys"], reader: reader)
+        if let problem = endpoint.problem { throw reader.error(node, problem) }
         return endpoint
+    }
+
+    /// `keys: {count: 10000, zipf: 1.1}`: what `{key}` in the path stands for.
+    static func keySpace(_ node: Node?, reader: YAMLReader) throws(Invalid) -> KeySpace? {
+        guard let node else { return nil }
+        let fields = try reader.mapping(node, keys: ["count", "zipf"], what: "keys")
+        guard let count = try reader.integer(fields["count"], "count", in: KeySpace.counts) else {
+            throw reader.error(node, "keys: needs a count, such as {count: 10000, zipf: 1.1}")
+        }
+        return KeySpace(count: count, zipfExponent: try reader.number(fields["zipf"], "zipf", in: 0...10) ?? 0)
     }
 }
 

@@ -63,6 +63,8 @@ struct Run: ParsableCommand {
     @Option(name: .short, help: "Method.") var X: String = "GET"
     @Option(name: .short, help: "Header 'Name: value' (repeatable).") var H: [String] = []
     @Option(help: "Request body, or @FILE.") var body: String?
+    @Option(help: "{key} in a URL stands for one of this many keys (0 …), drawn for each request.") var keys: Int?
+    @Option(help: "With --keys: draw keys by Zipf's law with this exponent (a few hot keys, a long tail); 0 is uniform.") var zipf: Double = 0
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -77,6 +79,8 @@ struct Run: ParsableCommand {
         for rate in rate?.values ?? [] where !(rate.isFinite && rate > 0 && rate <= 10_000_000) {
             throw ValidationError("--rate must be from above 0 to 10000000, got \(rate)")
         }
+        if let keys, !KeySpace.counts.contains(keys) { throw ValidationError("--keys must be from 1 to \(KeySpace.counts.upperBound), got \(keys)") }
+        guard zipf.isFinite && (0...10).contains(zipf) else { throw ValidationError("--zipf must be from 0 to 10, got \(zipf)") }
         guard Endpoint.methods.contains(X) else { throw ValidationError("-X must be one of \(Endpoint.methods.joined(separator: ", ")), got \(X)") }
         for header in H {
             guard let colon = header.firstIndex(of: ":") else { throw ValidationError("-H expects 'Name: value', got '\(header)'") }
@@ -110,6 +114,9 @@ struct Run: ParsableCommand {
                 endpoint.method = X
                 endpoint.headers = headers
                 endpoint.body = requestBody
+                if let keys, endpoint.target.pathAndQuery.contains(KeySpace.placeholder) {
+                    endpoint.keys = KeySpace(count: keys, zipfExponent: zipf)
+                }
                 return endpoint
             }
             plan = try LoadPlan(endpoints: endpoints, connections: c.values[0], threads: t, duration: d.seconds,

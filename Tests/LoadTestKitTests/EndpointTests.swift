@@ -40,6 +40,30 @@ struct EndpointTests {
         #expect(String(decoding: get.requestBytes, as: UTF8.self) == "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
     }
 
+    /// Zipf's law with s = 1 over 100 keys: key 0 has 1/H(100) ≈ 19.3% of the draws, key 9
+    /// a tenth of that; uniform draws spread evenly.
+    @Test func keysAreDrawnByZipfsLaw() {
+        var zipf = KeySampler(KeySpace(count: 100, zipfExponent: 1), seed: 42)
+        var counts = [Int](repeating: 0, count: 100)
+        for _ in 0..<200_000 { counts[zipf.next()] += 1 }
+        #expect(abs(Double(counts[0]) / 200_000 - 0.1928) < 0.01, "\(counts[0])")
+        #expect(abs(Double(counts[0]) / Double(counts[9]) - 10) < 1.5, "\(counts[0]) vs \(counts[9])")
+        var uniform = KeySampler(KeySpace(count: 4), seed: 7)
+        var spread = [0, 0, 0, 0]
+        for _ in 0..<40_000 { spread[uniform.next()] += 1 }
+        #expect(spread.allSatisfy { abs($0 - 10_000) < 600 }, "\(spread)")
+    }
+
+    @Test func aKeyGoesWhereThePathSaysEachRequest() throws {
+        var endpoint = try Endpoint(weightedURL: "http://h/cache/item-{key}?compute=5")
+        #expect(endpoint.problem != nil, "{key} needs keys")
+        endpoint.keys = KeySpace(count: 10)
+        #expect(endpoint.problem == nil)
+        let parts = try #require(endpoint.requestParts)
+        #expect(String(decoding: parts.prefix, as: UTF8.self) == "GET /cache/item-")
+        #expect(String(decoding: parts.suffix, as: UTF8.self) == "?compute=5 HTTP/1.1\r\nHost: h\r\n\r\n")
+    }
+
     @Test func everyURLMustBeOnTheSameServer() throws {
         let endpoints = try ["http://a:1/x", "http://a:2/y"].map { try Endpoint(weightedURL: $0) }
         #expect(throws: LoadError.self) { try LoadPlan(endpoints: endpoints, connections: 1, threads: 1, duration: 1) }

@@ -85,6 +85,21 @@ struct EngineTests {
         #expect(summary.results.completed + summary.results.errorTotal > 0, "\(summary.results.errors)")
     }
 
+    @Test func eachRequestCarriesAKeyOfItsOwn() throws {
+        let seen = LockedLines()
+        let server = try ScriptedServer { line in
+            seen.append(line)
+            return .status(200)
+        }
+        defer { server.stop() }
+        var endpoint = try Endpoint(weightedURL: server.url + "/item-{key}")
+        endpoint.keys = KeySpace(count: 5)
+        let summary = try LoadRun.run(try LoadPlan(endpoints: [endpoint], connections: 2, threads: 1, duration: 0.3))
+        #expect(summary.results.completed > 20)
+        let paths = Set(seen.all.map { $0.split(separator: " ")[1] })
+        #expect(paths.isSubset(of: (0..<5).map { "/item-\($0)" }) && paths.count == 5, "\(paths)")
+    }
+
     @Test func weightsSplitTheRequestsAndEachEndpointKeepsItsOwnResults() throws {
         let server = try ScriptedServer { line in line.contains("/slow") ? { Thread.sleep(forTimeInterval: 0.002); return .status(200) }() : .status(200) }
         defer { server.stop() }

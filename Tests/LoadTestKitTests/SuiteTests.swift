@@ -9,7 +9,7 @@ import Testing
 struct SuiteTests {
     @Test func theShippedSuiteIsValid() throws {
         let suite = try Suite.load(path: ScenarioTests.shipped.appendingPathComponent("suite.yaml").path)
-        #expect(suite.scenarios.map(\.kind.name) == ["scaling", "scaling", "convoy", "capacity", "memory"])
+        #expect(suite.scenarios.map(\.kind.name) == ["scaling", "scaling", "convoy", "capacity", "cache", "memory"])
         #expect(suite.scenarios.allSatisfy { !$0.question.isEmpty })
         #expect(suite.quick.duration < suite.full.duration)
     }
@@ -24,6 +24,8 @@ struct SuiteTests {
         ("scenarios:\n  - name: c\n    kind: convoy\n    probe: {path: /}\n    background: {path: /}\n", "s.yaml:2: convoy: probe needs path and rate"),
         ("quick: {duration: 0s}\nscenarios:\n  - {name: a, kind: memory, path: /}\n", "s.yaml:1: duration: expected a duration"),
         ("scenarios: []\n", "s.yaml:1: scenarios: expected a list"),
+        ("scenarios:\n  - {name: c, kind: cache, path: /cache/x, keys: {count: 10}}\n", "s.yaml:2: /cache/x: keys are given but the path has no {key}"),
+        ("scenarios:\n  - {name: c, kind: cache, path: \"/cache/{key}\", keys: {zipf: 1}}\n", "s.yaml:2: keys: needs a count"),
         ("scenarios:\n  - {name: a, kind: scaling, path: /, connections: [1, 8, 4]}\n", "s.yaml:2: connections: must rise, but 4 follows 8"),
         ("scenarios:\n  - name: m\n    kind: capacity\n    sla_p99_ms: 5\n    endpoints: [{path: /}]\n    rates: [400, 100]\n", "s.yaml:6: rates: must rise"),
     ])

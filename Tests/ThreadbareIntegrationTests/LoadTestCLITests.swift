@@ -171,6 +171,7 @@ extension LoadSensitive {
                 scenarios:
                   - {name: cpu, title: CPU scaling, question: does it scale?, kind: scaling, path: "/cpu?work=200", connections: [1, 4]}
                   - {name: memory, title: Memory, kind: memory, path: /health, connections: 2}
+                  - {name: cache, title: Cache, kind: cache, path: "/cache/k{key}?compute=50", keys: {count: 50, zipf: 1}, connections: 2}
                 """.write(to: suite, atomically: true, encoding: .utf8)
             let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
                 .appendingPathComponent("config")
@@ -183,7 +184,8 @@ extension LoadSensitive {
             let json = try Self.json(try String(contentsOf: out.appendingPathComponent("compare.json"), encoding: .utf8))
             let modes = try #require(json["modes"] as? [[String: Any]])
             #expect(modes.map { $0["mode"] as? String } == ["nogil", "gil"])
-            #expect(modes.allSatisfy { ($0["outcomes"] as? [Any])?.count == 2 })
+            #expect(modes.allSatisfy { ($0["outcomes"] as? [Any])?.count == 3 })
+            #expect(run.stdout.contains("% of reads hitting"), "the cache verdict: \(run.stdout)")
             let page = try Data(contentsOf: out.appendingPathComponent("index.html"))
             let parser = XMLParser(data: page)
             #expect(parser.parse(), "index.html is well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")

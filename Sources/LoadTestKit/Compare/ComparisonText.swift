@@ -10,6 +10,7 @@ extension Comparison {
             var lines = ["## \(scenario.title)" + (scenario.question.isEmpty ? "" : " — \(scenario.question)")]
             lines.append(contentsOf: table(scenario))
             if let sentence = verdict(scenario) { lines.append(sentence) }
+            lines.append(contentsOf: memoryNotes(scenario))
             blocks.append(lines.joined(separator: "\n"))
         }
         let missing = modes.filter { $0.failure != nil }
@@ -62,6 +63,12 @@ extension Comparison {
             }.joined(separator: "  ")
         }
         return [rendered[0], String(repeating: "-", count: rendered[0].count)] + rendered.dropFirst() + failures(scenario)
+    }
+
+    /// Memory per process, for the modes with more than one.
+    func memoryNotes(_ scenario: ScenarioInfo) -> [String] {
+        guard scenario.kind == "memory" else { return [] }
+        return measured(scenario.name).compactMap { mode, outcome in outcome.note.map { "\(mode): \($0)" } }
     }
 
     private func failures(_ scenario: ScenarioInfo) -> [String] {
@@ -137,6 +144,12 @@ extension Comparison {
             return "\(winner) \(plural ? "need" : "needs") the least memory of \(plural ? "their" : "its") own under load (anonymous Pss: heap, stacks, copied pages), "
                 + "\(whose)\(f(best.value)) MB over \(count(processes(best.outcome))); "
                 + "\(worst.mode) needs \(f(worst.value)) MB (\(f(worst.value / max(best.value, 0.001)))×) over \(count(processes(worst.outcome)))."
+        case "cache":
+            let hits = { (outcome: ScenarioOutcome) in outcome.value("hit ratio").map { "\(f($0))% of reads hitting" } ?? "no hit ratio" }
+            let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }
+            let apart = processes(worst.mode) > 1 ? ", its \(processes(worst.mode) - 1) workers each filling a cache of their own" : ""
+            return "\(winner) \(plural ? "serve" : "serves") the most, \(whose)\(f(best.value)) req/s with \(hits(best.outcome)); "
+                + "\(worst.mode) manages \(f(worst.value)) req/s with \(hits(worst.outcome))\(apart)\(Self.whereTimeWent(worst.outcome))."
         default:
             return "\(winner) \(plural ? "do" : "does") best: \(best.outcome.headline) \(f(best.value))."
         }

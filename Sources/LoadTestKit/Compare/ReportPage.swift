@@ -29,6 +29,7 @@ extension Comparison {
                 }
             }
             if let verdict = verdict(scenario) { body += "<p class=\"verdict\">\(escape(verdict))</p>\n" }
+            for note in memoryNotes(scenario) { body += "<p>\(escape(note))</p>\n" }
             body += "</section>\n"
         }
         for mode in modes where mode.failure != nil {
@@ -113,6 +114,9 @@ extension Comparison {
             }
             return lineChart(series, xTitle: "offered requests/s", yTitle: "p99 latency, ms", logX: true, logY: true,
                              threshold: scenario.slaP99Milliseconds.map { ($0, "SLA") })
+        case "cache":
+            return barChart(rows.map { mode, outcome in (mode, [("hit ratio %", outcome.value("hit ratio") ?? 0)]) },
+                            title: "share of reads that hit the cache, %")
         case "memory":
             return barChart(rows.map { mode, outcome in
                 (mode, [("idle", outcome.value("idle own") ?? 0), ("loaded", outcome.value("loaded own") ?? 0)])
@@ -220,7 +224,7 @@ extension Comparison {
             for (row, (name, value)) in values.enumerated() {
                 let barY = y + Double(row) * barHeight
                 svg += "<rect x=\"\(f(Self.left))\" y=\"\(f(barY))\" width=\"\(f(value / most * plotWidth))\" height=\"\(f(barHeight - 2))\" "
-                    + "fill=\"\(colour(mode))\" fill-opacity=\"\(row == 0 ? "0.45" : "1")\"/>\n"
+                    + "fill=\"\(colour(mode))\" fill-opacity=\"\(row == 0 && values.count > 1 ? "0.45" : "1")\"/>\n"
                 svg += "<text x=\"\(f(Self.left + value / most * plotWidth + 6))\" y=\"\(f(barY + barHeight - 3))\">\(escape(name)) \(Self.format(value))</text>\n"
             }
         }

@@ -54,6 +54,8 @@ extension ScenarioOutcome {
         case .memory(let endpoint, let connections):
             return try memory(entry.name, endpoint.on(server.target), connections: connections, timing: timing,
                               server: server, idle: idleMemory)
+        case .cache(let endpoint, let connections):
+            return try cache(entry.name, endpoint.on(server.target), connections: connections, timing: timing, server: server)
         }
     }
 
@@ -187,7 +189,38 @@ extension ScenarioOutcome {
             Figure(label: "loaded own", value: megabytes(loaded.anonymousPssBytes), unit: "MB"),
             Figure(label: "req/s", value: successRate(report), unit: "req/s"),
         ]
-        return ScenarioOutcome(scenario: name, figures: figures, headline: "loaded own", higherIsBetter: false, reports: [report])
+        let each = loaded.anonymousPssByProcess.map { Comparison.format(megabytes($0)) }
+        let note = each.count > 1 ? "own MB under load, per process: \(each[0]) (the master), then \(each.dropFirst().joined(separator: ", "))" : nil
+        return ScenarioOutcome(scenario: name, figures: figures, headline: "loaded own", higherIsBetter: false, reports: [report], note: note)
+    }
+}
+
+extension ScenarioOutcome {
+    /// Hits and misses from the server's /cache before and after the load (warm-up
+    /// included: the cache starts cold in every mode). prefork: the sum over its workers;
+    /// subinterpreters: the interpreter that answered, whose share of the reads is like the
+    /// others'.
+    private static func cache(_ name: String, _ endpoint: Endpoint, connections: Int, timing: Suite.Timing,
+                              server: ServerUnderTest) throws -> ScenarioOutcome {
+        func counts() throws -> (hits: Int, misses: Int, entries: Int) {
+            guard let body = server.get("/cache"), var stats = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+                throw LoadError("the server's /cache did not answer")
+            }
+            if let total = (stats["workers"] as? [String: Any])?["total"] as? [String: Any] { stats = total }
+            return (stats["hits"] as? Int ?? 0, stats["misses"] as? Int ?? 0, stats["entries"] as? Int ?? 0)
+        }
+        let before = try counts()
+        let report = try load([endpoint], connections: connections, timing: timing)
+        let after = try counts()
+        let hits = after.hits - before.hits, misses = after.misses - before.misses
+        let figures = [
+            Figure(label: "hit ratio", value: hits + misses > 0 ? 100 * Double(hits) / Double(hits + misses) : nil, unit: "%"),
+            Figure(label: "req/s", value: successRate(report), unit: "req/s"),
+            Figure(label: "p99", value: report.measured.latencyMs.p99, unit: "ms"),
+            Figure(label: "entries", value: Double(after.entries), unit: ""),
+        ]
+        return ScenarioOutcome(scenario: name, figures: figures, headline: "req/s", higherIsBetter: true, reports: [report],
+                               serverTimeMs: serverTime(report))
     }
 }
 

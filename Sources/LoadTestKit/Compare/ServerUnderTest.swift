@@ -79,6 +79,7 @@ final class ServerUnderTest {
     func memory() -> ServerMemory {
         let pids = [pid] + ProcessMemory.children(of: pid)
         return ServerMemory(processes: pids.count,
+                            anonymousPssByProcess: pids.map { ProcessMemory.anonymousProportionalBytes(of: String($0)) },
                       rssBytes: pids.reduce(0) { $0 + ProcessMemory.residentBytes(of: String($1)) },
                       pssBytes: pids.reduce(0) { $0 + ProcessMemory.proportionalBytes(of: String($1)) },
                       anonymousPssBytes: pids.reduce(0) { $0 + ProcessMemory.anonymousProportionalBytes(of: String($1)) })
@@ -153,11 +154,14 @@ final class ServerUnderTest {
 /// on the machine shares and which compare's own process maps too.
 public struct ServerMemory: Codable, Sendable {
     public var processes: Int
+    /// Each process's own part, the first the server's first process (a prefork master).
+    public var anonymousPssByProcess: [Int]
     public var rssBytes: Int
     public var pssBytes: Int
     public var anonymousPssBytes: Int
 
     enum CodingKeys: String, CodingKey {
         case processes, rssBytes = "rss_bytes", pssBytes = "pss_bytes", anonymousPssBytes = "anonymous_pss_bytes"
+        case anonymousPssByProcess = "anonymous_pss_bytes_by_process"
     }
 }

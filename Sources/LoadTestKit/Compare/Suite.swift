@@ -11,6 +11,8 @@ import Yams
 /// - `capacity`: weighted endpoints at rising rates. What is the highest rate with p99 under
 ///   the SLA?
 /// - `memory`: the server's memory (every process, RSS and Pss) idle and under a load.
+/// - `cache`: read-through reads of `{key}`s drawn by Zipf's law. How often does each mode's
+///   cache hit, and what does that do to its throughput?
 ///
 /// Endpoints are paths: compare starts each server itself, on a port of its own.
 public struct Suite: Sendable {
@@ -25,6 +27,7 @@ public struct Suite: Sendable {
         case convoy(probe: Endpoint, rate: Double, probeConnections: Int, background: Endpoint, backgroundConnections: Int)
         case capacity(endpoints: [Endpoint], rates: [Double], connections: Int, slaP99Milliseconds: Double)
         case memory(endpoint: Endpoint, connections: Int)
+        case cache(endpoint: Endpoint, connections: Int)
 
         public var name: String {
             switch self {
@@ -32,6 +35,7 @@ public struct Suite: Sendable {
             case .convoy: "convoy"
             case .capacity: "capacity"
             case .memory: "memory"
+            case .cache: "cache"
             }
         }
     }
@@ -58,6 +62,7 @@ public struct Suite: Sendable {
         "convoy": ["probe", "background"],
         "capacity": ["endpoints", "rates", "connections", "sla_p99_ms"],
         "memory": ["path", "connections"],
+        "cache": ["path", "keys", "connections"],
     ]
 
     public static func load(path: String) throws(Scenario.Invalid) -> Suite {
@@ -144,6 +149,11 @@ public struct Suite: Sendable {
             kind = .capacity(endpoints: parsed, rates: values,
                              connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 64,
                              slaP99Milliseconds: try reader.number(try required("sla_p99_ms"), "sla_p99_ms", in: 0.001...3_600_000)!)
+        case "cache":
+            var endpoint = try pathEndpoint(try required("path"), reader: reader)
+            endpoint.keys = try Scenario.keySpace(try required("keys"), reader: reader)
+            if let problem = endpoint.problem { throw reader.error(fields["path"]!, problem) }
+            kind = .cache(endpoint: endpoint, connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 8)
         default:
             kind = .memory(endpoint: try pathEndpoint(try required("path"), reader: reader),
                            connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 8)

@@ -93,3 +93,12 @@ final class ScriptedServer: @unchecked Sendable {
         }
     }
 }
+
+/// Lines the scripted server saw, from its connection threads.
+final class LockedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    var all: [String] { lock.withLock { lines } }
+}
