@@ -43,21 +43,26 @@ final class ClientConnection {
     }
 
     /// `prefix`, the key in decimal, `suffix`: into this connection's own buffer.
+    /// Runs for every templated request, so the digits go straight into the buffer.
     func render(_ prefix: [UInt8], _ key: Int, _ suffix: [UInt8]) -> UnsafeRawBufferPointer {
-        var digits: [UInt8] = []
-        var rest = key
-        repeat {
-            digits.append(UInt8(0x30 + rest % 10))
+        var digitCount = 1
+        var rest = key / 10
+        while rest > 0 {
+            digitCount += 1
             rest /= 10
-        } while rest > 0
-        let length = prefix.count + digits.count + suffix.count
+        }
+        let length = prefix.count + digitCount + suffix.count
         if scratch.count < length {
             scratch.deallocate()
             scratch = .allocate(byteCount: length + 32, alignment: 1)
         }
         prefix.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: scratch[..<prefix.count]).copyMemory(from: $0) }
-        for (offset, digit) in digits.reversed().enumerated() { scratch[prefix.count + offset] = digit }
-        suffix.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: scratch[(prefix.count + digits.count)..<length]).copyMemory(from: $0) }
+        rest = key
+        for position in stride(from: prefix.count + digitCount - 1, through: prefix.count, by: -1) {
+            scratch[position] = UInt8(0x30 + rest % 10)
+            rest /= 10
+        }
+        suffix.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: scratch[(prefix.count + digitCount)..<length]).copyMemory(from: $0) }
         return UnsafeRawBufferPointer(rebasing: scratch[..<length])
     }
 

@@ -212,21 +212,18 @@ extension LoadSensitive {
             let badScenario = try Self.loadtest(["scenario", scenario.path])
             #expect(badScenario.status == 2)
             #expect(badScenario.stderr.contains("\(scenario.path):4: weight: expected a whole number"), "\(badScenario.stderr)")
-            let twoHosts = try Self.loadtest(["run", "http://127.0.0.1:1/", "--url", "http://127.0.0.2:1/"])
-            #expect(twoHosts.status == 2)
-            #expect(twoHosts.stderr.contains("same host and port"), "\(twoHosts.stderr)")
-            let refused = try Self.loadtest(["run", "http://127.0.0.1:1/", "-d", "1s"])
-            #expect(refused.status == 2)
-            #expect(refused.stderr.contains("cannot connect to 127.0.0.1:1"), "\(refused.stderr)")
-            let badURL = try Self.loadtest(["run", "ftp://example.com/"])
-            #expect(badURL.status == 2)
-            #expect(badURL.stderr.contains("only http:// URLs"), "\(badURL.stderr)")
-            let badRate = try Self.loadtest(["run", "http://127.0.0.1:1/", "--rate", "0"])
-            #expect(badRate.status == 2)
-            #expect(badRate.stderr.contains("--rate must be"), "\(badRate.stderr)")
-            let badFlag = try Self.loadtest(["run", "http://127.0.0.1:1/", "-c", "0"])
-            #expect(badFlag.status == 2)
-            #expect(badFlag.stderr.contains("-c must be at least 1"), "\(badFlag.stderr)")
+            let cases: [(arguments: [String], reason: String)] = [
+                (["run", "http://127.0.0.1:1/", "--url", "http://127.0.0.2:1/"], "same host and port"),
+                (["run", "http://127.0.0.1:1/", "-d", "1s"], "cannot connect to 127.0.0.1:1"),
+                (["run", "ftp://example.com/"], "only http:// URLs"),
+                (["run", "http://127.0.0.1:1/", "--rate", "0"], "--rate must be"),
+                (["run", "http://127.0.0.1:1/", "-c", "0"], "-c must be at least 1"),
+            ]
+            for (arguments, reason) in cases {
+                let refused = try Self.loadtest(arguments)
+                #expect(refused.status == 2, "\(arguments)")
+                #expect(refused.stderr.contains(reason), "\(arguments): \(refused.stderr)")
+            }
         }
     }
 }

@@ -25,17 +25,31 @@ extension Comparison {
         modes.compactMap { mode in mode.outcome(scenario).map { (mode.mode, $0) } }
     }
 
-    /// The best mode's headline value for `scenario`.
+    /// The modes with a headline value for `scenario`, best first.
+    func ranked(_ scenario: String) -> [(mode: String, outcome: ScenarioOutcome, value: Double)] {
+        let entries = measured(scenario).compactMap { entry in entry.outcome.headlineValue.map { (entry.mode, entry.outcome, $0) } }
+        guard let higher = entries.first?.1.higherIsBetter else { return [] }
+        // Stable, so of equal values the mode run first stays first.
+        return entries.enumerated().sorted { left, right in
+            left.element.2 == right.element.2 ? left.offset < right.offset
+                : (higher ? left.element.2 > right.element.2 : left.element.2 < right.element.2)
+        }.map(\.element)
+    }
+
     func best(_ scenario: String) -> (mode: String, outcome: ScenarioOutcome, value: Double)? {
-        let ranked = measured(scenario).compactMap { entry in entry.outcome.headlineValue.map { (entry.mode, entry.outcome, $0) } }
-        guard let higher = ranked.first?.1.higherIsBetter else { return nil }
-        return higher ? ranked.max { $0.2 < $1.2 } : ranked.min { $0.2 < $1.2 }
+        ranked(scenario).first
     }
 
     func worst(_ scenario: String) -> (mode: String, outcome: ScenarioOutcome, value: Double)? {
-        let ranked = measured(scenario).compactMap { entry in entry.outcome.headlineValue.map { (entry.mode, entry.outcome, $0) } }
-        guard let higher = ranked.first?.1.higherIsBetter else { return nil }
-        return higher ? ranked.min { $0.2 < $1.2 } : ranked.max { $0.2 < $1.2 }
+        // Of equal worst values, the first run, as min/max would pick.
+        let all = ranked(scenario)
+        return all.first { $0.value == all.last?.value }
+    }
+
+    /// A mode's headline as a multiple of the best mode's, for the tables' last column.
+    func ratioToBest(_ outcome: ScenarioOutcome, in scenario: String) -> String {
+        guard let best = best(scenario)?.value, best != 0, let value = outcome.headlineValue else { return "—" }
+        return String(format: "%.2f×", value / best)
     }
 
     private func table(_ scenario: ScenarioInfo) -> [String] {
@@ -43,17 +57,10 @@ extension Comparison {
         guard let first = rows.first?.outcome else {
             return ["(no mode measured this)"] + failures(scenario)
         }
-        let headers = ["mode"] + first.figures.map { figure in
-            figure.unit.isEmpty || figure.unit == "×" || figure.label.contains(figure.unit) ? figure.label : "\(figure.label) \(figure.unit)"
-        } + ["vs best"]
-        let best = best(scenario.name)?.value
+        let headers = ["mode"] + first.figures.map { $0.namesItsUnit ? $0.label : "\($0.label) \($0.unit)" } + ["vs best"]
         var cells: [[String]] = [headers]
         for (mode, outcome) in rows {
-            var row = [mode] + outcome.figures.map { figure in
-                figure.value.map { figure.unit.isEmpty ? String(Int($0)) : Self.format($0) } ?? "—"
-            }
-            if let best, let value = outcome.headlineValue, best != 0 { row.append(String(format: "%.2f×", value / best)) } else { row.append("—") }
-            cells.append(row)
+            cells.append([mode] + outcome.figures.map(\.cell) + [ratioToBest(outcome, in: scenario.name)])
         }
         let widths = headers.indices.map { column in cells.map { $0[column].count }.max() ?? 0 }
         let rendered = cells.map { row in
@@ -95,13 +102,14 @@ extension Comparison {
     func verdict(_ scenario: ScenarioInfo) -> String? {
         guard let best = best(scenario.name), let worst = worst(scenario.name) else { return nil }
         let f = Self.format
-        let ranked = measured(scenario.name).filter { $0.outcome.headlineValue != nil }
-        if ranked.count == 1 { return "Only \(best.mode) was measured: \(best.outcome.headline) \(f(best.value))." }
+        // In the order the modes ran, which is the order ties are named in.
+        let scored = measured(scenario.name).filter { $0.outcome.headlineValue != nil }
+        if scored.count == 1 { return "Only \(best.mode) was measured: \(best.outcome.headline) \(f(best.value))." }
         if best.value == worst.value { return "Every mode measured the same \(best.outcome.headline): \(f(best.value))." }
         // Every mode that tied for the best is named with it: within 2% for a measured figure,
         // which is this kind of machine's noise, and exactly for capacity's rate steps.
         let tolerance = scenario.kind == "capacity" ? 1.0 : 0.98
-        let leaders = ranked.filter { entry in
+        let leaders = scored.filter { entry in
             let value = entry.outcome.headlineValue!
             return best.outcome.higherIsBetter ? value >= tolerance * best.value : value * tolerance <= best.value
         }.map(\.mode)
@@ -128,14 +136,8 @@ extension Comparison {
             return "\(winner) \(plural ? "answer" : "answers") the quick request in p99 \(whose)\(f(best.value)) ms\(busy); \(worst.mode) takes "
                 + "\(f(worst.value)) ms (\(f(worst.value / max(best.value, 0.001)))× longer)\(Self.whereTimeWent(worst.outcome))."
         case "capacity":
-            // The rates stop at the first that missed the SLA: the step above what it sustained.
-            let failedStep = worst.outcome.figures.first { figure in
-                guard figure.value != nil, figure.label.hasPrefix("p99 @"), let rate = Double(figure.label.dropFirst("p99 @".count).dropLast(2)) else {
-                    return false
-                }
-                return rate > worst.value
-            }
-            let detail = worst.outcome.note.map { " (\($0))" } ?? failedStep.map { " (at \($0.label.dropFirst("p99 @".count)) its p99 was \(f($0.value!)) ms)" } ?? ""
+            // The note says which criterion the first missed step failed.
+            let detail = worst.outcome.note.map { " (\($0))" } ?? ""
             let who = plural ? "\(winner) \(leaders.count == 2 ? "both" : "all") sustain the highest rate" : "\(winner) sustains the highest rate"
             return "\(who) within the SLA, \(f(best.value)) req/s; \(worst.mode) sustains \(f(worst.value)) req/s\(detail)."
         case "memory":

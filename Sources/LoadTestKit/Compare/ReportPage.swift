@@ -70,20 +70,14 @@ extension Comparison {
     private func tableHTML(_ scenario: ScenarioInfo) -> String {
         let rows = measured(scenario.name)
         guard let first = rows.first?.outcome else { return "<p>No mode measured this.</p>\n" }
-        let best = best(scenario.name)?.value
         var html = "<table>\n<tr><th>mode</th>"
         for figure in first.figures {
-            let unit = figure.unit.isEmpty || figure.unit == "×" || figure.label.contains(figure.unit) ? "" : " (\(figure.unit))"
-            html += "<th>\(escape(figure.label + unit))</th>"
+            html += "<th>\(escape(figure.namesItsUnit ? figure.label : "\(figure.label) (\(figure.unit))"))</th>"
         }
         html += "<th>vs best</th></tr>\n"
         for (mode, outcome) in rows {
-            html += "<tr><td>\(legendEntry(mode))</td>"
-            for figure in outcome.figures {
-                html += "<td>\(figure.value.map { figure.unit.isEmpty ? String(Int($0)) : Self.format($0) } ?? "—")</td>"
-            }
-            let ratio = best.flatMap { best in outcome.headlineValue.map { best != 0 ? String(format: "%.2f×", $0 / best) : "—" } } ?? "—"
-            html += "<td>\(ratio)</td></tr>\n"
+            html += "<tr><td>\(legendEntry(mode))</td>" + outcome.figures.map { "<td>\($0.cell)</td>" }.joined()
+            html += "<td>\(ratioToBest(outcome, in: scenario.name))</td></tr>\n"
         }
         return html + "</table>\n"
     }

@@ -9,6 +9,12 @@ public struct ScenarioOutcome: Codable, Sendable {
         /// Server-Timing to read).
         public var value: Double?
         public var unit: String
+
+        /// Whether a heading can leave the unit out: none, a ratio, or the label says it.
+        var namesItsUnit: Bool { unit.isEmpty || unit == "×" || label.contains(unit) }
+
+        /// The value as a table shows it: counts whole, "—" when not measured.
+        var cell: String { value.map { unit.isEmpty ? String(Int($0)) : Comparison.format($0) } ?? "—" }
     }
 
     public var scenario: String
