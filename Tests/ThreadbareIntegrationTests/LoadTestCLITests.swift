@@ -141,16 +141,9 @@ extension LoadSensitive {
             let loadtest = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent("loadtest").path
             let command = "\(loadtest) run http://127.0.0.1:\(server.port)/health -c 2 -d 2.5s"
             func onATerminal(_ command: String) throws -> String {
-                let process = Process(), output = Pipe()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-                process.arguments = ["-qec", command, "/dev/null"]
-                process.standardOutput = output
-                process.standardInput = FileHandle.nullDevice
-                try process.run()
-                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                process.waitUntilExit()
-                #expect(process.terminationStatus == 0, "\(text)")
-                return text
+                let run = try runToCompletion(URL(fileURLWithPath: "/usr/bin/script"), ["-qec", command, "/dev/null"], deadline: 60)
+                #expect(run.status == 0, "\(run.stdout)")
+                return run.stdout
             }
             let shown = try onATerminal(command)
             #expect(shown.contains("\r\u{1B}[K") && shown.contains("req/s") && shown.contains("p99"), "\(shown)")

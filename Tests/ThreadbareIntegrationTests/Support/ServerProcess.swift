@@ -82,12 +82,17 @@ final class ServerProcess: @unchecked Sendable {
         return try #require(try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])
     }
 
-    /// Sends `signal` and waits for the exit; returns the exit status. A sanitizer report in the
-    /// server's stderr (under `make test-tsan`) fails the test that ran it.
+    /// Sends `signal` and waits up to a minute for the exit; returns the exit status. A server
+    /// that does not stop, or a sanitizer report in its stderr (under `make test-tsan`), fails
+    /// the test that ran it.
     @discardableResult
     func stop(signal: Int32 = SIGTERM, sourceLocation: SourceLocation = #_sourceLocation) -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
-        process.waitUntilExit()
+        if !BoundedWait.exit(of: process, within: 60) {
+            let state = BoundedWait.killStuck(process)
+            Issue.record("the server did not stop within 60 s of signal \(signal); killed. What it was doing:\n\(state)\nstderr:\n\(standardError)",
+                         sourceLocation: sourceLocation)
+        }
         let errors = standardError
         for marker in ["WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer"] where errors.contains(marker) {
             Issue.record("the server reported \(marker):\n\(errors)", sourceLocation: sourceLocation)
@@ -136,27 +141,34 @@ struct ServerDidNotStart: Error, CustomStringConvertible {
 func runThreadbare(_ arguments: [String], environment: [String: String] = [:], launcher: [String] = [],
                    program: String = "threadbare") throws -> (status: Int32, stdout: String, stderr: String) {
     let executable = ServerProcess.binary.deletingLastPathComponent().appendingPathComponent(program)
+    guard let command = launcher.first else { return try runToCompletion(executable, arguments, environment: environment) }
+    return try runToCompletion(URL(fileURLWithPath: command), Array(launcher.dropFirst()) + [executable.path] + arguments,
+                               environment: environment)
+}
+
+/// Runs `executable` with no input; one that runs past `deadline` seconds is killed and throws.
+func runToCompletion(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                     deadline: Double = 300) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
     let (outputFile, errorFile) = ServerProcess.temporaryFiles()
     defer {
         try? FileManager.default.removeItem(at: outputFile)
         try? FileManager.default.removeItem(at: errorFile)
     }
-    if let command = launcher.first {
-        process.executableURL = URL(fileURLWithPath: command)
-        process.arguments = Array(launcher.dropFirst()) + [executable.path] + arguments
-    } else {
-        process.executableURL = executable
-        process.arguments = arguments
-    }
+    process.executableURL = executable
+    process.arguments = arguments
     process.environment = ServerProcess.cleanEnvironment(adding: environment)
+    process.standardInput = FileHandle.nullDevice
     process.standardOutput = try FileHandle(forWritingTo: outputFile)
     process.standardError = try FileHandle(forWritingTo: errorFile)
     try process.run()
-    process.waitUntilExit()
-    return (process.terminationStatus,
-            (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "",
-            (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
+    let stderr = { (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "" }
+    if !BoundedWait.exit(of: process, within: deadline) {
+        let state = BoundedWait.killStuck(process)
+        throw ProcessDidNotExit(command: ([executable.lastPathComponent] + arguments).joined(separator: " "), seconds: deadline,
+                                state: state + "\nstderr:\n" + stderr())
+    }
+    return (process.terminationStatus, (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "", stderr())
 }
 
 /// A YAML file in the temporary directory, removed by the caller.
