@@ -15,9 +15,11 @@ public final class Server: Sendable {
     /// A server on sockets bound elsewhere (a prefork worker's, inherited from its master).
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
     /// `seat` is a prefork worker's place on its master's scoreboard: once a second the first
-    /// loop beats there and publishes the worker's figures.
+    /// loop beats there and publishes the worker's figures. `sharedCache` is the shm cache its
+    /// master made before forking; without it a server that needs one makes it.
     public init(configuration: ServerConfiguration, sockets: ListeningSockets,
-                fixedHeaders: [(name: String, value: String)] = [], seat: ScoreboardSeat? = nil) throws {
+                fixedHeaders: [(name: String, value: String)] = [], seat: ScoreboardSeat? = nil,
+                sharedCache: (any CacheBackend)? = nil) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
 
@@ -25,7 +27,8 @@ public final class Server: Sendable {
         let metrics = MetricsExport()
         let domains = try InterpreterDomain.make(
             mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
-            cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes, metrics: metrics)
+            cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes,
+            sharedCache: try sharedCache ?? configuration.makeSharedCache(), metrics: metrics)
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
             accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)

@@ -50,8 +50,9 @@ struct EndpointTests {
         #expect(try server.get("/cpu?work=0").status == 200)
     }
 
-    @Test func cacheStoresReplacesReadsAndDeletes() throws {
-        let server = try ServerProcess()
+    @Test(arguments: ["local", "shm"])
+    func cacheStoresReplacesReadsAndDeletes(backend: String) throws {
+        let server = try ServerProcess(["--set", "cache.backend=\(backend)"])
         defer { server.stop() }
         let put = try server.request("PUT", "/cache/greeting", headers: ["Content-Type": "text/plain"], body: Array("hello".utf8))
         #expect(put.status == 201)
@@ -64,6 +65,7 @@ struct EndpointTests {
         #expect(try server.get("/cache/absent").status == 404)
 
         let stats = try server.json("/cache")
+        #expect(stats["backend"] as? String == backend)
         #expect(stats["entries"] as? Int == 1)
         #expect(stats["bytes"] as? Int == "greeting".utf8.count + 2)
         #expect(stats["hits"] as? Int == 1)
@@ -76,8 +78,9 @@ struct EndpointTests {
 
     /// compute=N: a miss computes the value (the /cpu result for N units), stores and returns
     /// it; the next read is a hit with the same bytes.
-    @Test func cacheReadsThrough() throws {
-        let server = try ServerProcess()
+    @Test(arguments: ["local", "shm"])
+    func cacheReadsThrough(backend: String) throws {
+        let server = try ServerProcess(["--set", "cache.backend=\(backend)"])
         defer { server.stop() }
         let expected = try #require(try server.json("/cpu?work=300")["result"] as? String)
         let first = try server.get("/cache/report-7?compute=300")
@@ -91,6 +94,27 @@ struct EndpointTests {
         #expect(try server.get("/cache/x?compute=99999999").status == 400)
         #expect(try server.request("PUT", "/cache/x?compute=1", body: [1]).status == 400, "compute is for reads")
         #expect(try server.get("/cache/x").status == 404, "nothing was stored by the refused requests")
+    }
+
+    /// ttl=S on a PUT, or on a read-through: the entry is gone S seconds later, counted as an
+    /// expiration.
+    @Test(arguments: ["local", "shm"])
+    func cacheEntriesExpire(backend: String) throws {
+        let server = try ServerProcess(["--set", "cache.backend=\(backend)"])
+        defer { server.stop() }
+        #expect(try server.request("PUT", "/cache/brief?ttl=1", body: Array("x".utf8)).status == 201)
+        #expect(try server.request("PUT", "/cache/kept?ttl=0", body: Array("y".utf8)).status == 201)
+        #expect(try server.get("/cache/computed?compute=10&ttl=1").headers["x-cache"] == "miss")
+        #expect(try server.get("/cache/brief").status == 200)
+        Thread.sleep(forTimeInterval: 1.1)
+        #expect(try server.get("/cache/brief").status == 404)
+        #expect(try server.get("/cache/computed?compute=10").headers["x-cache"] == "miss", "computed again after its ttl")
+        #expect(try server.get("/cache/kept").status == 200)
+        #expect(try server.json("/cache")["expirations"] as? Int == 2)
+        for (path, method) in [("/cache/k?ttl=-1", "PUT"), ("/cache/k?ttl=soon", "PUT"), ("/cache/k?ttl=2592001", "PUT"), ("/cache/k?ttl=5", "GET")] {
+            let reply = try server.request(method, path, body: method == "PUT" ? [1] : [])
+            #expect(reply.status == 400 && reply.text.contains("ttl"), "\(method) \(path): \(reply.status) \(reply.text)")
+        }
     }
 
     @Test func cacheKeysArePercentDecoded() throws {

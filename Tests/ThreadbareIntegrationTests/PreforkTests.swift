@@ -159,6 +159,86 @@ extension LoadSensitive {
             #expect((statistics["total"] as? [String: Any])?["entries"] as? Int == 1)
         }
 
+        @Test func theSharedCacheIsOneCacheForEveryWorker() throws {
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "cache.backend=shm"])
+            defer { server.stop() }
+            let stored = try server.request("PUT", "/cache/k", headers: ["Content-Type": "text/x-shared"], body: Array("ours".utf8))
+            #expect(stored.status == 201)
+            var readers: Set<String> = []
+            for _ in 0..<40 {
+                let reply = try server.get("/cache/k")
+                #expect(reply.status == 200 && reply.text == "ours" && reply.headers["content-type"] == "text/x-shared")
+                readers.insert(reply.headers["x-worker"] ?? "")
+            }
+            #expect(readers.contains { $0 != stored.headers["x-worker"] }, "another worker read what one stored")
+            let statistics = try server.json("/cache")
+            #expect(statistics["backend"] as? String == "shm" && statistics["entries"] as? Int == 1)
+            #expect(statistics["hits"] as? Int == 40)
+            let workers = try #require(statistics["workers"] as? [String: Any])
+            let each = try #require(workers["each"] as? [[String: Any]])
+            #expect(each.compactMap { $0["hits"] as? Int }.reduce(0, +) == 40, "each worker counts the hits it served")
+            #expect((workers["total"] as? [String: Any])?["entries"] as? Int == 1, "one cache, counted once")
+        }
+
+        /// Writers of large values are killed with SIGKILL, again and again, while others read:
+        /// afterwards every key holds a whole value or none, the counts agree with what is
+        /// there, and no bucket stays locked.
+        @Test func workersKilledMidWriteLeaveTheSharedCacheWhole() throws {
+            let valueBytes = 96 * 1_024, keys = 24
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "cache.backend=shm",
+                                            "--set", "cache.max_entries=14", "--set", "cache.max_bytes=\(14 * 128 * 1_024)"])
+            defer { server.stop() }
+            /// A value all of one byte, so a mix of two writes shows.
+            @Sendable func isWhole(_ body: [UInt8]) -> Bool { body.count == valueBytes && body.allSatisfy { $0 == body[0] } }
+            let stop = LockedFlag()
+            let outcomes = try concurrently(5) { client -> (kills: Int, torn: [String]) in
+                if client == 4 {
+                    defer { stop.set() }
+                    var kills = 0
+                    for _ in 0..<12 {
+                        Thread.sleep(forTimeInterval: 0.15)
+                        if let victim = Self.workers(of: server.pid).randomElement() {
+                            kill(victim, SIGKILL)
+                            kills += 1
+                        }
+                    }
+                    return (kills, [])
+                }
+                var round = 0, torn: [String] = []
+                while !stop.isSet {
+                    round += 1
+                    let key = "k\((client * 7 + round) % keys)"
+                    let stamp = UInt8(truncatingIfNeeded: client * 64 + round)
+                    // Killed workers cut requests off: those fail, and must not hurt the cache.
+                    if client < 2 {
+                        _ = try? server.request("PUT", "/cache/\(key)", body: [UInt8](repeating: stamp, count: valueBytes))
+                    } else if let reply = try? server.get("/cache/\(key)"), reply.status == 200, !isWhole(reply.body) {
+                        torn.append("\(key): \(reply.body.count) bytes, not one value")
+                    }
+                }
+                return (0, torn)
+            }
+            #expect(outcomes[4].kills > 5, "workers were killed")
+            #expect(outcomes.flatMap(\.torn).isEmpty, "\(outcomes.flatMap(\.torn))")
+            #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).count == 2 })
+            for index in 0..<keys {
+                let reply = try server.get("/cache/k\(index)")
+                #expect(reply.status == 200 || reply.status == 404, "\(reply.status) \(reply.text)")
+                if reply.status == 200 { #expect(isWhole(reply.body), "k\(index) holds a torn value") }
+            }
+            for index in 0..<keys {
+                #expect(try server.request("PUT", "/cache/k\(index)", body: [1]).status < 300, "no bucket is locked for ever")
+            }
+            let present = try (0..<keys).filter { index in
+                let reply = try server.get("/cache/k\(index)")
+                #expect(reply.status == 404 || reply.body == [1])
+                return reply.status == 200
+            }
+            let statistics = try server.json("/cache")
+            #expect(statistics["entries"] as? Int == present.count, "the counts agree with what is there; repairs: \(statistics["repairs"] ?? "?")")
+            #expect(present.count >= 7, "a full cache keeps at least a bucket's worth")
+        }
+
         /// Keep-alive clients sending requests back to back until `stop` is set, reconnecting when
         /// an answer says Connection: close, as a well-behaved client does. Any error or non-200
         /// answer is a failed request.

@@ -6,26 +6,41 @@ import Glibc
 /// The in-process cache over HTTP: what threads share and processes cannot.
 enum CacheEndpoints {
     static let maxKeyBytes = 250
+    /// As memcached's relative expiry: up to 30 days.
+    static let maxTimeToLive = 30 * 24 * 3_600
 
     static let statistics = Route(
         name: "cache_stats", pattern: .exact("/cache"), methods: [.get], placement: .handler,
-        summary: "cache statistics: entries, bytes, hits, misses, evictions"
+        summary: "cache statistics: backend, entries, bytes, hits, misses, evictions, expirations"
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
         let cache = context.cache
         var answer = cache.statistics.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes)
+            .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
+        if let shared = cache as? SharedMemoryCache {
+            answer = answer.adding("repairs", .integer(shared.repairs))
+        }
         if let seat = context.status.seat {
-            answer = answer.adding("workers", workersJSON(seat, context.status, maxEntries: cache.maxEntries, maxBytes: cache.maxBytes))
+            answer = answer.adding("workers", workersJSON(seat, context.status, cache: cache))
         }
         return .json(answer)
     }
 
     static let entry = Route(
         name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete], placement: .handler,
-        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced), DELETE (204)"
+        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)"
     ) { request, context throws(RequestError) in
         let parameters = try QueryParameters(request.query)
-        try parameters.allowOnly(request.method == .get ? ["compute"] : [])
+        switch request.method {
+        case .put: try parameters.allowOnly(["ttl"])
+        case .get:
+            guard parameters.has("compute") || !parameters.has("ttl") else {
+                throw RequestError(400, "ttl on a read needs compute: it is how long the value a miss computes is kept")
+            }
+            try parameters.allowOnly(["compute", "ttl"])
+        default: try parameters.allowOnly([])
+        }
+        let timeToLive = parameters.has("ttl") ? try parameters.integer("ttl", in: 0...maxTimeToLive) : 0
         let key = try decodeKey(String(request.path.dropFirst("/cache/".count)))
         // prefork: other workers' /cache answers read this worker's figures from the scoreboard.
         defer { context.status.seat?.publish(context.status) }
@@ -33,7 +48,7 @@ enum CacheEndpoints {
         case .put:
             let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
             let stored: JSONValue = ["key": .string(String(decoding: key.bytes, as: UTF8.self)), "bytes": .integer(request.body.count)]
-            switch context.cache.put(key, entry) {
+            switch context.cache.put(key, entry, timeToLive: timeToLive) {
             case .created: return .json(stored, status: 201)
             case .replaced: return .json(stored, status: 200)
             case .tooLarge:
@@ -54,7 +69,7 @@ enum CacheEndpoints {
             let lock = context.lock
             let value = Array(CPUWork.hex(CPUWork.run(units: compute) { lock.checkpoint() }).utf8)
             // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
-            _ = context.cache.put(key, CacheEntry(value: value, contentType: "text/plain; charset=utf-8"))
+            _ = context.cache.put(key, CacheEntry(value: value, contentType: "text/plain; charset=utf-8"), timeToLive: timeToLive)
             return HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value, headers: [("X-Cache", "miss")])
         }
     }
@@ -80,22 +95,27 @@ enum CacheEndpoints {
     }
 }
 
-/// prefork: each worker's own cache (published after every cache request) and the sum, which
-/// counts a key once per worker that stored it.
-private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, maxEntries: Int, maxBytes: Int) -> JSONValue {
+/// prefork: each worker's figures (published after every cache request). With local caches
+/// the total sums them, counting a key once per worker that stored it; with the shared cache
+/// each worker lists the hits, misses, evictions and expirations its requests caused, beside
+/// the one cache's entries, and the total is that cache.
+private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: any CacheBackend) -> JSONValue {
     seat.publish(status)
     let workers = seat.scoreboard.workers()
+    let copies = cache.isSharedByProcesses ? 1 : workers.count
     var total = CacheStatistics()
     let each: [JSONValue] = workers.map { worker in
         total += worker.cache
-        return worker.cache.json(maxEntries: maxEntries, maxBytes: maxBytes).adding("pid", .integer(Int(worker.pid)))
+        return worker.cache.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes).adding("pid", .integer(Int(worker.pid)))
     }
-    return ["each": .array(each), "total": total.json(maxEntries: maxEntries * workers.count, maxBytes: maxBytes * workers.count)]
+    if cache.isSharedByProcesses { total = cache.statistics }
+    return ["each": .array(each), "total": total.json(maxEntries: cache.maxEntries * copies, maxBytes: cache.maxBytes * copies)]
 }
 
 extension CacheStatistics {
     func json(maxEntries: Int, maxBytes: Int) -> JSONValue {
         ["entries": .integer(entries), "bytes": .integer(bytes), "hits": .integer(hits), "misses": .integer(misses),
-         "evictions": .integer(evictions), "max_entries": .integer(maxEntries), "max_bytes": .integer(maxBytes)]
+         "evictions": .integer(evictions), "expirations": .integer(expirations),
+         "max_entries": .integer(maxEntries), "max_bytes": .integer(maxBytes)]
     }
 }

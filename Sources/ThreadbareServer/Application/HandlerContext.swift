@@ -4,7 +4,7 @@
 /// touch `lock` or `cache`.
 public struct HandlerContext: Sendable {
     public let lock: LockSession
-    public let cache: ShardedCache
+    public let cache: any CacheBackend
     public let limits: EndpointLimits
     public let status: ServerStatus
 }

@@ -1,51 +1,15 @@
-/// A cache key: exact bytes, as memcached compares them. Not `String`, whose equality is
-/// Unicode canonical equivalence: "é" (2 bytes) and "e" + U+0301 (3 bytes) would be one key with
-/// two sizes, and the byte accounting would drift.
-public struct CacheKey: Hashable, Sendable {
-    public let bytes: [UInt8]
-
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
-    public init(_ text: String) { bytes = Array(text.utf8) }
-}
-
-/// One entry of the in-process cache.
-public struct CacheEntry: Sendable, Equatable {
-    public var value: [UInt8]
-    public var contentType: String
-
-    public init(value: [UInt8], contentType: String) {
-        self.value = value
-        self.contentType = contentType
-    }
-}
-
-public struct CacheStatistics: Sendable, Equatable {
-    public var entries = 0
-    public var bytes = 0
-    public var hits = 0
-    public var misses = 0
-    public var evictions = 0
-
-    /// Sums shards, domains or workers.
-    public static func += (total: inout CacheStatistics, part: CacheStatistics) {
-        total.entries += part.entries
-        total.bytes += part.bytes
-        total.hits += part.hits
-        total.misses += part.misses
-        total.evictions += part.evictions
-    }
-}
-
 /// A bounded least-recently-used map, not thread-safe: `ShardedCache` guards each one.
 ///
 /// Entries live in an array and are linked into a recency list by index, so a hit moves an
 /// entry to the front without allocating. An entry's size is its key's bytes plus its value's.
+/// Expired entries go when they are read (a miss and an expiration) or reach the LRU end, as
+/// in memcached; until then they count in `entries`.
 struct LRUCache {
-    enum PutOutcome: Equatable { case created, replaced, tooLarge }
-
     private struct Node {
         var key: CacheKey
         var entry: CacheEntry
+        /// CLOCK_MONOTONIC nanoseconds; 0 never.
+        var expiresAt: UInt64 = 0
         var newer = -1
         var older = -1
     }
@@ -64,8 +28,14 @@ struct LRUCache {
         self.maxBytes = maxBytes
     }
 
-    mutating func get(_ key: CacheKey) -> CacheEntry? {
+    mutating func get(_ key: CacheKey, now: UInt64 = MonotonicClock.now()) -> CacheEntry? {
         guard let slot = index[key] else {
+            statistics.misses += 1
+            return nil
+        }
+        if nodes[slot].expiresAt != 0 && now >= nodes[slot].expiresAt {
+            remove(slot: slot)
+            statistics.expirations += 1
             statistics.misses += 1
             return nil
         }
@@ -74,17 +44,19 @@ struct LRUCache {
         return nodes[slot].entry
     }
 
-    mutating func put(_ key: CacheKey, _ entry: CacheEntry) -> PutOutcome {
+    mutating func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int = 0, now: UInt64 = MonotonicClock.now()) -> CachePutOutcome {
         let size = Self.size(key, entry)
+        let expiresAt = expiry(timeToLive: timeToLive, now: now)
         guard size <= maxBytes, maxEntries > 0 else { return .tooLarge }
-        let outcome: PutOutcome
+        let outcome: CachePutOutcome
         if let slot = index[key] {
             statistics.bytes += size - Self.size(key, nodes[slot].entry)
             nodes[slot].entry = entry
+            nodes[slot].expiresAt = expiresAt
             moveToFront(slot)
             outcome = .replaced
         } else {
-            let node = Node(key: key, entry: entry)
+            let node = Node(key: key, entry: entry, expiresAt: expiresAt)
             let slot: Int
             if let free = freeSlots.popLast() {
                 nodes[free] = node
@@ -102,8 +74,9 @@ struct LRUCache {
         while statistics.entries > maxEntries || statistics.bytes > maxBytes {
             let victim = oldest
             precondition(victim != index[key], "the entry just stored fits, so it is never the victim")
+            let expired = nodes[victim].expiresAt != 0 && now >= nodes[victim].expiresAt
             remove(slot: victim)
-            statistics.evictions += 1
+            if expired { statistics.expirations += 1 } else { statistics.evictions += 1 }
         }
         return outcome
     }

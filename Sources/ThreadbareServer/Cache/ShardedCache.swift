@@ -6,9 +6,7 @@
 /// (approximate LRU overall, as in memcached's per-slab LRUs). Small caches get fewer shards
 /// so their LRU stays exact and an entry as large as a request body still fits a shard: a
 /// shard holds at least 64 entries and 1 MiB when the budget allows, else there is one shard.
-public final class ShardedCache: Sendable {
-    public enum PutOutcome: Sendable, Equatable { case created, replaced, tooLarge }
-
+public final class ShardedCache: CacheBackend {
     private let shards: [Locked<LRUCache>]
     public let maxEntries: Int
     public let maxBytes: Int
@@ -27,17 +25,15 @@ public final class ShardedCache: Sendable {
 
     /// The largest key plus value one entry may have.
     public var maxEntryBytes: Int { maxBytes / shards.count }
+    public var name: String { "local" }
+    public var isSharedByProcesses: Bool { false }
 
     public func get(_ key: CacheKey) -> CacheEntry? {
         shard(for: key).withLock { $0.get(key) }
     }
 
-    public func put(_ key: CacheKey, _ entry: CacheEntry) -> PutOutcome {
-        switch shard(for: key).withLock({ $0.put(key, entry) }) {
-        case .created: .created
-        case .replaced: .replaced
-        case .tooLarge: .tooLarge
-        }
+    public func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int = 0) -> CachePutOutcome {
+        shard(for: key).withLock { $0.put(key, entry, timeToLive: timeToLive) }
     }
 
     public func remove(_ key: CacheKey) -> Bool {
@@ -45,15 +41,10 @@ public final class ShardedCache: Sendable {
     }
 
     public var statistics: CacheStatistics {
-        shards.reduce(into: CacheStatistics()) { total, shard in
-            let part = shard.withLock { $0.statistics }
-            total.entries += part.entries
-            total.bytes += part.bytes
-            total.hits += part.hits
-            total.misses += part.misses
-            total.evictions += part.evictions
-        }
+        shards.reduce(into: CacheStatistics()) { total, shard in total += shard.withLock { $0.statistics } }
     }
+
+    public var processStatistics: CacheStatistics { statistics }
 
     private func shard(for key: CacheKey) -> Locked<LRUCache> {
         shards.count == 1 ? shards[0] : shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]

@@ -4,10 +4,10 @@
 public final class InterpreterDomain: Sendable {
     public let index: Int
     public let lock: any InterpreterLock
-    public let cache: ShardedCache
+    public let cache: any CacheBackend
     let pool: HandlerPool
 
-    init(index: Int, lock: any InterpreterLock, cache: ShardedCache, pool: HandlerPool) {
+    init(index: Int, lock: any InterpreterLock, cache: any CacheBackend, pool: HandlerPool) {
         self.index = index
         self.lock = lock
         self.cache = cache
@@ -15,10 +15,11 @@ public final class InterpreterDomain: Sendable {
     }
 
     /// Makes the `mode.interpreters` domains of a process, splitting its handler threads among
-    /// them as evenly as they go.
+    /// them as evenly as they go. Each domain gets its own local cache, unless `sharedCache`
+    /// (the shm backend) serves them all.
     static func make(
         mode: Mode, switchInterval: Duration, queueLimit: Int, cacheMaxEntries: Int, cacheMaxBytes: Int,
-        metrics: MetricsExport
+        sharedCache: (any CacheBackend)?, metrics: MetricsExport
     ) throws -> [InterpreterDomain] {
         let count = mode.interpreters
         return try (0..<count).map { index in
@@ -30,7 +31,7 @@ public final class InterpreterDomain: Sendable {
             let threads = mode.threadsPerProcess / count + (index < mode.threadsPerProcess % count ? 1 : 0)
             return InterpreterDomain(
                 index: index, lock: lock,
-                cache: ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes),
+                cache: sharedCache ?? ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes),
                 pool: try HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-handler" : "tb-handler"))
         }
     }

@@ -43,6 +43,8 @@ public struct ConfigurationKey: Sendable {
         integer("limits.max_body_bytes", \.maxBodyBytes, 0...1_073_741_824, help: "request body, bytes (413 beyond)"),
         integer("io.max_ms", \.ioMaxMilliseconds, 0...3_600_000, help: "largest ms /io accepts"),
         integer("cpu.max_work", \.cpuMaxWork, 0...1_000_000_000, help: "largest work /cpu accepts"),
+        choice("cache.backend", \.cacheBackend, among: ["local", "shm"],
+               help: "local (each process its own cache, shared by its threads) or shm (one shared-memory cache every prefork worker maps)"),
         integer("cache.max_entries", \.cacheMaxEntries, 1...100_000_000, help: "entries the cache holds before evicting"),
         integer("cache.max_bytes", \.cacheMaxBytes, 1...1_099_511_627_776, help: "key plus value bytes the cache holds before evicting"),
     ]

@@ -35,6 +35,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxBodyBytes = 1024 * 1024
     public var ioMaxMilliseconds = 10_000
     public var cpuMaxWork = 1_000_000
+    public var cacheBackend = "local"
     public var cacheMaxEntries = 10_000
     public var cacheMaxBytes = 64 * 1024 * 1024
 
@@ -51,6 +52,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     }
 
     public var switchInterval: Duration { .nanoseconds(Int64((switchIntervalMilliseconds * 1e6).rounded())) }
+
+    /// The one cache every process and domain shares, for `cache.backend: shm`; nil when each
+    /// domain makes its own. A prefork master makes it before it forks.
+    public func makeSharedCache() throws -> (any CacheBackend)? {
+        cacheBackend == "shm" ? try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes) : nil
+    }
 
     public func makeMode() throws(ModeError) -> Mode {
         try Mode.preset(mode, threads: threads, interpreters: interpreters, workers: workers)

@@ -40,6 +40,8 @@ public final class PreforkMaster {
     private let reopenLogs: @Sendable () -> Void
     private let logger: Logger
     private let scoreboard: Scoreboard
+    /// `cache.backend: shm`: mapped here, before any fork, so every worker shares it.
+    private var sharedCache: (any CacheBackend)?
     private let pid = getpid()
 
     /// `accept: shared`: the sockets every worker accepts on.
@@ -72,6 +74,7 @@ public final class PreforkMaster {
         self.reopenLogs = reopenLogs
         self.logger = logger
         scoreboard = try Scoreboard()
+        sharedCache = try configuration.makeSharedCache()
         let first = try ListeningSockets.bind(
             host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
         firstSockets = first
@@ -220,7 +223,8 @@ public final class PreforkMaster {
             // Other positions' sockets stay with them: a removed position's sockets must close
             // when the master closes them, not live on in a sibling.
             for (other, otherSockets) in positionSockets where other != position { otherSockets.close() }
-            PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, scoreboard: scoreboard, masterPID: pid,
+            PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, sharedCache: sharedCache,
+                              scoreboard: scoreboard, masterPID: pid,
                               reopenLogs: reopenLogs)
         }
         guard child > 0 else {
@@ -272,6 +276,16 @@ public final class PreforkMaster {
                                  ("loops", String(configuration.loops), String(fresh.loops)), ("accept", configuration.accept, fresh.accept)]
             where old != new && !(name == "port" && new == "0") {
             logger.warning("SIGHUP: \(name) changes only with a restart; keeping \(old)")
+        }
+        // The shared cache's segment was sized at start and holds the workers' entries.
+        if configuration.cacheBackend == "shm" || fresh.cacheBackend == "shm" {
+            for (name, old, new) in [("cache.backend", configuration.cacheBackend, fresh.cacheBackend),
+                                     ("cache.max_entries", String(configuration.cacheMaxEntries), String(fresh.cacheMaxEntries)),
+                                     ("cache.max_bytes", String(configuration.cacheMaxBytes), String(fresh.cacheMaxBytes))] where old != new {
+                logger.warning("SIGHUP: \(name) changes only with a restart while the shm cache is in use; keeping \(old)")
+            }
+            (fresh.cacheBackend, fresh.cacheMaxEntries, fresh.cacheMaxBytes) =
+                (configuration.cacheBackend, configuration.cacheMaxEntries, configuration.cacheMaxBytes)
         }
         fresh.host = configuration.host
         fresh.port = firstSockets.port

@@ -48,6 +48,7 @@ public final class Scoreboard: @unchecked Sendable {
         var cacheHits: Word
         var cacheMisses: Word
         var cacheEvictions: Word
+        var cacheExpirations: Word
         /// Why the worker could not boot, NUL-terminated; written just before it exits.
         var bootError: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                         UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
@@ -109,7 +110,7 @@ public final class Scoreboard: @unchecked Sendable {
 
     /// The figures a worker publishes, in `publish` order.
     private static var publishedFields: [KeyPath<Slot, Word>] {
-        [\.connections, \.cacheEntries, \.cacheBytes, \.cacheHits, \.cacheMisses, \.cacheEvictions]
+        [\.connections, \.cacheEntries, \.cacheBytes, \.cacheHits, \.cacheMisses, \.cacheEvictions, \.cacheExpirations]
     }
 
     // MARK: Either side
@@ -152,7 +153,7 @@ public final class Scoreboard: @unchecked Sendable {
     }
 
     func publish(connections: Int, cache: CacheStatistics, slot: Int) {
-        let values = [connections, cache.entries, cache.bytes, cache.hits, cache.misses, cache.evictions]
+        let values = [connections, cache.entries, cache.bytes, cache.hits, cache.misses, cache.evictions, cache.expirations]
         for (field, value) in zip(Self.publishedFields, values) {
             atomic(slot, field).store(value, ordering: .relaxed)
         }
@@ -192,7 +193,8 @@ public final class Scoreboard: @unchecked Sendable {
                 cache: CacheStatistics(
                     entries: atomic(slot, \.cacheEntries).load(ordering: .relaxed), bytes: atomic(slot, \.cacheBytes).load(ordering: .relaxed),
                     hits: atomic(slot, \.cacheHits).load(ordering: .relaxed), misses: atomic(slot, \.cacheMisses).load(ordering: .relaxed),
-                    evictions: atomic(slot, \.cacheEvictions).load(ordering: .relaxed)))
+                    evictions: atomic(slot, \.cacheEvictions).load(ordering: .relaxed),
+                    expirations: atomic(slot, \.cacheExpirations).load(ordering: .relaxed)))
         }
     }
 }
@@ -231,8 +233,9 @@ public final class ScoreboardSeat: Sendable {
 
     /// Also called by the worker answering /stats or /cache, so its own figures are current.
     func publish(_ status: ServerStatus) {
+        // Domains share the shm cache: count it once.
         var cache = CacheStatistics()
-        for domain in status.domains { cache += domain.cache.statistics }
+        for domain in status.domains where domain.index == 0 || !domain.cache.isSharedByProcesses { cache += domain.cache.processStatistics }
         scoreboard.publish(connections: status.counters.acceptedConnections.current, cache: cache, slot: slot)
     }
 

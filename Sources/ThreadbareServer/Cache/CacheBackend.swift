@@ -1,0 +1,73 @@
+/// Where `/cache` keeps its entries (`cache.backend`): `local`, each process's own memory
+/// shared by its threads (`ShardedCache`), or `shm`, one segment every prefork worker maps
+/// (`SharedMemoryCache`). Handlers see only this.
+public protocol CacheBackend: AnyObject, Sendable {
+    /// The `cache.backend` value.
+    var name: String { get }
+    var maxEntries: Int { get }
+    var maxBytes: Int { get }
+    /// The largest key plus value (plus content type, where it is stored with them) one entry may have.
+    var maxEntryBytes: Int { get }
+    /// True when every process of the server sees the same entries, so per-worker figures are
+    /// not summed into a total.
+    var isSharedByProcesses: Bool { get }
+
+    /// A live entry, or nil (an expired one counts as a miss and an expiration, and is dropped).
+    func get(_ key: CacheKey) -> CacheEntry?
+    /// `timeToLive` in seconds; 0 keeps the entry until it is evicted or removed.
+    func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int) -> CachePutOutcome
+    func remove(_ key: CacheKey) -> Bool
+    /// The whole cache's figures.
+    var statistics: CacheStatistics { get }
+    /// This process's part: the hits, misses, evictions and expirations its own requests
+    /// caused, with the entries and bytes it sees.
+    var processStatistics: CacheStatistics { get }
+}
+
+public enum CachePutOutcome: Sendable, Equatable { case created, replaced, tooLarge }
+
+/// A cache key: exact bytes, as memcached compares them. Not `String`, whose equality is
+/// Unicode canonical equivalence: "é" (2 bytes) and "e" + U+0301 (3 bytes) would be one key with
+/// two sizes, and the byte accounting would drift.
+public struct CacheKey: Hashable, Sendable {
+    public let bytes: [UInt8]
+
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ text: String) { bytes = Array(text.utf8) }
+}
+
+/// One entry: the stored bytes and the content type they were stored with.
+public struct CacheEntry: Sendable, Equatable {
+    public var value: [UInt8]
+    public var contentType: String
+
+    public init(value: [UInt8], contentType: String) {
+        self.value = value
+        self.contentType = contentType
+    }
+}
+
+public struct CacheStatistics: Sendable, Equatable {
+    public var entries = 0
+    public var bytes = 0
+    public var hits = 0
+    public var misses = 0
+    public var evictions = 0
+    public var expirations = 0
+
+    /// Sums shards, domains or workers.
+    public static func += (total: inout CacheStatistics, part: CacheStatistics) {
+        total.entries += part.entries
+        total.bytes += part.bytes
+        total.hits += part.hits
+        total.misses += part.misses
+        total.evictions += part.evictions
+        total.expirations += part.expirations
+    }
+}
+
+/// When an entry stored now with `timeToLive` seconds expires, on CLOCK_MONOTONIC (one clock
+/// for every process on the machine, so shared entries expire alike everywhere); 0 for never.
+func expiry(timeToLive: Int, now: UInt64) -> UInt64 {
+    timeToLive > 0 ? now + UInt64(timeToLive) * 1_000_000_000 : 0
+}
