@@ -26,6 +26,38 @@ public enum ProcessMemory {
         rollup("Pss_Anon", of: pid)
     }
 
+    /// Where a process's resident pages stand, from /proc/PID/smaps_rollup, in bytes. Shared
+    /// pages are mapped by other processes too (a prefork master and its workers share what
+    /// the master made before forking, until one of them writes); private dirty pages are the
+    /// process's own, copies included.
+    public struct Rollup: Sendable, Equatable {
+        public var resident = 0
+        public var proportional = 0
+        public var sharedClean = 0
+        public var sharedDirty = 0
+        public var privateClean = 0
+        public var privateDirty = 0
+    }
+
+    public static func rollup(of pid: String = "self") -> Rollup {
+        guard let text = readProcFile("/proc/\(pid)/smaps_rollup") else { return Rollup() }
+        var figures = Rollup()
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count >= 2, let kilobytes = Int(fields[1]) else { continue }
+            switch fields[0] {
+            case "Rss:": figures.resident = kilobytes * 1024
+            case "Pss:": figures.proportional = kilobytes * 1024
+            case "Shared_Clean:": figures.sharedClean = kilobytes * 1024
+            case "Shared_Dirty:": figures.sharedDirty = kilobytes * 1024
+            case "Private_Clean:": figures.privateClean = kilobytes * 1024
+            case "Private_Dirty:": figures.privateDirty = kilobytes * 1024
+            default: break
+            }
+        }
+        return figures
+    }
+
     /// A field of /proc/PID/smaps_rollup, in bytes.
     static func rollup(_ field: String, of pid: String) -> Int {
         guard let rollup = readProcFile("/proc/\(pid)/smaps_rollup"),

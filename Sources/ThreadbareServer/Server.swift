@@ -15,20 +15,22 @@ public final class Server: Sendable {
     /// A server on sockets bound elsewhere (a prefork worker's, inherited from its master).
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
     /// `seat` is a prefork worker's place on its master's scoreboard: once a second the first
-    /// loop beats there and publishes the worker's figures. `sharedCache` is the shm cache its
-    /// master made before forking; without it a server that needs one makes it.
+    /// loop beats there and publishes the worker's figures. `inheritedCache` is the cache a
+    /// prefork master made before forking (`makeCacheBeforeFork`).
     public init(configuration: ServerConfiguration, sockets: ListeningSockets,
                 fixedHeaders: [(name: String, value: String)] = [], seat: ScoreboardSeat? = nil,
-                sharedCache: (any CacheBackend)? = nil) throws {
+                inheritedCache: (any CacheBackend)? = nil) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
 
+        // The shm cache is one for every domain; local caches are one per domain, as
+        // interpreters share no objects.
+        let shared = try inheritedCache ?? (configuration.cacheBackend == "shm" ? configuration.makeCache() : nil)
         let counters = HTTPCounters()
         let metrics = MetricsExport()
         let domains = try InterpreterDomain.make(
             mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
-            cacheMaxEntries: configuration.cacheMaxEntries, cacheMaxBytes: configuration.cacheMaxBytes,
-            sharedCache: try sharedCache ?? configuration.makeSharedCache(), metrics: metrics)
+            cache: { _ in try shared ?? configuration.makeCache() }, metrics: metrics)
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
             accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)

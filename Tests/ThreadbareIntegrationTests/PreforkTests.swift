@@ -239,6 +239,51 @@ extension LoadSensitive {
             #expect(present.count >= 7, "a full cache keeps at least a bucket's worth")
         }
 
+        /// Entries preloaded before the fork start shared by every worker. Reading all of them
+        /// through each worker copies their pages into it when reads write a reference count
+        /// beside each entry (CPython with a GIL), and leaves them shared when they do not
+        /// (3.13t's immortal objects).
+        @Test(arguments: [true, false])
+        func preloadedPagesStaySharedUnlessReadsTouchThem(refcountTouch: Bool) throws {
+            let entries = 4_000, valueBytes = 1_024
+            let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "cache.preload=\(entries)",
+                                            "--set", "cache.preload_bytes=\(valueBytes)", "--set", "cache.refcount_touch=\(refcountTouch)"])
+            defer { server.stop() }
+            func privateDirty() throws -> [String: Int] {
+                let workers = try #require(try server.json("/stats")["workers"] as? [String: Any])
+                let each = try #require(workers["each"] as? [[String: Any]])
+                return Dictionary(uniqueKeysWithValues: try each.map { worker in
+                    let memory = try #require(worker["memory"] as? [String: Any])
+                    return ("\(worker["pid"] ?? "")", try #require(memory["private_dirty_bytes"] as? Int))
+                })
+            }
+            // One connection per worker (each connection stays with the worker that accepted it).
+            var byWorker: [String: HTTPConnection] = [:]
+            for _ in 0..<40 where byWorker.count < 2 {
+                let connection = try server.connect()
+                let worker = try #require(try connection.request("GET", "/health").headers["x-worker"])
+                if byWorker[worker] == nil { byWorker[worker] = connection }
+            }
+            #expect(byWorker.count == 2)
+            let before = try privateDirty()
+            for connection in byWorker.values {
+                for index in 0..<entries {
+                    let reply = try connection.request("GET", "/cache/preload-\(index)")
+                    #expect(reply.status == 200 && reply.body.count == valueBytes)
+                }
+            }
+            let after = try privateDirty()
+            let preloaded = entries * valueBytes
+            for worker in byWorker.keys {
+                let growth = try #require(after[worker]) - (try #require(before[worker]))
+                if refcountTouch {
+                    #expect(growth > preloaded * 7 / 10, "worker \(worker) copied \(growth) bytes of \(preloaded) preloaded")
+                } else {
+                    #expect(growth < preloaded * 3 / 10, "worker \(worker) copied \(growth) bytes of \(preloaded) preloaded")
+                }
+            }
+        }
+
         /// Keep-alive clients sending requests back to back until `stop` is set, reconnecting when
         /// an answer says Connection: close, as a well-behaved client does. Any error or non-200
         /// answer is a failed request.

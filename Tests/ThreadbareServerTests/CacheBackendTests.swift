@@ -130,14 +130,14 @@ struct SharedMemoryCacheTests {
 
     @Test func slotsAreSizedFromTheBudget() throws {
         let cache = try SharedMemoryCache(maxEntries: 1_000, maxBytes: 1_000 * 1_000)
-        #expect(cache.maxEntryBytes == 1_024)
+        #expect(cache.slotBytes == 1_024 && cache.maxEntryBytes == 1_024 - SharedMemoryCache.referenceBytes)
         #expect(cache.maxEntries >= 1_000 && cache.maxEntries % 7 == 0)
         let tiny = try SharedMemoryCache(maxEntries: 10, maxBytes: 10)
-        #expect(tiny.maxEntryBytes == SharedMemoryCache.minimumSlotBytes)
+        #expect(tiny.slotBytes == SharedMemoryCache.minimumSlotBytes)
     }
 
     @Test func hashIsTheSameInEveryProcess() {
         // FNV-1a's published test vector: a fixed function, not Swift's per-process seed.
-        #expect(SharedMemoryCache.hash(Array("a".utf8)) == 0xaf63_dc4c_8601_ec8c)
+        #expect(CacheKey("a").stableHash == 0xaf63_dc4c_8601_ec8c)
     }
 }

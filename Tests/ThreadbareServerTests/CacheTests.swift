@@ -11,7 +11,7 @@ struct CacheTests {
     @Test func canonicallyEquivalentKeysAreDifferentKeys() {
         // "é" precomposed (2 bytes) and "e" + combining acute (3 bytes) are equal as Swift
         // Strings; as cache keys they are two keys with their own sizes.
-        var cache = LRUCache(maxEntries: 10, maxBytes: 100)
+        let cache = LRUCache(maxEntries: 10, maxBytes: 100)
         #expect(cache.put(CacheKey("e\u{0301}"), entry(1)) == .created)
         #expect(cache.put(CacheKey("\u{00E9}"), entry(1)) == .created)
         #expect(cache.statistics.entries == 2)
@@ -28,7 +28,7 @@ struct CacheTests {
     }
 
     @Test func evictsLeastRecentlyUsedByCount() {
-        var cache = LRUCache(maxEntries: 3, maxBytes: 1_000)
+        let cache = LRUCache(maxEntries: 3, maxBytes: 1_000)
         for key in ["a", "b", "c"] { #expect(cache.put(CacheKey(key), entry(1)) == .created) }
         _ = cache.get(CacheKey("a"))
         _ = cache.put(CacheKey("d"), entry(1))
@@ -39,7 +39,7 @@ struct CacheTests {
     }
 
     @Test func evictsByBytesAndCountsKeyPlusValue() {
-        var cache = LRUCache(maxEntries: 100, maxBytes: 30)
+        let cache = LRUCache(maxEntries: 100, maxBytes: 30)
         _ = cache.put(CacheKey("a"), entry(9))  // 10 bytes
         _ = cache.put(CacheKey("b"), entry(9))
         _ = cache.put(CacheKey("c"), entry(9))
@@ -50,7 +50,7 @@ struct CacheTests {
     }
 
     @Test func replacingAdjustsBytesAndKeepsCount() {
-        var cache = LRUCache(maxEntries: 10, maxBytes: 100)
+        let cache = LRUCache(maxEntries: 10, maxBytes: 100)
         #expect(cache.put(CacheKey("k"), entry(10)) == .created)
         #expect(cache.put(CacheKey("k"), entry(3)) == .replaced)
         #expect(cache.statistics.entries == 1)
@@ -59,14 +59,14 @@ struct CacheTests {
     }
 
     @Test func refusesAnEntryLargerThanTheWholeCache() {
-        var cache = LRUCache(maxEntries: 10, maxBytes: 8)
+        let cache = LRUCache(maxEntries: 10, maxBytes: 8)
         _ = cache.put(CacheKey("a"), entry(2))
         #expect(cache.put(CacheKey("big"), entry(6)) == .tooLarge)
         #expect(cache.get(CacheKey("a")) != nil, "a refused entry evicts nothing")
     }
 
     @Test func removeAndReuseSlots() {
-        var cache = LRUCache(maxEntries: 2, maxBytes: 100)
+        let cache = LRUCache(maxEntries: 2, maxBytes: 100)
         for round in 0..<50 {
             _ = cache.put(CacheKey("k\(round)"), entry(1))
             if round % 3 == 0 { cache.remove(CacheKey("k\(round)")) }
@@ -76,7 +76,7 @@ struct CacheTests {
     }
 
     @Test func hitsAndMisses() {
-        var cache = LRUCache(maxEntries: 2, maxBytes: 100)
+        let cache = LRUCache(maxEntries: 2, maxBytes: 100)
         _ = cache.put(CacheKey("a"), entry(1))
         _ = cache.get(CacheKey("a"))
         _ = cache.get(CacheKey("zz"))

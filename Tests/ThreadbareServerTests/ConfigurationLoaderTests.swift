@@ -67,6 +67,17 @@ struct ConfigurationLoaderTests {
         }
     }
 
+    /// Reads write reference counts in the modes that model CPython with a GIL, not in nogil
+    /// (3.13t's immortal objects), unless a deployment says otherwise.
+    @Test func refcountTouchFollowsTheModeUnlessSet() throws {
+        for (mode, touches) in [("gil", true), ("subinterpreters", true), ("prefork", true), ("nogil", false)] {
+            let loaded = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": mode], commandLine: [])
+            #expect(loaded.configuration.cacheRefcountTouch == touches, "\(mode)")
+        }
+        let set = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "nogil", "THREADBARE_CACHE_REFCOUNT_TOUCH": "true"], commandLine: [])
+        #expect(set.configuration.cacheRefcountTouch)
+    }
+
     @Test func subinterpretersNeedAThreadPerInterpreter() throws {
         let error = #expect(throws: ConfigurationError.self) {
             try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "subinterpreters", "THREADBARE_THREADS": "3"],

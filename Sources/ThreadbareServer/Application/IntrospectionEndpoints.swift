@@ -34,7 +34,7 @@ enum IntrospectionEndpoints {
 
     static let stats = Route(
         name: "stats", pattern: .exact("/stats"), methods: [.get], placement: .loop,
-        summary: "requests by endpoint and status, in flight, queue depth, uptime, RSS"
+        summary: "requests by endpoint and status, in flight, queue depth, uptime, memory (RSS, Pss, shared and private dirty)"
     ) { _, context throws(RequestError) in
         let status = context.status
         let requests = status.accounting.countsByEndpoint().sorted { $0.key < $1.key }.map { endpoint, byStatus in
@@ -47,6 +47,7 @@ enum IntrospectionEndpoints {
             "connections_open": .integer(status.counters.openConnections.current),
             "connections_total": .integer(status.counters.acceptedConnections.current),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),
+            "memory": memoryJSON(ProcessMemory.rollup()),
             "lock": lockJSON(status),
             "workers": status.seat.map { workersJSON($0, status) } ?? .null,
         ])
@@ -58,25 +59,33 @@ enum IntrospectionEndpoints {
     private static func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus) -> JSONValue {
         seat.publish(status)
         let workers = seat.scoreboard.workers()
-        var requests = 0, connections = 0, resident = 0, proportional = 0
+        var requests = 0, connections = 0, resident = 0, proportional = 0, privateDirty = 0
         let each: [JSONValue] = workers.map { worker in
-            let rss = ProcessMemory.residentBytes(of: String(worker.pid))
-            let pss = ProcessMemory.proportionalBytes(of: String(worker.pid))
+            let memory = ProcessMemory.rollup(of: String(worker.pid))
             requests += worker.requests
             connections += worker.connections
-            resident += rss
-            proportional += pss
+            resident += memory.resident
+            proportional += memory.proportional
+            privateDirty += memory.privateDirty
             return [
                 "slot": .integer(worker.slot), "pid": .integer(Int(worker.pid)), "state": .string(worker.state.name),
                 "requests": .integer(worker.requests), "connections": .integer(worker.connections),
-                "rss_bytes": .integer(rss), "pss_bytes": .integer(pss),
+                "rss_bytes": .integer(memory.resident), "pss_bytes": .integer(memory.proportional),
+                "memory": memoryJSON(memory),
                 "started_unix_s": .integer(worker.startedAt), "answered_this": .bool(worker.slot == seat.slot),
             ]
         }
         return [
             "count": .integer(workers.count), "requests": .integer(requests), "connections": .integer(connections),
-            "rss_bytes": .integer(resident), "pss_bytes": .integer(proportional), "each": .array(each),
+            "rss_bytes": .integer(resident), "pss_bytes": .integer(proportional), "private_dirty_bytes": .integer(privateDirty),
+            "each": .array(each),
         ]
+    }
+
+    private static func memoryJSON(_ memory: ProcessMemory.Rollup) -> JSONValue {
+        ["rss_bytes": .integer(memory.resident), "pss_bytes": .integer(memory.proportional),
+         "shared_clean_bytes": .integer(memory.sharedClean), "shared_dirty_bytes": .integer(memory.sharedDirty),
+         "private_clean_bytes": .integer(memory.privateClean), "private_dirty_bytes": .integer(memory.privateDirty)]
     }
 
     /// The lock model and, per domain, what its lock did. Times in milliseconds.

@@ -24,6 +24,11 @@ public protocol CacheBackend: AnyObject, Sendable {
     var processStatistics: CacheStatistics { get }
 }
 
+/// A cache that cannot be made as configured.
+public struct CacheSetupError: Error, CustomStringConvertible {
+    public let description: String
+}
+
 public enum CachePutOutcome: Sendable, Equatable { case created, replaced, tooLarge }
 
 /// A cache key: exact bytes, as memcached compares them. Not `String`, whose equality is
@@ -34,6 +39,12 @@ public struct CacheKey: Hashable, Sendable {
 
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public init(_ text: String) { bytes = Array(text.utf8) }
+
+    /// FNV-1a: the same in every process, unlike Swift's per-process seeded `Hasher`, so a
+    /// shared segment's buckets and an inherited cache's index agree across fork.
+    public var stableHash: UInt64 {
+        bytes.reduce(0xcbf2_9ce4_8422_2325 as UInt64) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
+    }
 }
 
 /// One entry: the stored bytes and the content type they were stored with.

@@ -11,7 +11,7 @@ public final class ShardedCache: CacheBackend {
     public let maxEntries: Int
     public let maxBytes: Int
 
-    public init(maxEntries: Int, maxBytes: Int) {
+    public init(maxEntries: Int, maxBytes: Int, refcountTouch: Bool = false) {
         precondition(maxEntries >= 1 && maxBytes >= 1)
         self.maxEntries = maxEntries
         self.maxBytes = maxBytes
@@ -19,7 +19,7 @@ public final class ShardedCache: CacheBackend {
         shards = (0..<count).map { shard in
             // Spread the remainders so the shards add up to exactly the configured budget.
             Locked(LRUCache(maxEntries: maxEntries / count + (shard < maxEntries % count ? 1 : 0),
-                            maxBytes: maxBytes / count + (shard < maxBytes % count ? 1 : 0)))
+                            maxBytes: maxBytes / count + (shard < maxBytes % count ? 1 : 0), refcountTouch: refcountTouch))
         }
     }
 
@@ -47,6 +47,6 @@ public final class ShardedCache: CacheBackend {
     public var processStatistics: CacheStatistics { statistics }
 
     private func shard(for key: CacheKey) -> Locked<LRUCache> {
-        shards.count == 1 ? shards[0] : shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
+        shards.count == 1 ? shards[0] : shards[Int(key.stableHash % UInt64(shards.count))]
     }
 }

@@ -7,9 +7,10 @@ import Glibc
 /// master forks, so every worker (and every replacement, forked later from the same master)
 /// reads and writes the same entries, as uWSGI's cache2 and nginx's shared zones do.
 ///
-/// Layout: the keys hash (FNV-1a, the same in every process) to buckets of `ways` fixed-size
-/// slots. A slot holds the key, the content type and the value, so an entry larger than a slot
-/// is refused (413), and a bucket keeps at most `ways - 1` entries: the free way is where the
+/// Layout: the keys hash (`stableHash`, the same in every process) to buckets of `ways` fixed-size
+/// slots. A slot holds a reference count (written by reads when `refcountTouch`, like
+/// `StoredEntry`'s; here the page is shared, so the write costs no copy), the key, the content
+/// type and the value, so an entry larger than a slot is refused (413), and a bucket keeps at most `ways - 1` entries: the free way is where the
 /// next write goes. Eviction is LRU within the bucket (a per-bucket use counter), which is
 /// approximate LRU overall, like memcached's per-slab LRUs.
 ///
@@ -29,6 +30,8 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     static let ways = 8
     static let minimumSlotBytes = 256
     static let maxContentTypeBytes = 255
+    /// The reference count at the start of each slot's bytes.
+    static let referenceBytes = 8
 
     private typealias Word = UnsafeAtomic<Int>.Storage
 
@@ -65,11 +68,12 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
 
     public let maxEntries: Int
     public let maxBytes: Int
-    /// Key plus content type plus value, per slot.
+    /// Reference count, key, content type and value, per slot.
     public let slotBytes: Int
+    public let refcountTouch: Bool
     public var name: String { "shm" }
     public var isSharedByProcesses: Bool { true }
-    public var maxEntryBytes: Int { slotBytes }
+    public var maxEntryBytes: Int { slotBytes - Self.referenceBytes }
 
     private let bucketCount: Int
     private let mappedBytes: Int
@@ -85,13 +89,15 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     nonisolated(unsafe) var midWrite: (() -> Void)?
 
     /// Maps and initializes the segment: `maxEntries` (rounded up to whole buckets) slots of
-    /// `maxBytes / maxEntries` bytes, at least 256. Untouched pages cost nothing until written.
-    public init(maxEntries: Int, maxBytes: Int) throws {
+    /// `maxBytes / maxEntries` bytes (plus the reference count), at least 256. Untouched pages
+    /// cost nothing until written.
+    public init(maxEntries: Int, maxBytes: Int, refcountTouch: Bool = false) throws {
         precondition(maxEntries >= 1 && maxBytes >= 1)
         bucketCount = (maxEntries + Self.ways - 2) / (Self.ways - 1)
         self.maxEntries = bucketCount * (Self.ways - 1)
         self.maxBytes = maxBytes
-        slotBytes = max(Self.minimumSlotBytes, (maxBytes / maxEntries + 63) / 64 * 64)
+        self.refcountTouch = refcountTouch
+        slotBytes = max(Self.minimumSlotBytes, (maxBytes / maxEntries + Self.referenceBytes + 63) / 64 * 64)
         let slotCount = bucketCount * Self.ways
         let headerBytes = Self.aligned(MemoryLayout<Header>.stride)
         let bucketBytes = Self.aligned(MemoryLayout<Bucket>.stride * bucketCount)
@@ -133,7 +139,7 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     // MARK: CacheBackend
 
     public func get(_ key: CacheKey) -> CacheEntry? {
-        let hash = Self.hash(key.bytes)
+        let hash = key.stableHash
         let now = MonotonicClock.now()
         return withBucket(for: hash) { bucket in
             guard let slot = find(key, hash: hash, in: bucket) else {
@@ -148,6 +154,10 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
             }
             count(\.hits)
             slots[slot].lastUsed = tick(bucket)
+            if refcountTouch {
+                let references = slotStart(slot)
+                references.storeBytes(of: references.load(as: UInt64.self) &+ 1, as: UInt64.self)
+            }
             return read(slot)
         }
     }
@@ -155,8 +165,8 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     public func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int = 0) -> CachePutOutcome {
         let contentType = Array(entry.contentType.utf8)
         guard contentType.count <= Self.maxContentTypeBytes,
-              key.bytes.count + contentType.count + entry.value.count <= slotBytes else { return .tooLarge }
-        let hash = Self.hash(key.bytes)
+              key.bytes.count + contentType.count + entry.value.count <= maxEntryBytes else { return .tooLarge }
+        let hash = key.stableHash
         let now = MonotonicClock.now()
         return withBucket(for: hash) { bucket in
             let old = find(key, hash: hash, in: bucket)
@@ -175,7 +185,7 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     }
 
     public func remove(_ key: CacheKey) -> Bool {
-        let hash = Self.hash(key.bytes)
+        let hash = key.stableHash
         return withBucket(for: hash) { bucket in
             guard let slot = find(key, hash: hash, in: bucket) else { return false }
             free(slot, in: bucket)
@@ -267,7 +277,8 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
         setState(.writing, slot)
         // The mark must reach memory before any byte of the entry does.
         atomicMemoryFence(ordering: .releasing)
-        let bytes = payload + slot * slotBytes
+        slotStart(slot).storeBytes(of: 1 as UInt64, as: UInt64.self)
+        let bytes = slotStart(slot) + Self.referenceBytes
         key.withUnsafeBytes { bytes.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         contentType.withUnsafeBytes { if $0.count > 0 { (bytes + key.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
         let valueStart = bytes + key.count + contentType.count
@@ -295,7 +306,7 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     }
 
     private func read(_ slot: Int) -> CacheEntry {
-        let start = payload + slot * slotBytes
+        let start = slotStart(slot) + Self.referenceBytes
         let keyLength = Int(slots[slot].keyLength), typeLength = Int(slots[slot].contentTypeLength)
         let contentType = String(decoding: UnsafeRawBufferPointer(start: start + keyLength, count: typeLength), as: UTF8.self)
         let value = Array(UnsafeRawBufferPointer(start: start + keyLength + typeLength, count: Int(slots[slot].valueLength)))
@@ -303,8 +314,10 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     }
 
     private func keyBytes(_ slot: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: payload + slot * slotBytes, count: Int(slots[slot].keyLength))
+        UnsafeRawBufferPointer(start: slotStart(slot) + Self.referenceBytes, count: Int(slots[slot].keyLength))
     }
+
+    private func slotStart(_ slot: Int) -> UnsafeMutableRawPointer { payload + slot * slotBytes }
 
     private func ways(of bucket: Int) -> Range<Int> { bucket * Self.ways ..< (bucket + 1) * Self.ways }
 
@@ -342,13 +355,4 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     private func pointer<Base, Field>(_ base: UnsafeMutablePointer<Base>, _ field: KeyPath<Base, Field>) -> UnsafeMutablePointer<Field> {
         (UnsafeMutableRawPointer(base) + MemoryLayout<Base>.offset(of: field)!).assumingMemoryBound(to: Field.self)
     }
-
-    /// FNV-1a: the same in every process, unlike Swift's seeded `Hasher`.
-    static func hash(_ bytes: [UInt8]) -> UInt64 {
-        bytes.reduce(0xcbf2_9ce4_8422_2325 as UInt64) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
-    }
-}
-
-public struct CacheSetupError: Error, CustomStringConvertible {
-    public let description: String
 }

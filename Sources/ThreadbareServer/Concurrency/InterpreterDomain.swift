@@ -15,11 +15,9 @@ public final class InterpreterDomain: Sendable {
     }
 
     /// Makes the `mode.interpreters` domains of a process, splitting its handler threads among
-    /// them as evenly as they go. Each domain gets its own local cache, unless `sharedCache`
-    /// (the shm backend) serves them all.
+    /// them as evenly as they go. `cache` gives domain N its cache.
     static func make(
-        mode: Mode, switchInterval: Duration, queueLimit: Int, cacheMaxEntries: Int, cacheMaxBytes: Int,
-        sharedCache: (any CacheBackend)?, metrics: MetricsExport
+        mode: Mode, switchInterval: Duration, queueLimit: Int, cache: (Int) throws -> any CacheBackend, metrics: MetricsExport
     ) throws -> [InterpreterDomain] {
         let count = mode.interpreters
         return try (0..<count).map { index in
@@ -31,7 +29,7 @@ public final class InterpreterDomain: Sendable {
             let threads = mode.threadsPerProcess / count + (index < mode.threadsPerProcess % count ? 1 : 0)
             return InterpreterDomain(
                 index: index, lock: lock,
-                cache: sharedCache ?? ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes),
+                cache: try cache(index),
                 pool: try HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-handler" : "tb-handler"))
         }
     }

@@ -47,6 +47,11 @@ public struct ConfigurationKey: Sendable {
                help: "local (each process its own cache, shared by its threads) or shm (one shared-memory cache every prefork worker maps)"),
         integer("cache.max_entries", \.cacheMaxEntries, 1...100_000_000, help: "entries the cache holds before evicting"),
         integer("cache.max_bytes", \.cacheMaxBytes, 1...1_099_511_627_776, help: "key plus value bytes the cache holds before evicting"),
+        integer("cache.preload", \.cachePreload, 0...10_000_000,
+                help: "entries made at start (preload-0, preload-1, ...), before the fork in prefork so workers share them copy-on-write"),
+        integer("cache.preload_bytes", \.cachePreloadBytes, 0...1_048_576, help: "value bytes of each preloaded entry"),
+        boolean("cache.refcount_touch", \.cacheRefcountTouch,
+                help: "every read writes a counter beside the entry, as CPython's reference counting does (default true; false in nogil)"),
     ]
 
     public static func named(_ name: String) -> ConfigurationKey? {
@@ -67,6 +72,16 @@ public struct ConfigurationKey: Sendable {
                 throw ConfigurationValueError("must be from \(range.lowerBound) to \(range.upperBound), got \(value)")
             }
             configuration[keyPath: path] = value
+        }, render: { String($0[keyPath: path]) })
+    }
+
+    static func boolean(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Bool> & Sendable, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            switch text {
+            case "true": configuration[keyPath: path] = true
+            case "false": configuration[keyPath: path] = false
+            default: throw ConfigurationValueError("expected true or false, got '\(text)'")
+            }
         }, render: { String($0[keyPath: path]) })
     }
 

@@ -79,6 +79,16 @@ public enum ConfigurationLoader {
             configuration.threads = 1
             origins["threads"] = "default for prefork"
         }
+        // CPython 3.13t makes shared objects immortal (or biases their counts to the owning
+        // thread), so its reads leave shared pages alone; the other modes model CPython with
+        // a GIL, whose every read writes a reference count.
+        if origins["cache.refcount_touch"] == nil {
+            configuration.cacheRefcountTouch = configuration.mode != .nogil
+            origins["cache.refcount_touch"] = "default for \(configuration.mode.rawValue)"
+        }
+        if configuration.cachePreload > configuration.cacheMaxEntries {
+            throw ConfigurationError("\(origins["cache.preload"] ?? "default"): cache.preload: \(configuration.cachePreload) entries do not fit cache.max_entries \(configuration.cacheMaxEntries)")
+        }
         do {
             _ = try configuration.makeMode()
         } catch {

@@ -38,6 +38,13 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var cacheBackend = "local"
     public var cacheMaxEntries = 10_000
     public var cacheMaxBytes = 64 * 1024 * 1024
+    /// Entries made at start (before the fork in prefork), and each one's value bytes.
+    public var cachePreload = 0
+    public var cachePreloadBytes = 1024
+    /// Reads write a counter beside the entry, as CPython's reference counting does. False
+    /// in nogil, the default mode (3.13t's shared objects are immortal or biased); the loader
+    /// makes it true in the other modes unless set.
+    public var cacheRefcountTouch = false
 
     public init() {}
 
@@ -53,10 +60,20 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     public var switchInterval: Duration { .nanoseconds(Int64((switchIntervalMilliseconds * 1e6).rounded())) }
 
-    /// The one cache every process and domain shares, for `cache.backend: shm`; nil when each
-    /// domain makes its own. A prefork master makes it before it forks.
-    public func makeSharedCache() throws -> (any CacheBackend)? {
-        cacheBackend == "shm" ? try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes) : nil
+    /// A cache as `cache.*` describes it, with its preloaded entries in.
+    public func makeCache() throws -> any CacheBackend {
+        let cache: any CacheBackend = cacheBackend == "shm"
+            ? try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
+            : ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
+        try CachePreload.fill(cache, entries: cachePreload, valueBytes: cachePreloadBytes)
+        return cache
+    }
+
+    /// What a prefork master makes before it forks, for its workers to inherit: the shm
+    /// segment, or a preloaded local cache whose pages the workers then share copy-on-write,
+    /// like gunicorn's `--preload`. nil: each worker makes its own.
+    public func makeCacheBeforeFork() throws -> (any CacheBackend)? {
+        cacheBackend == "shm" || cachePreload > 0 ? try makeCache() : nil
     }
 
     public func makeMode() throws(ModeError) -> Mode {

@@ -40,8 +40,9 @@ public final class PreforkMaster {
     private let reopenLogs: @Sendable () -> Void
     private let logger: Logger
     private let scoreboard: Scoreboard
-    /// `cache.backend: shm`: mapped here, before any fork, so every worker shares it.
-    private var sharedCache: (any CacheBackend)?
+    /// Made here, before any fork, for every worker to inherit: the shm segment, or a
+    /// preloaded local cache (see `makeCacheBeforeFork`).
+    private var cacheForWorkers: (any CacheBackend)?
     private let pid = getpid()
 
     /// `accept: shared`: the sockets every worker accepts on.
@@ -74,7 +75,7 @@ public final class PreforkMaster {
         self.reopenLogs = reopenLogs
         self.logger = logger
         scoreboard = try Scoreboard()
-        sharedCache = try configuration.makeSharedCache()
+        cacheForWorkers = try configuration.makeCacheBeforeFork()
         let first = try ListeningSockets.bind(
             host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
         firstSockets = first
@@ -223,7 +224,7 @@ public final class PreforkMaster {
             // Other positions' sockets stay with them: a removed position's sockets must close
             // when the master closes them, not live on in a sibling.
             for (other, otherSockets) in positionSockets where other != position { otherSockets.close() }
-            PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, sharedCache: sharedCache,
+            PreforkWorker.run(slot: slot, sockets: sockets, configuration: configuration, inheritedCache: cacheForWorkers,
                               scoreboard: scoreboard, masterPID: pid,
                               reopenLogs: reopenLogs)
         }
@@ -277,16 +278,25 @@ public final class PreforkMaster {
             where old != new && !(name == "port" && new == "0") {
             logger.warning("SIGHUP: \(name) changes only with a restart; keeping \(old)")
         }
-        // The shared cache's segment was sized at start and holds the workers' entries.
+        // The shm segment was made at start and holds the workers' entries: it stays. A
+        // preloaded local cache is made again for the new workers if its settings changed.
+        let cacheKeys = ConfigurationKey.all.filter { $0.section == "cache" }
+        let changedCacheKeys = cacheKeys.filter { $0.render(configuration) != $0.render(fresh) }
+        var freshCache = cacheForWorkers
         if configuration.cacheBackend == "shm" || fresh.cacheBackend == "shm" {
-            for (name, old, new) in [("cache.backend", configuration.cacheBackend, fresh.cacheBackend),
-                                     ("cache.max_entries", String(configuration.cacheMaxEntries), String(fresh.cacheMaxEntries)),
-                                     ("cache.max_bytes", String(configuration.cacheMaxBytes), String(fresh.cacheMaxBytes))] where old != new {
-                logger.warning("SIGHUP: \(name) changes only with a restart while the shm cache is in use; keeping \(old)")
+            for key in changedCacheKeys {
+                logger.warning("SIGHUP: \(key.name) changes only with a restart while the shm cache is in use; keeping \(key.render(configuration))")
+                try? key.assign(&fresh, key.render(configuration))
             }
-            (fresh.cacheBackend, fresh.cacheMaxEntries, fresh.cacheMaxBytes) =
-                (configuration.cacheBackend, configuration.cacheMaxEntries, configuration.cacheMaxBytes)
+        } else if !changedCacheKeys.isEmpty {
+            do {
+                freshCache = try fresh.makeCacheBeforeFork()
+            } catch {
+                logger.error("SIGHUP: configuration not reloaded, keeping the running one: \(error)")
+                return
+            }
         }
+        cacheForWorkers = freshCache
         fresh.host = configuration.host
         fresh.port = firstSockets.port
         fresh.loops = configuration.loops

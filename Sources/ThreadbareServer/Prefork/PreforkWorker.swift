@@ -12,7 +12,7 @@ enum PreforkWorker {
     /// The worker's exit status when it could not boot, as gunicorn's WORKER_BOOT_ERROR.
     static let bootFailureStatus: Int32 = 3
 
-    static func run(slot: Int, sockets: ListeningSockets, configuration: ServerConfiguration, sharedCache: (any CacheBackend)?,
+    static func run(slot: Int, sockets: ListeningSockets, configuration: ServerConfiguration, inheritedCache: (any CacheBackend)?,
                     scoreboard: Scoreboard, masterPID: pid_t, reopenLogs: @Sendable () -> Void) -> Never {
         // Orphan detection: the kernel sends TERM (a graceful stop) when the master dies. The
         // master may already have died between fork and here, so look once ourselves.
@@ -31,7 +31,7 @@ enum PreforkWorker {
         do {
             server = try Server(
                 configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))], seat: seat,
-                sharedCache: sharedCache)
+                inheritedCache: inheritedCache)
             try server.start()
         } catch {
             scoreboard.recordBootError("\(error)", slot: slot)
