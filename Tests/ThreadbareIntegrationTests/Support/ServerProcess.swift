@@ -3,7 +3,7 @@ import Testing
 
 /// The real `threadbare` binary, started in a subprocess on port 0, as a user would run it.
 final class ServerProcess: @unchecked Sendable {
-    let process: Process
+    let process: ChildProcess
     let port: Int
     private let outputFile: URL
     private let errorFile: URL
@@ -23,14 +23,9 @@ final class ServerProcess: @unchecked Sendable {
         var attempts = 0
         while true {
             attempts += 1
-            let candidate = Process()
-            candidate.executableURL = Self.binary
-            candidate.arguments = ["serve", "--port", "0"] + arguments
-            candidate.environment = Self.cleanEnvironment(adding: environment)
-            candidate.standardOutput = try FileHandle(forWritingTo: outputFile)
-            candidate.standardError = try FileHandle(forWritingTo: errorFile)
-            try candidate.run()
-
+            let candidate = try ChildProcess(Self.binary.path, ["serve", "--port", "0"] + arguments,
+                                             environment: Self.cleanEnvironment(adding: environment),
+                                             standardOutput: outputFile.path, standardError: errorFile.path)
             let deadline = Date().addingTimeInterval(30)
             var found: Int?
             while found == nil && Date() < deadline && candidate.isRunning {
@@ -42,9 +37,7 @@ final class ServerProcess: @unchecked Sendable {
                 port = found
                 return
             }
-            let state = Self.describe(candidate.processIdentifier)
-            if candidate.isRunning { kill(candidate.processIdentifier, SIGKILL) }
-            candidate.waitUntilExit()
+            let state = BoundedWait.killStuck(candidate)
             // Under ThreadSanitizer a child forked from the many-threaded test runner can hang
             // before it ever runs threadbare (it is still the runner's image): that is the
             // sanitizer's fork, not the server, so start it once more.
@@ -65,7 +58,7 @@ final class ServerProcess: @unchecked Sendable {
         return "exe=\(exe) " + fields.map { $0.replacingOccurrences(of: "\t", with: " ") }.joined(separator: ", ") + ", wchan=\(wchan)"
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
     var standardError: String { (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "" }
 
     func connect() throws -> HTTPConnection { try HTTPConnection(port: port) }
@@ -87,8 +80,8 @@ final class ServerProcess: @unchecked Sendable {
     /// the test that ran it.
     @discardableResult
     func stop(signal: Int32 = SIGTERM, sourceLocation: SourceLocation = #_sourceLocation) -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        if !BoundedWait.exit(of: process, within: 60) {
+        if process.isRunning { kill(process.pid, signal) }
+        if !process.waitForExit(within: 60) {
             let state = BoundedWait.killStuck(process)
             Issue.record("the server did not stop within 60 s of signal \(signal); killed. What it was doing:\n\(state)\nstderr:\n\(standardError)",
                          sourceLocation: sourceLocation)
@@ -103,10 +96,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        if process.isRunning { _ = BoundedWait.killStuck(process, describing: false) }
     }
 
     static func listeningPort(in output: String) -> Int? {
@@ -149,21 +139,15 @@ func runThreadbare(_ arguments: [String], environment: [String: String] = [:], l
 /// Runs `executable` with no input; one that runs past `deadline` seconds is killed and throws.
 func runToCompletion(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
                      deadline: Double = 300) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
     let (outputFile, errorFile) = ServerProcess.temporaryFiles()
     defer {
         try? FileManager.default.removeItem(at: outputFile)
         try? FileManager.default.removeItem(at: errorFile)
     }
-    process.executableURL = executable
-    process.arguments = arguments
-    process.environment = ServerProcess.cleanEnvironment(adding: environment)
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = try FileHandle(forWritingTo: outputFile)
-    process.standardError = try FileHandle(forWritingTo: errorFile)
-    try process.run()
+    let process = try ChildProcess(executable.path, arguments, environment: ServerProcess.cleanEnvironment(adding: environment),
+                                   standardOutput: outputFile.path, standardError: errorFile.path)
     let stderr = { (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "" }
-    if !BoundedWait.exit(of: process, within: deadline) {
+    if !process.waitForExit(within: deadline) {
         let state = BoundedWait.killStuck(process)
         throw ProcessDidNotExit(command: ([executable.lastPathComponent] + arguments).joined(separator: " "), seconds: deadline,
                                 state: state + "\nstderr:\n" + stderr())
