@@ -8,24 +8,25 @@ SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # the dynamic loader no longer relocates every page of Foundation and ICU at start.
 RELEASE = -c release --static-swift-stdlib
 CONFIG ?= config/nogil.yaml
-APT_PACKAGES = libevent-dev pkg-config
+# memcached: the tests (and cache.backend: memcached) run a real one.
+APT_PACKAGES = libevent-dev pkg-config memcached
 
 .PHONY: all setup build release demo serve test test-tsan bench clean
 
 all: build
 
-# Installs libevent and pkg-config when missing: with apt-get as root, otherwise it prints the
+# Installs libevent, pkg-config and memcached when missing: with apt-get as root, otherwise it prints the
 # exact command and stops.
 setup:
 	@if ! [ -x "$(SWIFT)" ]; then \
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
-	@if pkg-config --exists libevent 2>/dev/null; then exit 0; fi; \
+	@if pkg-config --exists libevent 2>/dev/null && [ -x /usr/bin/memcached ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "libevent 2.1 development files are missing. Run:"; \
+		echo "libevent 2.1 development files or memcached are missing. Run:"; \
 		echo "  sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
 	fi
 

@@ -16,21 +16,23 @@ public final class Server: Sendable {
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
     /// `seat` is a prefork worker's place on its master's scoreboard: once a second the first
     /// loop beats there and publishes the worker's figures. `inheritedCache` is the cache a
-    /// prefork master made before forking (`makeCacheBeforeFork`).
+    /// prefork master made before forking (`makeCacheBeforeFork`), which also put the preloaded
+    /// entries in when `preloadedBeforeFork`.
     public init(configuration: ServerConfiguration, sockets: ListeningSockets,
                 fixedHeaders: [(name: String, value: String)] = [], seat: ScoreboardSeat? = nil,
-                inheritedCache: (any CacheBackend)? = nil) throws {
+                inheritedCache: (any CacheBackend)? = nil, preloadedBeforeFork: Bool = false) throws {
         self.configuration = configuration
         mode = try configuration.makeMode()
 
-        // The shm cache is one for every domain; local caches are one per domain, as
-        // interpreters share no objects.
-        let shared = try inheritedCache ?? (configuration.cacheBackend == "shm" ? configuration.makeCache() : nil)
+        // The shm and memcached caches are one for every domain; local caches are one per
+        // domain, as interpreters share no objects.
+        let preloading = !preloadedBeforeFork
+        let shared = try inheritedCache ?? (configuration.cacheBackend != "local" ? configuration.makeCache(preloading: preloading) : nil)
         let counters = HTTPCounters()
         let metrics = MetricsExport()
         let domains = try InterpreterDomain.make(
             mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
-            cache: { _ in try shared ?? configuration.makeCache() }, metrics: metrics)
+            cache: { _ in try shared ?? configuration.makeCache(preloading: preloading) }, metrics: metrics)
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
             accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)

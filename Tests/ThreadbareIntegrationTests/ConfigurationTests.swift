@@ -54,7 +54,7 @@ struct ConfigurationTests {
         ("mode: turbo\n", ":1: mode: expected one of nogil, gil, subinterpreters, prefork, got 'turbo'"),
         ("- just\n- a list\n", ":1: expected a mapping of keys to values at the top level"),
         ("threads: [unclosed\n", "not valid YAML"),
-        ("cache:\n  backend: redis\n", ":2: cache.backend: expected one of local, shm, got 'redis'"),
+        ("cache:\n  backend: redis\n", ":2: cache.backend: expected one of local, shm, memcached, got 'redis'"),
         ("cache:\n  refcount_touch: maybe\n", ":2: cache.refcount_touch: expected true or false, got 'maybe'"),
         ("cache:\n  max_entries: 10\n  preload: 20\n", ":3: cache.preload: 20 entries do not fit cache.max_entries 10"),
     ])

@@ -15,13 +15,12 @@ enum CacheEndpoints {
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
         let cache = context.cache
-        var answer = cache.statistics.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes)
+        let statistics = try using(context) { cache throws(CacheFailure) in try cache.statistics }
+        var answer = statistics.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit)
             .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
-        if let shared = cache as? SharedMemoryCache {
-            answer = answer.adding("repairs", .integer(shared.repairs))
-        }
+        for (name, value) in cache.details { answer = answer.adding(name, value) }
         if let seat = context.status.seat {
-            answer = answer.adding("workers", workersJSON(seat, context.status, cache: cache))
+            answer = answer.adding("workers", workersJSON(seat, context.status, cache: cache, total: statistics))
         }
         return .json(answer)
     }
@@ -48,18 +47,20 @@ enum CacheEndpoints {
         case .put:
             let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
             let stored: JSONValue = ["key": .string(String(decoding: key.bytes, as: UTF8.self)), "bytes": .integer(request.body.count)]
-            switch context.cache.put(key, entry, timeToLive: timeToLive) {
+            switch try using(context, { cache throws(CacheFailure) in try cache.put(key, entry, timeToLive: timeToLive) }) {
             case .created: return .json(stored, status: 201)
             case .replaced: return .json(stored, status: 200)
             case .tooLarge:
                 throw RequestError(413, "entry of \(key.bytes.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
             }
         case .delete:
-            guard context.cache.remove(key) else { throw RequestError(404, "no cache entry for this key") }
+            guard try using(context, { cache throws(CacheFailure) in try cache.remove(key) }) else {
+                throw RequestError(404, "no cache entry for this key")
+            }
             return HTTPResponse(status: 204, contentType: "application/json", body: [])
         default:
             let compute = parameters.has("compute") ? try parameters.integer("compute", in: 0...context.limits.cpuMaxWork) : nil
-            if let entry = context.cache.get(key) {
+            if let entry = try using(context, { cache throws(CacheFailure) in try cache.get(key) }) {
                 return HTTPResponse(status: 200, contentType: entry.contentType, body: entry.value, headers: compute == nil ? [] : [("X-Cache", "hit")])
             }
             guard let compute else { throw RequestError(404, "no cache entry for this key") }
@@ -69,8 +70,23 @@ enum CacheEndpoints {
             let lock = context.lock
             let value = Array(CPUWork.hex(CPUWork.run(units: compute) { lock.checkpoint() }).utf8)
             // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
-            _ = context.cache.put(key, CacheEntry(value: value, contentType: "text/plain; charset=utf-8"), timeToLive: timeToLive)
+            let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
+            _ = try using(context) { cache throws(CacheFailure) in try cache.put(key, computed, timeToLive: timeToLive) }
             return HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value, headers: [("X-Cache", "miss")])
+        }
+    }
+
+    /// Runs one cache operation, without the interpreter lock when it waits on the network; a
+    /// failure (memcached down) becomes the request's error.
+    private static func using<Result>(_ context: HandlerContext, _ operation: (any CacheBackend) throws(CacheFailure) -> Result) throws(RequestError) -> Result {
+        let cache = context.cache
+        let outcome: Swift.Result<Result, CacheFailure> = cache.blocksOnNetwork
+            ? context.lock.withReleased { Swift.Result { () throws(CacheFailure) in try operation(cache) } }
+            : Swift.Result { () throws(CacheFailure) in try operation(cache) }
+        switch outcome {
+        case .success(let value): return value
+        case .failure(let failure):
+            throw RequestError(failure.status, failure.message, headers: failure.status == 503 ? [("Retry-After", "1")] : [])
         }
     }
 
@@ -99,23 +115,23 @@ enum CacheEndpoints {
 /// the total sums them, counting a key once per worker that stored it; with the shared cache
 /// each worker lists the hits, misses, evictions and expirations its requests caused, beside
 /// the one cache's entries, and the total is that cache.
-private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: any CacheBackend) -> JSONValue {
+private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: any CacheBackend, total shared: CacheStatistics) -> JSONValue {
     seat.publish(status)
     let workers = seat.scoreboard.workers()
     let copies = cache.isSharedByProcesses ? 1 : workers.count
     var total = CacheStatistics()
     let each: [JSONValue] = workers.map { worker in
         total += worker.cache
-        return worker.cache.json(maxEntries: cache.maxEntries, maxBytes: cache.maxBytes).adding("pid", .integer(Int(worker.pid)))
+        return worker.cache.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit).adding("pid", .integer(Int(worker.pid)))
     }
-    if cache.isSharedByProcesses { total = cache.statistics }
-    return ["each": .array(each), "total": total.json(maxEntries: cache.maxEntries * copies, maxBytes: cache.maxBytes * copies)]
+    if cache.isSharedByProcesses { total = shared }
+    return ["each": .array(each), "total": total.json(entryLimit: cache.entryLimit.map { $0 * copies }, byteLimit: cache.byteLimit.map { $0 * copies })]
 }
 
 extension CacheStatistics {
-    func json(maxEntries: Int, maxBytes: Int) -> JSONValue {
+    func json(entryLimit: Int?, byteLimit: Int?) -> JSONValue {
         ["entries": .integer(entries), "bytes": .integer(bytes), "hits": .integer(hits), "misses": .integer(misses),
          "evictions": .integer(evictions), "expirations": .integer(expirations),
-         "max_entries": .integer(maxEntries), "max_bytes": .integer(maxBytes)]
+         "max_entries": entryLimit.map { .integer($0) } ?? .null, "max_bytes": byteLimit.map { .integer($0) } ?? .null]
     }
 }

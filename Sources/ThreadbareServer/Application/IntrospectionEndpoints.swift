@@ -127,7 +127,7 @@ enum IntrospectionEndpoints {
             ("resident_memory_bytes", "Resident set size of this process", [], ProcessMemory.residentBytes()),
         ]
         for domain in status.domains {
-            let cache = domain.cache.statistics
+            let cache = domain.cache.processStatistics
             let labels = [("domain", String(domain.index))]
             gauges.append(("cache_entries", "Entries in this domain's cache", labels, cache.entries))
             gauges.append(("cache_bytes", "Key plus value bytes in this domain's cache", labels, cache.bytes))

@@ -1,27 +1,45 @@
 /// Where `/cache` keeps its entries (`cache.backend`): `local`, each process's own memory
-/// shared by its threads (`ShardedCache`), or `shm`, one segment every prefork worker maps
-/// (`SharedMemoryCache`). Handlers see only this.
+/// shared by its threads (`ShardedCache`); `shm`, one segment every prefork worker maps
+/// (`SharedMemoryCache`); or `memcached`, a memcached server over TCP (`MemcachedCache`).
+/// Handlers see only this.
 public protocol CacheBackend: AnyObject, Sendable {
     /// The `cache.backend` value.
     var name: String { get }
-    var maxEntries: Int { get }
-    var maxBytes: Int { get }
+    /// The bounds eviction keeps to; nil where the backend has none of its own to report.
+    var entryLimit: Int? { get }
+    var byteLimit: Int? { get }
     /// The largest key plus value (plus content type, where it is stored with them) one entry may have.
     var maxEntryBytes: Int { get }
-    /// True when every process of the server sees the same entries, so per-worker figures are
-    /// not summed into a total.
+    /// True when every process (and every domain) of the server sees the same entries, so
+    /// per-worker figures are not summed into a total.
     var isSharedByProcesses: Bool { get }
+    /// True when an operation waits on the network: handlers then release the interpreter
+    /// lock around it, as CPython's socket calls release the GIL.
+    var blocksOnNetwork: Bool { get }
 
     /// A live entry, or nil (an expired one counts as a miss and an expiration, and is dropped).
-    func get(_ key: CacheKey) -> CacheEntry?
+    func get(_ key: CacheKey) throws(CacheFailure) -> CacheEntry?
     /// `timeToLive` in seconds; 0 keeps the entry until it is evicted or removed.
-    func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int) -> CachePutOutcome
-    func remove(_ key: CacheKey) -> Bool
+    func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int) throws(CacheFailure) -> CachePutOutcome
+    func remove(_ key: CacheKey) throws(CacheFailure) -> Bool
     /// The whole cache's figures.
-    var statistics: CacheStatistics { get }
-    /// This process's part: the hits, misses, evictions and expirations its own requests
-    /// caused, with the entries and bytes it sees.
+    var statistics: CacheStatistics { get throws(CacheFailure) }
+    /// This process's part, without waiting on anything: the hits, misses, evictions and
+    /// expirations its own requests caused, with the entries and bytes it last saw.
     var processStatistics: CacheStatistics { get }
+    /// Figures of this backend alone, for `GET /cache`.
+    var details: [(String, JSONValue)] { get }
+}
+
+/// Why a cache operation could not be done: the HTTP status and the reason.
+public struct CacheFailure: Error, Sendable {
+    public let status: Int
+    public let message: String
+
+    public init(_ status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
 }
 
 /// A cache that cannot be made as configured.

@@ -19,7 +19,13 @@ enum CachePreload {
     static func fill(_ cache: any CacheBackend, entries: Int, valueBytes: Int) throws {
         for index in 0..<entries {
             let entry = CacheEntry(value: value(index, bytes: valueBytes), contentType: "application/octet-stream")
-            guard cache.put(key(index), entry, timeToLive: 0) != .tooLarge else {
+            let outcome: CachePutOutcome
+            do {
+                outcome = try cache.put(key(index), entry, timeToLive: 0)
+            } catch {
+                throw CacheSetupError(description: "cache.preload: \(error.message)")
+            }
+            guard outcome != .tooLarge else {
                 throw CacheSetupError(description: "cache.preload: an entry of \(valueBytes) bytes is larger than the cache allows per entry (\(cache.maxEntryBytes))")
             }
         }

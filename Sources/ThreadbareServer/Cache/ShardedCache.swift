@@ -27,6 +27,10 @@ public final class ShardedCache: CacheBackend {
     public var maxEntryBytes: Int { maxBytes / shards.count }
     public var name: String { "local" }
     public var isSharedByProcesses: Bool { false }
+    public var blocksOnNetwork: Bool { false }
+    public var entryLimit: Int? { maxEntries }
+    public var byteLimit: Int? { maxBytes }
+    public var details: [(String, JSONValue)] { [] }
 
     public func get(_ key: CacheKey) -> CacheEntry? {
         shard(for: key).withLock { $0.get(key) }

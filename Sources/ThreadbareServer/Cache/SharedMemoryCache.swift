@@ -73,7 +73,11 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     public let refcountTouch: Bool
     public var name: String { "shm" }
     public var isSharedByProcesses: Bool { true }
+    public var blocksOnNetwork: Bool { false }
     public var maxEntryBytes: Int { slotBytes - Self.referenceBytes }
+    public var entryLimit: Int? { maxEntries }
+    public var byteLimit: Int? { maxBytes }
+    public var details: [(String, JSONValue)] { [("slot_bytes", .integer(slotBytes)), ("repairs", .integer(repairs))] }
 
     private let bucketCount: Int
     private let mappedBytes: Int

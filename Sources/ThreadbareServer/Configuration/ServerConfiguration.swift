@@ -39,6 +39,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var cacheMaxEntries = 10_000
     public var cacheMaxBytes = 64 * 1024 * 1024
     /// Entries made at start (before the fork in prefork), and each one's value bytes.
+    /// memcached: where it listens, connections per process, and how long an operation may take.
+    public var cacheMemcachedAddress = "127.0.0.1:11211"
+    public var cacheMemcachedConnections = 4
+    public var cacheMemcachedTimeoutMilliseconds = 500
     public var cachePreload = 0
     public var cachePreloadBytes = 1024
     /// Reads write a counter beside the entry, as CPython's reference counting does. False
@@ -60,20 +64,34 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     public var switchInterval: Duration { .nanoseconds(Int64((switchIntervalMilliseconds * 1e6).rounded())) }
 
-    /// A cache as `cache.*` describes it, with its preloaded entries in.
-    public func makeCache() throws -> any CacheBackend {
-        let cache: any CacheBackend = cacheBackend == "shm"
-            ? try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
-            : ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
-        try CachePreload.fill(cache, entries: cachePreload, valueBytes: cachePreloadBytes)
+    /// A cache as `cache.*` describes it, with the preloaded entries put in unless `preloading`
+    /// is false (a prefork master did it before forking).
+    public func makeCache(preloading: Bool = true) throws -> any CacheBackend {
+        let cache: any CacheBackend = switch cacheBackend {
+        case "shm": try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
+        case "memcached": try MemcachedCache(address: cacheMemcachedAddress, connections: cacheMemcachedConnections,
+                                             timeoutMilliseconds: cacheMemcachedTimeoutMilliseconds)
+        default: ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
+        }
+        if preloading { try CachePreload.fill(cache, entries: cachePreload, valueBytes: cachePreloadBytes) }
         return cache
     }
 
     /// What a prefork master makes before it forks, for its workers to inherit: the shm
     /// segment, or a preloaded local cache whose pages the workers then share copy-on-write,
-    /// like gunicorn's `--preload`. nil: each worker makes its own.
+    /// like gunicorn's `--preload`. nil: each worker makes its own. The master preloads
+    /// memcached through connections of its own, closed before any fork, so no worker shares
+    /// a socket with another.
     public func makeCacheBeforeFork() throws -> (any CacheBackend)? {
-        cacheBackend == "shm" || cachePreload > 0 ? try makeCache() : nil
+        switch cacheBackend {
+        case "shm":
+            return try makeCache()
+        case "memcached":
+            if cachePreload > 0 { _ = try makeCache() }
+            return nil
+        default:
+            return cachePreload > 0 ? try makeCache() : nil
+        }
     }
 
     public func makeMode() throws(ModeError) -> Mode {

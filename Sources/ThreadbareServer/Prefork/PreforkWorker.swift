@@ -31,7 +31,7 @@ enum PreforkWorker {
         do {
             server = try Server(
                 configuration: configuration, sockets: sockets, fixedHeaders: [("X-Worker", String(pid))], seat: seat,
-                inheritedCache: inheritedCache)
+                inheritedCache: inheritedCache, preloadedBeforeFork: true)
             try server.start()
         } catch {
             scoreboard.recordBootError("\(error)", slot: slot)
