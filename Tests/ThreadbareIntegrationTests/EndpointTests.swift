@@ -183,6 +183,9 @@ struct EndpointTests {
         #expect(stats["in_flight"] as? Int == 1, "the /stats request itself")
         #expect(stats["queue_depth"] as? Int == 0)
         #expect((stats["uptime_s"] as? Double ?? -1) >= 0)
+        let memory = try #require(stats["memory"] as? [String: Int])
+        #expect(Set(memory.keys) == ["rss_bytes", "pss_bytes", "shared_clean_bytes", "shared_dirty_bytes", "private_clean_bytes", "private_dirty_bytes"])
+        #expect((memory["private_dirty_bytes"] ?? 0) > 0 && (memory["pss_bytes"] ?? 0) <= (memory["rss_bytes"] ?? 0))
     }
 
     @Test func metricsArePrometheusText() throws {
