@@ -198,6 +198,33 @@ extension LoadSensitive {
             #expect(badMode.status == 2 && badMode.stderr.contains("unknown mode 'turbo'"), "\(badMode.stderr)")
         }
 
+        /// A mode whose configuration puts the cache in memcached: compare starts one for the
+        /// mode's run, measures through it, counts it in the mode's memory, and stops it.
+        @Test(.enabled(if: MemcachedServer.isInstalled))
+        func compareStartsTheMemcachedAModeChooses() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("compare-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let port = try MemcachedServer.freePort()
+            try "mode: prefork\nworkers: 2\ncache:\n  backend: memcached\n  memcached: 127.0.0.1:\(port)\n"
+                .write(to: directory.appendingPathComponent("prefork.yaml"), atomically: true, encoding: .utf8)
+            let suite = directory.appendingPathComponent("suite.yaml")
+            try """
+                quick: {duration: 300ms, warmup: 100ms}
+                scenarios:
+                  - {name: cache, title: Cache, kind: cache, path: "/cache/k{key}?compute=50", keys: {count: 50, zipf: 1}, connections: 2}
+                  - {name: memory, title: Memory, kind: memory, path: /health, connections: 2}
+                """.write(to: suite, atomically: true, encoding: .utf8)
+            let out = directory.appendingPathComponent("report")
+            let run = try Self.loadtest(["compare", "--modes", "prefork", "--suite", suite.path, "--out", out.path, "--config-dir", directory.path])
+            #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
+            let json = try Self.json(try String(contentsOf: out.appendingPathComponent("compare.json"), encoding: .utf8))
+            let mode = try #require((json["modes"] as? [[String: Any]])?.first)
+            #expect((mode["outcomes"] as? [Any])?.count == 2, "\(run.stdout)")
+            #expect((mode["idle_memory"] as? [String: Any])?["processes"] as? Int == 4, "master, two workers and memcached: \(run.stdout)")
+            #expect(!MemcachedServer.answersVersion(port: port), "compare stopped the memcached it started")
+        }
+
         @Test func badInputExits2WithAReason() throws {
             let scenario = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).yaml")
             defer { try? FileManager.default.removeItem(at: scenario) }

@@ -12,6 +12,8 @@ final class ServerUnderTest {
     let mode: String
     let target: Target
     private let process = Process()
+    /// The memcached the mode's configuration needs, when compare started it.
+    private let memcached: MemcachedSidecar?
 
     struct StartFailure: Error, CustomStringConvertible {
         let description: String
@@ -28,13 +30,17 @@ final class ServerUnderTest {
         guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
             throw StartFailure(description: "cannot write the log file \(log.path)")
         }
+        memcached = try MemcachedSidecar.startIfNeeded(threadbare: binary, config: config)
         let output = Pipe()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["serve", "--config", config, "--port", "0", "--host", "127.0.0.1"]
         process.standardOutput = output
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { throw StartFailure(description: "cannot run \(binary): \(error)") }
+        do { try process.run() } catch {
+            memcached?.stop()
+            throw StartFailure(description: "cannot run \(binary): \(error)")
+        }
 
         // The first line on stdout is the address; read it with a deadline.
         let reader = output.fileHandleForReading
@@ -53,6 +59,7 @@ final class ServerUnderTest {
               let parsed = try? Target(url: String(line.dropFirst("listening on ".count))) else {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
+            memcached?.stop()
             let logged = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             throw StartFailure(description: "\(mode) did not start (exit \(process.isRunning ? "-" : String(process.terminationStatus))): "
                                + (logged.split(separator: "\n").suffix(3).joined(separator: " | ")))
@@ -77,7 +84,7 @@ final class ServerUnderTest {
     static let running = Mutex<pid_t?>(nil)
 
     func memory() -> ServerMemory {
-        let pids = [pid] + ProcessMemory.children(of: pid)
+        let pids = [pid] + ProcessMemory.children(of: pid) + (memcached.map { [$0.pid] } ?? [])
         return ServerMemory(processes: pids.count,
                             anonymousPssByProcess: pids.map { ProcessMemory.anonymousProportionalBytes(of: String($0)) },
                       rssBytes: pids.reduce(0) { $0 + ProcessMemory.residentBytes(of: String($1)) },
@@ -135,6 +142,7 @@ final class ServerUnderTest {
 
     func stop() {
         Self.running.withLock { if $0 == process.processIdentifier { $0 = nil } }
+        defer { memcached?.stop() }
         guard process.isRunning else { return }
         kill(pid, SIGTERM)
         let deadline = Date().addingTimeInterval(10)
