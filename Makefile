@@ -59,6 +59,7 @@ bench: setup
 	bench/lock_modes.sh
 	bench/prefork.sh
 	bench/loadtest_vs_wrk.sh
+	bench/cache_backends.sh
 
 clean:
 	rm -rf .build
