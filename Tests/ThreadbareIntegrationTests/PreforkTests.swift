@@ -391,6 +391,12 @@ extension LoadSensitive {
             let threads = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/task").count) ?? 0 }
             #expect(threads() == 1, "forking from a threaded process is unsafe")
             let before = Self.workers(of: server.pid)
+            // The forked thread only waits: the worker runs on a fresh thread (see PreforkWorker).
+            let worker = try #require(before.first)
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(worker)/task")) ?? []).map { task in
+                ((try? String(contentsOfFile: "/proc/\(worker)/task/\(task)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            #expect(names.contains("tb-worker"), "\(names)")
             kill(server.pid, SIGHUP)
             #expect(Self.eventually(within: 10) { Self.workers(of: server.pid).isDisjoint(with: before) && Self.workers(of: server.pid).count == 1 })
             #expect(threads() == 1, "nor after a reload")
