@@ -1,3 +1,4 @@
+import CLibevent
 import Foundation
 import Yams
 #if canImport(Glibc)
