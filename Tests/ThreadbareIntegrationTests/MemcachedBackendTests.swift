@@ -48,7 +48,8 @@ extension LoadSensitive {
                     return []
                 }
                 var seen: [String] = []
-                var connection = try server.connect()
+                // A request unanswered for 5 s is stuck: say where the server's threads are.
+                var connection = try HTTPConnection(port: server.port, timeoutSeconds: 5)
                 let started = Date(), deadline = started.addingTimeInterval(20)
                 while !stop.isSet && Date() < deadline {
                     let late = phase.isSet ? "after" : "before"
@@ -61,8 +62,9 @@ extension LoadSensitive {
                         }
                         #expect(try server.get("/health").status == 200, "the server keeps serving")
                     } catch {
-                        seen.append(String(format: "unexpected at %.2fs (%@): %@", Date().timeIntervalSince(started), late, "\(error)"))
-                        connection = try server.connect()
+                        seen.append(String(format: "unexpected at %.2fs (%@): %@", Date().timeIntervalSince(started), late, "\(error)")
+                                    + "\n" + BoundedWait.describeThreads(server.pid))
+                        connection = try HTTPConnection(port: server.port, timeoutSeconds: 5)
                     }
                 }
                 return seen

@@ -23,7 +23,10 @@ final class MemcachedConnection {
             throw CacheFailure(503, "memcached at \(host):\(port): cannot resolve the host: \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(found) }
-        fd = socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        // A local until every way to fail is behind us: an init that throws once every
+        // property is set runs deinit, and a second close would close whatever descriptor
+        // another thread (the loop accepting a client) had been given that number meanwhile.
+        let fd = socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw CacheFailure(503, "memcached: cannot open a socket: \(String(cString: strerror(errno)))") }
         if connect(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) != 0 {
             guard errno == EINPROGRESS else {
@@ -48,6 +51,7 @@ final class MemcachedConnection {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        self.fd = fd
     }
 
     deinit { close(fd) }

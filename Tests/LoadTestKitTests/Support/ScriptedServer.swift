@@ -22,11 +22,12 @@ final class ScriptedServer: @unchecked Sendable {
     private let answer: @Sendable (_ requestLine: String) -> Answer
     private let lock = NSLock()
     private var stopped = false
+    private var listenerClosed = false
     private var open: Set<Int32> = []
 
     init(answer: @escaping @Sendable (_ requestLine: String) -> Answer) throws {
         self.answer = answer
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         self.listener = listener
         var on: Int32 = 1
         setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
@@ -36,7 +37,10 @@ final class ScriptedServer: @unchecked Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, listen(listener, 128) == 0 else { throw POSIXError(.EADDRINUSE) }
+        guard bound == 0, listen(listener, 128) == 0 else {
+            close(listener)
+            throw POSIXError(.EADDRINUSE)
+        }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) }
@@ -48,15 +52,22 @@ final class ScriptedServer: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     func stop() {
+        // Only shut down here; the accept loop closes the listener when accept fails. Closing
+        // it here could let the loop accept on a number another test has reused meanwhile.
         lock.withLock {
             stopped = true
             for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
+            if !listenerClosed { shutdown(listener, Int32(SHUT_RDWR)) }
         }
-        shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
     private func acceptLoop() {
+        defer {
+            lock.withLock {
+                listenerClosed = true
+                close(listener)
+            }
+        }
         while true {
             let fd = accept(listener, nil, nil)
             guard fd >= 0 else { return }

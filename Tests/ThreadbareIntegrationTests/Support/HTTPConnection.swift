@@ -44,8 +44,12 @@ final class HTTPConnection: @unchecked Sendable {
     private let fd: Int32
     private var buffer: [UInt8] = []
 
+    /// The descriptor is stored only once connected: a class whose init throws after every
+    /// property is set runs its deinit, and a second close(fd) would close whatever socket
+    /// another test's thread had opened on that number meanwhile (seen as one test reading
+    /// another's reply).
     init(port: Int, timeoutSeconds: Int = 30) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket failed") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -57,9 +61,11 @@ final class HTTPConnection: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Foundation.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else {
+            let reason = String(cString: strerror(errno))
             close(fd)
-            throw Failure("connect to port \(port) failed: \(String(cString: strerror(errno)))")
+            throw Failure("connect to port \(port) failed: \(reason)")
         }
+        self.fd = fd
     }
 
     deinit { close(fd) }
