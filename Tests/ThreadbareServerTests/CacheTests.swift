@@ -95,3 +95,15 @@ struct CacheTests {
         #expect((15..<20).allSatisfy { small.get(CacheKey("key-\($0)")) != nil })
     }
 }
+
+@Suite("The bearer token")
+struct BearerTokenTests {
+    @Test func admitsExactlyBearerAndTheToken() throws {
+        let token = try #require(BearerToken("abc"))
+        #expect(token.admits("Bearer abc"))
+        for wrong in [nil, "", "Bearer ab", "Bearer abcd", "bearer abc", "Bearer abd", "abc", "Bearer  abc"] as [String?] {
+            #expect(!token.admits(wrong), "\(wrong ?? "nil")")
+        }
+        #expect(BearerToken("") == nil, "an empty token means no authentication")
+    }
+}

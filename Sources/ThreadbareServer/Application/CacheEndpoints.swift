@@ -27,7 +27,8 @@ enum CacheEndpoints {
 
     static let entry = Route(
         name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete], placement: .handler,
-        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)"
+        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)",
+        guarded: [.put, .delete]
     ) { request, context throws(RequestError) in
         let parameters = try QueryParameters(request.query)
         switch request.method {

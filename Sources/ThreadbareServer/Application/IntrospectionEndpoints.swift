@@ -34,7 +34,8 @@ enum IntrospectionEndpoints {
 
     static let stats = Route(
         name: "stats", pattern: .exact("/stats"), methods: [.get], placement: .loop,
-        summary: "requests by endpoint and status, in flight, queue depth, uptime, memory (RSS, Pss, shared and private dirty)"
+        summary: "requests by endpoint and status, in flight, queue depth, uptime, memory (RSS, Pss, shared and private dirty)",
+        guarded: [.get]
     ) { _, context throws(RequestError) in
         let status = context.status
         let requests = status.accounting.countsByEndpoint().sorted { $0.key < $1.key }.map { endpoint, byStatus in
@@ -116,7 +117,8 @@ enum IntrospectionEndpoints {
 
     static let metrics = Route(
         name: "metrics", pattern: .exact("/metrics"), methods: [.get], placement: .loop,
-        summary: "Prometheus text exposition: request counts and latency histograms"
+        summary: "Prometheus text exposition: request counts and latency histograms",
+        guarded: [.get]
     ) { _, context throws(RequestError) in
         let status = context.status
         let registry = status.metrics.registry

@@ -34,14 +34,18 @@ public final class Route: Sendable {
     public let methods: [HTTPMethod]
     public let placement: Placement
     public let summary: String
+    /// The methods that need the bearer token when `auth_token` is set.
+    public let guarded: Set<HTTPMethod>
     public let handle: @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
 
     public init(
         name: String, pattern: Pattern, methods: [HTTPMethod], placement: Placement, summary: String,
+        guarded: Set<HTTPMethod> = [],
         handle: @escaping @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
     ) {
         self.name = name
         self.pattern = pattern
+        self.guarded = guarded
         self.methods = methods
         self.placement = placement
         self.summary = summary

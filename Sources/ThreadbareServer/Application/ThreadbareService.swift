@@ -13,9 +13,14 @@ final class ThreadbareService: HTTPService {
     private let routeAccounting: [EndpointAccounting]
     /// 404s and 405s.
     private let unmatchedAccounting: EndpointAccounting
+    private let token: BearerToken?
 
-    init(router: Router, domains: [InterpreterDomain], queueLimit: Int, limits: EndpointLimits, status: ServerStatus) {
+    var readsAuthorization: Bool { token != nil }
+
+    init(router: Router, domains: [InterpreterDomain], queueLimit: Int, limits: EndpointLimits, status: ServerStatus,
+         authToken: String = "") {
         precondition(!domains.isEmpty)
+        token = BearerToken(authToken)
         self.router = router
         self.domains = domains
         self.queueLimit = queueLimit
@@ -35,6 +40,8 @@ final class ThreadbareService: HTTPService {
             let error = RequestError(405, "method \(request.method.rawValue) not allowed here; allowed: \(allow)",
                                      headers: [("Allow", allow)])
             finish(unmatchedAccounting, request, .error(error), ServerTiming(), reply)
+        case .found(let route, let index) where token.map { route.guarded.contains(request.method) && !$0.admits(request.authorization) } ?? false:
+            finish(routeAccounting[index], request, .error(BearerToken.refusal), ServerTiming(), reply)
         case .found(let route, let index) where route.placement == .loop:
             let started = MonotonicClock.now()
             let response = respond(route, request, loopContext)

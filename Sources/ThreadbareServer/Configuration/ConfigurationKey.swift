@@ -38,6 +38,8 @@ public struct ConfigurationKey: Sendable {
         seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
         seconds("timeout", \.timeout, 0.001...3_600, help: "seconds a connection may stay silent reading or writing, idle keep-alive included"),
         choice("log_level", \.logLevel, among: ["trace", "debug", "info", "notice", "warning", "error", "critical"], help: "least severe log level printed"),
+        secret("auth_token", \.authToken,
+               help: "when set, PUT/DELETE /cache/{key}, GET /stats and GET /metrics need Authorization: Bearer <token>"),
         text("log_file", \.logFile, help: "file the logs are appended to (SIGUSR1 reopens it), or - for stderr"),
         integer("limits.max_header_bytes", \.maxHeaderBytes, 256...1_048_576, help: "request line plus headers, bytes"),
         integer("limits.max_body_bytes", \.maxBodyBytes, 0...1_073_741_824, help: "request body, bytes (413 beyond)"),
@@ -112,6 +114,16 @@ public struct ConfigurationKey: Sendable {
             guard !text.isEmpty else { throw ConfigurationValueError("must not be empty") }
             configuration[keyPath: path] = text
         }, render: { yamlScalar($0[keyPath: path]) })
+    }
+
+    /// A value `config check` never prints: it shows whether one is set.
+    static func secret(_ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            guard text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) else {
+                throw ConfigurationValueError("must be printable ASCII without spaces (it travels in an HTTP header)")
+            }
+            configuration[keyPath: path] = text
+        }, render: { $0[keyPath: path].isEmpty ? "\"\"" : "\"(set, not shown)\"" })
     }
 
     static func choice(_ name: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable,

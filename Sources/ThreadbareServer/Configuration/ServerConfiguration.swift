@@ -35,6 +35,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxBodyBytes = 1024 * 1024
     public var ioMaxMilliseconds = 10_000
     public var cpuMaxWork = 1_000_000
+    /// When set, PUT and DELETE on /cache/{key} and GET /stats and /metrics need
+    /// `Authorization: Bearer <token>`.
+    public var authToken = ""
     public var cacheBackend = "local"
     public var cacheMaxEntries = 10_000
     public var cacheMaxBytes = 64 * 1024 * 1024

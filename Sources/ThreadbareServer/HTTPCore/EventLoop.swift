@@ -206,9 +206,11 @@ final class EventLoop: @unchecked Sendable {
             contentType = evhttp_find_header(evhttp_request_get_input_headers(request), "Content-Type")
                 .map { String(cString: $0) }
         }
+        let authorization = service.readsAuthorization
+            ? evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization").map { String(cString: $0) } : nil
         let parsed = HTTPRequest(
             method: method == .head ? .get : method, path: path, query: query,
-            contentType: contentType, body: body, receivedAt: receivedAt, connection: connectionNumber)
+            contentType: contentType, authorization: authorization, body: body, receivedAt: receivedAt, connection: connectionNumber)
         service.serve(parsed, reply: ReplyHandle(
             loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
     }

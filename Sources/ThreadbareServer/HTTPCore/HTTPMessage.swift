@@ -39,6 +39,8 @@ public struct HTTPRequest: Sendable {
     /// The raw query string (after `?`), if any.
     public var query: String?
     public var contentType: String?
+    /// The Authorization header, read only when the service asks for it.
+    public var authorization: String?
     public var body: [UInt8]
     /// When the loop thread finished reading the request (MonotonicClock).
     public var receivedAt: UInt64
@@ -48,10 +50,11 @@ public struct HTTPRequest: Sendable {
     public var connection: Int
 
     public init(
-        method: HTTPMethod, path: String, query: String? = nil, contentType: String? = nil,
+        method: HTTPMethod, path: String, query: String? = nil, contentType: String? = nil, authorization: String? = nil,
         body: [UInt8] = [], receivedAt: UInt64 = 0, connection: Int = 0
     ) {
         self.connection = connection
+        self.authorization = authorization
         self.method = method
         self.path = path
         self.query = query

@@ -4,6 +4,8 @@ import CLibevent
 /// it. The service must not block that thread; it answers through `reply` now or later, from
 /// any thread.
 public protocol HTTPService: Sendable {
+    /// True when requests need their Authorization header; otherwise the loop does not look.
+    var readsAuthorization: Bool { get }
     func serve(_ request: HTTPRequest, reply: ReplyHandle)
 }
 
