@@ -11,7 +11,7 @@ CONFIG ?= config/nogil.yaml
 # memcached: the tests (and cache.backend: memcached) run a real one.
 APT_PACKAGES = libevent-dev pkg-config memcached
 
-.PHONY: all setup build release demo serve test test-tsan bench clean
+.PHONY: all setup build release demo serve test test-tsan fuzz bench clean
 
 all: build
 
@@ -53,6 +53,12 @@ test: setup
 test-tsan: setup
 	$(SWIFT) build --sanitize=thread --product threadbare
 	$(SWIFT) test --sanitize=thread
+
+# The seeded property tests over the query, cache-key, router and configuration parsers, each for
+# FUZZ_SECONDS from a fresh seed (printed; FUZZ_SEED=N replays one).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(SWIFT) test --filter ParserPropertyTests
 
 bench: setup
 	bench/http_core.sh
