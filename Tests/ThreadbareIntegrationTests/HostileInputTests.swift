@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import ThreadbareServer
 
 /// Well over a thousand malformed, truncated, oversized and random requests, from a seeded
 /// generator so a failure replays, sent over raw sockets to a server in every mode: it must
@@ -7,15 +8,12 @@ import Testing
 extension LoadSensitive {
     @Suite("Hostile input: every mode keeps serving", .serialized)
     struct HostileInputTests {
-        /// SplitMix64: the same requests on every run.
+        /// SplitMix64 (the /cpu unit's mixer): the same requests on every run.
         struct Generator {
             var state: UInt64
             mutating func next() -> UInt64 {
-                state &+= 0x9E37_79B9_7F4A_7C15
-                var z = state
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                return z ^ (z >> 31)
+                defer { state &+= 0x9E37_79B9_7F4A_7C15 }
+                return CPUWork.mix(state)
             }
             mutating func below(_ limit: Int) -> Int { Int(next() % UInt64(limit)) }
             mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
@@ -54,19 +52,8 @@ extension LoadSensitive {
         /// Sends `bytes` on a connection of its own, half-closes it, and reads until the server
         /// closes or 2 s pass. Returns false if the server could not be reached at all.
         static func send(_ bytes: [UInt8], port: Int) -> Bool {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { return false }
+            guard let fd = try? HTTPConnection.connectedSocket(port: port, timeoutSeconds: 2) else { return false }
             defer { close(fd) }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-            }
-            guard connected else { return false }
             _ = bytes.withUnsafeBytes { Foundation.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             shutdown(fd, Int32(SHUT_WR))
             var sink = [UInt8](repeating: 0, count: 16_384)

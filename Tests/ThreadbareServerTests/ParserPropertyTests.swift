@@ -8,15 +8,12 @@ import Testing
 /// fresh seeds; in `make test` each runs a fixed seed.
 @Suite("Parsers hold for any input")
 struct ParserPropertyTests {
-    /// SplitMix64, so a failing seed replays.
+    /// SplitMix64 (the /cpu unit's mixer), so a failing seed replays.
     struct Generator {
         var state: UInt64
         mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            defer { state &+= 0x9E37_79B9_7F4A_7C15 }
+            return CPUWork.mix(state)
         }
         mutating func below(_ limit: Int) -> Int { Int(next() % UInt64(limit)) }
 

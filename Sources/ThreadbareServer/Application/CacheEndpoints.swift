@@ -123,7 +123,10 @@ private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: 
     var total = CacheStatistics()
     let each: [JSONValue] = workers.map { worker in
         total += worker.cache
-        return worker.cache.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit).adding("pid", .integer(Int(worker.pid)))
+        var figures = worker.cache
+        // One cache: its entries as just counted, not as each worker last saw them.
+        if cache.isSharedByProcesses { (figures.entries, figures.bytes) = (shared.entries, shared.bytes) }
+        return figures.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit).adding("pid", .integer(Int(worker.pid)))
     }
     if cache.isSharedByProcesses { total = shared }
     return ["each": .array(each), "total": total.json(entryLimit: cache.entryLimit.map { $0 * copies }, byteLimit: cache.byteLimit.map { $0 * copies })]

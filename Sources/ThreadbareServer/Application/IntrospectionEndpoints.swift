@@ -129,7 +129,8 @@ enum IntrospectionEndpoints {
             ("resident_memory_bytes", "Resident set size of this process", [], ProcessMemory.residentBytes()),
         ]
         for domain in status.domains {
-            let cache = domain.cache.processStatistics
+            // Counted now where that waits on nothing; memcached's as last seen.
+            let cache = domain.cache.blocksOnNetwork ? domain.cache.processStatistics : (try? domain.cache.statistics) ?? domain.cache.processStatistics
             let labels = [("domain", String(domain.index))]
             gauges.append(("cache_entries", "Entries in this domain's cache", labels, cache.entries))
             gauges.append(("cache_bytes", "Key plus value bytes in this domain's cache", labels, cache.bytes))

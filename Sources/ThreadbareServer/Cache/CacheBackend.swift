@@ -24,8 +24,9 @@ public protocol CacheBackend: AnyObject, Sendable {
     func remove(_ key: CacheKey) throws(CacheFailure) -> Bool
     /// The whole cache's figures.
     var statistics: CacheStatistics { get throws(CacheFailure) }
-    /// This process's part, without waiting on anything: the hits, misses, evictions and
-    /// expirations its own requests caused, with the entries and bytes it last saw.
+    /// This process's part, cheaply enough to publish after every request and without waiting
+    /// on anything: the hits, misses, evictions and expirations its own requests caused, with
+    /// the entries and bytes it last saw.
     var processStatistics: CacheStatistics { get }
     /// Figures of this backend alone, for `GET /cache`.
     var details: [(String, JSONValue)] { get }

@@ -87,6 +87,9 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     private let payload: UnsafeMutableRawPointer
     /// This process's own counts (its memory is private after fork).
     private let local: UnsafeMutablePointer<Header>
+    /// The entries and bytes `statistics` last summed, in this process.
+    private let lastSeen = ManagedAtomic<Int>(0)
+    private let lastSeenBytes = ManagedAtomic<Int>(0)
 
     /// Test hook: runs in the middle of copying a value, with the bucket locked and the slot
     /// marked `writing`; a test makes the writing thread die there.
@@ -197,19 +200,23 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
         }
     }
 
+    /// Sums every bucket's counts: a read of the whole segment, for /cache and /metrics.
     public var statistics: CacheStatistics {
         var figures = counters(header)
         for bucket in 0..<bucketCount {
             figures.entries += atomic(bucket, \.entries).load(ordering: .relaxed)
             figures.bytes += atomic(bucket, \.bytes).load(ordering: .relaxed)
         }
+        lastSeen.store(figures.entries, ordering: .relaxed)
+        lastSeenBytes.store(figures.bytes, ordering: .relaxed)
         return figures
     }
 
+    /// Without summing the buckets: a prefork worker publishes this after every cache request,
+    /// and the entries and bytes are the whole cache's anyway, as last summed.
     public var processStatistics: CacheStatistics {
         var figures = counters(local)
-        let shared = statistics
-        (figures.entries, figures.bytes) = (shared.entries, shared.bytes)
+        (figures.entries, figures.bytes) = (lastSeen.load(ordering: .relaxed), lastSeenBytes.load(ordering: .relaxed))
         return figures
     }
 

@@ -49,6 +49,12 @@ final class HTTPConnection: @unchecked Sendable {
     /// another test's thread had opened on that number meanwhile (seen as one test reading
     /// another's reply).
     init(port: Int, timeoutSeconds: Int = 30) throws {
+        fd = try Self.connectedSocket(port: port, timeoutSeconds: timeoutSeconds)
+    }
+
+    /// A close-on-exec TCP socket connected to 127.0.0.1:`port`, whose reads give up after
+    /// `timeoutSeconds`; the caller closes it.
+    static func connectedSocket(port: Int, timeoutSeconds: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket failed") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
@@ -65,7 +71,7 @@ final class HTTPConnection: @unchecked Sendable {
             close(fd)
             throw Failure("connect to port \(port) failed: \(reason)")
         }
-        self.fd = fd
+        return fd
     }
 
     deinit { close(fd) }

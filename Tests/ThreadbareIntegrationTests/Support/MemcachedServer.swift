@@ -39,18 +39,9 @@ final class MemcachedServer: @unchecked Sendable {
 
     /// True when what listens on `port` is a memcached (not whatever else took the port).
     static func answersVersion(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard let fd = try? HTTPConnection.connectedSocket(port: port, timeoutSeconds: 1) else { return false }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected, send(fd, "version\r\n", 9, Int32(MSG_NOSIGNAL)) == 9 else { return false }
+        guard send(fd, "version\r\n", 9, Int32(MSG_NOSIGNAL)) == 9 else { return false }
         var reply = [UInt8](repeating: 0, count: 64)
         let count = recv(fd, &reply, reply.count, 0)
         return count > 0 && String(decoding: reply[..<count], as: UTF8.self).hasPrefix("VERSION")
