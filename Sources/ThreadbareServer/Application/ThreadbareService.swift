@@ -61,6 +61,12 @@ final class ThreadbareService: HTTPService {
         }
     }
 
+    /// gunicorn closes the connection after refusing a head: what follows on it cannot be trusted
+    /// to start a request.
+    func refuse(_ request: HTTPRequest, status: Int, reason: String, reply: ReplyHandle) {
+        finish(unmatchedAccounting, request, .error(RequestError(status, reason, headers: [("Connection", "close")])), ServerTiming(), reply)
+    }
+
     /// A connection stays in one domain for its whole life, as a connection stays with the
     /// interpreter that accepted it; connections take turns, in the order the loops see them.
     private func domain(for request: HTTPRequest) -> InterpreterDomain {

@@ -89,6 +89,10 @@ public enum ConfigurationLoader {
         if configuration.cachePreload > configuration.cacheMaxEntries {
             throw ConfigurationError("\(origins["cache.preload"] ?? "default"): cache.preload: \(configuration.cachePreload) entries do not fit cache.max_entries \(configuration.cacheMaxEntries)")
         }
+        for (name, bytes) in [("limits.request_line", configuration.requestLineBytes), ("limits.request_field_size", configuration.requestFieldBytes)]
+        where bytes > configuration.maxHeaderBytes {
+            throw ConfigurationError("\(origins[name] ?? "default"): \(name): \(bytes) bytes exceeds limits.max_header_bytes \(configuration.maxHeaderBytes), which libevent enforces first (with a plain 400)")
+        }
         do {
             _ = try configuration.makeMode()
         } catch {

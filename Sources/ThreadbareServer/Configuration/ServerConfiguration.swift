@@ -31,7 +31,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     /// Where logs go: a file path, or `-` for stderr.
     public var logFile = "-"
-    public var maxHeaderBytes = 16 * 1024
+    /// The whole head, as nginx's four 8 KiB header buffers allow; the parts' limits are gunicorn's.
+    public var maxHeaderBytes = 32 * 1024
+    public var requestLineBytes = 4094
+    public var requestFields = 100
+    public var requestFieldBytes = 8190
     public var maxBodyBytes = 1024 * 1024
     public var ioMaxMilliseconds = 10_000
     public var cpuMaxWork = 1_000_000
@@ -58,7 +62,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     public var limits: HTTPLimits {
-        HTTPLimits(maxHeaderBytes: maxHeaderBytes, maxBodyBytes: maxBodyBytes, timeoutSeconds: timeout)
+        HTTPLimits(maxHeaderBytes: maxHeaderBytes,
+                   head: RequestHeadLimits(requestLineBytes: requestLineBytes, fields: requestFields, fieldBytes: requestFieldBytes),
+                   maxBodyBytes: maxBodyBytes, timeoutSeconds: timeout)
     }
 
     public var endpointLimits: EndpointLimits {

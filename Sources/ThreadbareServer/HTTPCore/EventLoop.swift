@@ -16,6 +16,7 @@ final class EventLoop: @unchecked Sendable {
     private let base: OpaquePointer
     private let http: OpaquePointer
     private let service: any HTTPService
+    private let headLimits: RequestHeadLimits
     private let inFlight: SharedCounter
     private let counters: HTTPCounters
     /// Added to every answer, after the service's own headers.
@@ -54,6 +55,7 @@ final class EventLoop: @unchecked Sendable {
         self.base = base
         self.http = http
         self.service = service
+        headLimits = limits.head
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
@@ -191,6 +193,12 @@ final class EventLoop: @unchecked Sendable {
         let uri = evhttp_request_get_evhttp_uri(request)
         let path = evhttp_uri_get_path(uri).map { String(cString: $0) } ?? "/"
         let query = evhttp_uri_get_query(uri).map { String(cString: $0) }
+        if let violation = headLimits.violation(of: request, method: method) {
+            service.refuse(HTTPRequest(method: method, path: path, receivedAt: receivedAt, connection: connectionNumber),
+                           status: violation.status, reason: violation.reason,
+                           reply: ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
+            return
+        }
         let input = evhttp_request_get_input_buffer(request)
         var body: [UInt8] = []
         var contentType: String?
@@ -284,6 +292,11 @@ final class EventLoop: @unchecked Sendable {
                 _ = evbuffer_add(evhttp_request_get_output_buffer(request), bytes.baseAddress, bytes.count)
             }
         }
-        evhttp_send_reply(request, Int32(response.status), nil, nil)
+        // libevent 2.1's table of reason phrases predates 431 (RFC 6585) and would say "Client Error".
+        if response.status == 431 {
+            evhttp_send_reply(request, 431, "Request Header Fields Too Large", nil)
+        } else {
+            evhttp_send_reply(request, Int32(response.status), nil, nil)
+        }
     }
 }

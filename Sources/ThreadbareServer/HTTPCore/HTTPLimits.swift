@@ -2,13 +2,16 @@
 public struct HTTPLimits: Sendable {
     /// Request line plus headers, in bytes; more is refused with 400 by libevent.
     public var maxHeaderBytes: Int
+    /// The limits on the head's parts, below `maxHeaderBytes`.
+    public var head: RequestHeadLimits
     /// Request body, in bytes; more is refused with 413 by libevent.
     public var maxBodyBytes: Int
     /// Read and write timeout of a connection, idle keep-alive included, in seconds.
     public var timeoutSeconds: Double
 
-    public init(maxHeaderBytes: Int, maxBodyBytes: Int, timeoutSeconds: Double) {
+    public init(maxHeaderBytes: Int, head: RequestHeadLimits = RequestHeadLimits(), maxBodyBytes: Int, timeoutSeconds: Double) {
         self.maxHeaderBytes = maxHeaderBytes
+        self.head = head
         self.maxBodyBytes = maxBodyBytes
         self.timeoutSeconds = timeoutSeconds
     }
