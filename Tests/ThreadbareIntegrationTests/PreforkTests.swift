@@ -17,16 +17,6 @@ extension LoadSensitive {
             return !status.split(separator: "\n").contains { $0.hasPrefix("State:") && $0.contains("Z (zombie)") }
         }
 
-        /// Polls `condition` every 20 ms for up to `seconds`.
-        static func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if condition() { return true }
-                Thread.sleep(forTimeInterval: 0.02)
-            }
-            return condition()
-        }
-
         /// The workers that answer requests on fresh connections.
         static func answeringWorkers(_ server: ServerProcess, requests: Int) throws -> Set<String> {
             Set(try (0..<requests).map { _ in try #require(try server.get("/health").headers["x-worker"]) })
@@ -42,10 +32,10 @@ extension LoadSensitive {
             // One signal at a time: the kernel keeps one pending instance of each signal, so two
             // sent back to back may arrive as one, for gunicorn as for any process.
             kill(server.pid, SIGTTIN)
-            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 4 })
+            #expect(BoundedWait.eventually(within: 5) { Self.workers(of: server.pid).count == 4 })
             for expected in [3, 2, 1] {
                 kill(server.pid, SIGTTOU)
-                #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == expected })
+                #expect(BoundedWait.eventually(within: 5) { Self.workers(of: server.pid).count == expected })
             }
             kill(server.pid, SIGTTOU)
             Thread.sleep(forTimeInterval: 0.3)
@@ -65,7 +55,7 @@ extension LoadSensitive {
                 if client == 4 {
                     Thread.sleep(forTimeInterval: 0.3)
                     kill(victim, SIGKILL)
-                    let replaced = Self.eventually(within: 1) {
+                    let replaced = BoundedWait.eventually(within: 1) {
                         let now = Self.workers(of: server.pid)
                         return now.count == 2 && !now.contains(victim)
                     }
@@ -120,7 +110,7 @@ extension LoadSensitive {
             let workers = Self.workers(of: server.pid)
             #expect(workers.count == 2)
             server.stop(signal: SIGKILL)
-            #expect(Self.eventually(within: 5) { workers.allSatisfy { !Self.isRunning($0) } })
+            #expect(BoundedWait.eventually(within: 5) { workers.allSatisfy { !Self.isRunning($0) } })
         }
 
         @Test func statsListEveryWorkerWhicheverAnswers() throws {
@@ -132,7 +122,7 @@ extension LoadSensitive {
             #expect(Set(each.compactMap { $0["pid"] as? Int }.map(Int32.init)) == Self.workers(of: server.pid))
             #expect((workers["requests"] as? Int ?? 0) >= 30)
             // Other workers publish their connection counts with their heartbeat, once a second.
-            #expect(Self.eventually(within: 3) {
+            #expect(BoundedWait.eventually(within: 3) {
                 let latest = (try? server.json("/stats")["workers"] as? [String: Any]) ?? [:]
                 return (latest["connections"] as? Int ?? 0) >= 30
             }, "one connection per request")
@@ -220,7 +210,7 @@ extension LoadSensitive {
             }
             #expect(outcomes[4].kills > 5, "workers were killed")
             #expect(outcomes.flatMap(\.torn).isEmpty, "\(outcomes.flatMap(\.torn))")
-            #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).count == 2 })
+            #expect(BoundedWait.eventually(within: 15) { Self.workers(of: server.pid).count == 2 })
             for index in 0..<keys {
                 let reply = try server.get("/cache/k\(index)")
                 #expect(reply.status == 200 || reply.status == 404, "\(reply.status) \(reply.text)")
@@ -326,7 +316,7 @@ extension LoadSensitive {
                 Thread.sleep(forTimeInterval: 0.4)
                 try "mode: prefork\nworkers: 2\ncpu:\n  max_work: 2000\n".write(to: file, atomically: true, encoding: .utf8)
                 kill(server.pid, SIGHUP)
-                #expect(Self.eventually(within: 10) {
+                #expect(BoundedWait.eventually(within: 10) {
                     let now = Self.workers(of: server.pid)
                     return now.count == 2 && now.isDisjoint(with: before)
                 }, "every worker replaced")
@@ -343,14 +333,14 @@ extension LoadSensitive {
             let initial = Self.workers(of: server.pid)
             let load = try Self.constantLoad(server, clients: 4, path: "/cpu?work=20", until: LockedFlag()) {
                 // Load until both first workers have retired and been replaced, however slow the machine.
-                #expect(Self.eventually(within: 30) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
+                #expect(BoundedWait.eventually(within: 30) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
                 Thread.sleep(forTimeInterval: 0.3)
             }
             #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
             #expect(load.workers.count > 2, "workers should have been recycled: \(load.workers)")
             // A worker may still be retiring when the load stops: its replacement boots and it
             // drains, which takes seconds under ThreadSanitizer on a busy machine.
-            #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).count == 2 }, "\(Self.workers(of: server.pid))")
+            #expect(BoundedWait.eventually(within: 15) { Self.workers(of: server.pid).count == 2 }, "\(Self.workers(of: server.pid))")
         }
 
         /// logrotate moves the file away and sends USR1: every process writes to a new file.
@@ -363,10 +353,10 @@ extension LoadSensitive {
             let server = try ServerProcess(["--mode", mode, "--workers", "2", "--set", "log_file=\(log.path)"])
             defer { server.stop() }
             let read = { (url: URL) in (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
-            #expect(Self.eventually(within: 5) { read(log).contains(mode == "prefork" ? "workers ready" : "serving") })
+            #expect(BoundedWait.eventually(within: 5) { read(log).contains(mode == "prefork" ? "workers ready" : "serving") })
             try FileManager.default.moveItem(at: log, to: rotated)
             kill(server.pid, SIGUSR1)
-            #expect(Self.eventually(within: 5) {
+            #expect(BoundedWait.eventually(within: 5) {
                 read(log).components(separatedBy: "log file reopened").count - 1 == processes
             }, "new file: \(read(log))")
             #expect(!read(rotated).contains("log file reopened"))
@@ -379,7 +369,7 @@ extension LoadSensitive {
             defer { server.stop() }
             let initial = Self.workers(of: server.pid)
             let load = try Self.constantLoad(server, clients: 2, path: "/health", until: LockedFlag()) {
-                #expect(Self.eventually(within: 15) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
+                #expect(BoundedWait.eventually(within: 15) { Self.workers(of: server.pid).isDisjoint(with: initial) }, "no worker recycled")
             }
             #expect(load.failed.isEmpty, "\(load.failed.count) failed: \(load.failed.prefix(3))")
             #expect(load.ok > 10)
@@ -398,7 +388,7 @@ extension LoadSensitive {
             }
             #expect(names.contains("tb-worker"), "\(names)")
             kill(server.pid, SIGHUP)
-            #expect(Self.eventually(within: 10) { Self.workers(of: server.pid).isDisjoint(with: before) && Self.workers(of: server.pid).count == 1 })
+            #expect(BoundedWait.eventually(within: 10) { Self.workers(of: server.pid).isDisjoint(with: before) && Self.workers(of: server.pid).count == 1 })
             #expect(threads() == 1, "nor after a reload")
         }
 
@@ -424,7 +414,7 @@ extension LoadSensitive {
                 return (0..<40).map { _ in (try? server.get("/health").status) ?? 0 }
             }
             #expect(results.flatMap { $0 }.allSatisfy { $0 == 200 }, "\(results)")
-            #expect(Self.eventually(within: 5) { Self.workers(of: server.pid).count == 1 })
+            #expect(BoundedWait.eventually(within: 5) { Self.workers(of: server.pid).count == 1 })
         }
     }
 }

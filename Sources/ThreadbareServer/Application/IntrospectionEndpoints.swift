@@ -47,6 +47,8 @@ enum IntrospectionEndpoints {
             "in_flight": .integer(status.counters.inFlight.current), "queue_depth": .integer(status.queueDepth()),
             "connections_open": .integer(status.counters.openConnections.current),
             "connections_total": .integer(status.counters.acceptedConnections.current),
+            "connections_refused": .integer(status.counters.refusedConnections.current),
+            "accept_pauses": .integer(status.counters.acceptPauses.current),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),
             "memory": memoryJSON(ProcessMemory.rollup()),
             "lock": lockJSON(status),

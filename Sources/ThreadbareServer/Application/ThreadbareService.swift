@@ -62,9 +62,10 @@ final class ThreadbareService: HTTPService {
     }
 
     /// gunicorn closes the connection after refusing a head: what follows on it cannot be trusted
-    /// to start a request.
+    /// to start a request. A connection over the limit is closed to make room.
     func refuse(_ request: HTTPRequest, status: Int, reason: String, reply: ReplyHandle) {
-        finish(unmatchedAccounting, request, .error(RequestError(status, reason, headers: [("Connection", "close")])), ServerTiming(), reply)
+        let headers = status == 503 ? [("Connection", "close"), ("Retry-After", "1")] : [("Connection", "close")]
+        finish(unmatchedAccounting, request, .error(RequestError(status, reason, headers: headers)), ServerTiming(), reply)
     }
 
     /// A connection stays in one domain for its whole life, as a connection stays with the

@@ -34,6 +34,8 @@ public struct ConfigurationKey: Sendable {
         integer("max_requests_jitter", \.maxRequestsJitter, 0...1_000_000_000, help: "prefork: each worker adds a random 0..this to max_requests"),
         integer("max_rss_mb", \.maxRSSMegabytes, 0...1_048_576, help: "prefork: a worker whose RSS passes this many MiB retires; 0 never"),
         integer("queue_limit", \.queueLimit, 1...1_000_000, help: "requests waiting for a handler before 503"),
+        integer("max_connections", \.maxConnections, 1...1_000_000,
+                help: "client connections one process keeps open; beyond, a connection's first request gets 503 (gunicorn's worker_connections)"),
         integer("backlog", \.backlog, 1...65_535, help: "listen(2) backlog per socket"),
         seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
         seconds("timeout", \.timeout, 0.001...3_600, help: "seconds a connection may stay silent reading or writing, idle keep-alive included"),

@@ -26,6 +26,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxRSSMegabytes = 0
     public var queueLimit = 1024
     public var backlog = 2048
+    public var maxConnections = 1000
     public var gracefulTimeout = 30.0
     public var timeout = 30.0
     public var logLevel = "info"
@@ -64,7 +65,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var limits: HTTPLimits {
         HTTPLimits(maxHeaderBytes: maxHeaderBytes,
                    head: RequestHeadLimits(requestLineBytes: requestLineBytes, fields: requestFields, fieldBytes: requestFieldBytes),
-                   maxBodyBytes: maxBodyBytes, timeoutSeconds: timeout)
+                   maxBodyBytes: maxBodyBytes, maxConnections: maxConnections, timeoutSeconds: timeout)
     }
 
     public var endpointLimits: EndpointLimits {

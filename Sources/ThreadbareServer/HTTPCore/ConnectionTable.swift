@@ -1,7 +1,8 @@
 import CLibevent
 
 /// The client connections one loop has open, by socket number: each one's number, whether its
-/// current request is unanswered, and the evhttp connection itself. evhttp offers no
+/// current request is unanswered, whether it was opened over the connection limit, and the
+/// evhttp connection itself. evhttp offers no
 /// per-connection storage and reuses both socket numbers and connection memory, so an entry is
 /// matched by socket and the peer's port; a request on a socket whose peer port changed comes
 /// from a new connection (the old one's close went unseen). Loop-confined.
@@ -12,6 +13,8 @@ struct ConnectionTable {
         /// Connections are numbered in the order the loops first see them.
         let number: Int
         var unanswered = false
+        /// Opened while the process had `max_connections` open: its first request is refused.
+        var overLimit = false
     }
 
     private var entries: [Entry?] = []
@@ -28,12 +31,13 @@ struct ConnectionTable {
         Int(bufferevent_getfd(evhttp_connection_get_bufferevent(connection)))
     }
 
-    /// Enters a request: its connection's entry is marked unanswered (`tracked` is false only
-    /// for a connection without a socket, which has no entry). `isNew` when the connection has
-    /// not been seen; `replaced` is an unseen-closed entry it displaced (to settle as closed).
-    mutating func admit(_ connection: OpaquePointer) -> (number: Int, tracked: Bool, isNew: Bool, replaced: Entry?) {
+    /// Enters a connection as it opens (`withRequest` false) or as a request arrives on it (true,
+    /// marking it unanswered). `entry` is nil only for a connection without a socket, which has
+    /// none. `isNew` when the connection has not been seen; `replaced` is an unseen-closed entry
+    /// it displaced (to settle as closed).
+    mutating func admit(_ connection: OpaquePointer, withRequest: Bool) -> (entry: Entry?, isNew: Bool, replaced: Entry?) {
         let socket = Self.socket(of: connection)
-        guard socket >= 0 else { return (loopIndex, false, false, nil) }
+        guard socket >= 0 else { return (nil, false, nil) }
         var address: UnsafeMutablePointer<CChar>?
         var peerPort: UInt16 = 0
         evhttp_connection_get_peer(connection, &address, &peerPort)
@@ -41,14 +45,22 @@ struct ConnectionTable {
             entries += repeatElement(nil, count: socket + 1 - entries.count)
         }
         if let known = entries[socket], known.peerPort == peerPort, known.connection == connection {
-            entries[socket]!.unanswered = true
-            return (known.number, true, false, nil)
+            if withRequest { entries[socket]!.unanswered = true }
+            return (entries[socket], false, nil)
         }
         let replaced = entries[socket]
         let number = numbered * loopCount + loopIndex
         numbered += 1
-        entries[socket] = Entry(connection: connection, peerPort: peerPort, number: number, unanswered: true)
-        return (number, true, true, replaced)
+        let entry = Entry(connection: connection, peerPort: peerPort, number: number, unanswered: withRequest)
+        entries[socket] = entry
+        return (entry, true, replaced)
+    }
+
+    /// Marks a connection as opened over the connection limit.
+    mutating func markOverLimit(_ connection: OpaquePointer) {
+        let socket = Self.socket(of: connection)
+        guard entries.indices.contains(socket), entries[socket]?.connection == connection else { return }
+        entries[socket]!.overLimit = true
     }
 
     /// Marks the connection's request answered; true if it was unanswered.

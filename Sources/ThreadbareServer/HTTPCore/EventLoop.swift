@@ -1,4 +1,5 @@
 import CLibevent
+import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +18,8 @@ final class EventLoop: @unchecked Sendable {
     private let http: OpaquePointer
     private let service: any HTTPService
     private let headLimits: RequestHeadLimits
+    private let maxConnections: Int
+    private let logger = Logger(label: "threadbare.http")
     private let inFlight: SharedCounter
     private let counters: HTTPCounters
     /// Added to every answer, after the service's own headers.
@@ -38,6 +41,14 @@ final class EventLoop: @unchecked Sendable {
     private var spareBatch: [PendingReply] = []
     private var draining = false
     private var connections: ConnectionTable
+    /// Bufferevents of connections accepted in this turn of the loop, which evhttp has yet to
+    /// finish setting up; each holds a reference so it outlives an early close.
+    private var newcomers: [OpaquePointer] = []
+    private var spareNewcomers: [OpaquePointer] = []
+    private var adoptEvent: OpaquePointer?
+    /// Accepting pauses while accept(2) fails (out of descriptors), then retries.
+    private var resumeAcceptingEvent: OpaquePointer?
+    private var acceptPausesThisEpisode = 0
     /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
     /// the loop stops turning.
     init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService,
@@ -56,6 +67,7 @@ final class EventLoop: @unchecked Sendable {
         self.http = http
         self.service = service
         headLimits = limits.head
+        maxConnections = limits.maxConnections
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
@@ -66,14 +78,14 @@ final class EventLoop: @unchecked Sendable {
         evhttp_set_allowed_methods(http, HTTPMethod.evhttpMask)
 
         let this = Unmanaged.passUnretained(self).toOpaque()
-        // Every accepted connection passes here before its first request: counted, so a drain
-        // does not drop a client that connected and has yet to speak. The bufferevent is the one
-        // evhttp would make itself.
         evhttp_set_bevcb(http, { base, arg in
-            let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue()
-            loop.counters.acceptedConnections.add(1)
-            loop.counters.silentConnections.add(1)
-            return bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().accepted(base!)
+        }, this)
+        adoptEvent = event_new(base, -1, 0, { _, _, arg in
+            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().adoptNewcomers()
+        }, this)
+        resumeAcceptingEvent = event_new(base, -1, 0, { _, _, arg in
+            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().resumeAccepting()
         }, this)
         evhttp_set_gencb(http, { request, arg in
             Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().receive(request!)
@@ -93,7 +105,16 @@ final class EventLoop: @unchecked Sendable {
             throw SocketError(description: "evhttp_accept_socket failed on fd \(listeningFD)")
         }
         boundSocket = bound
+        // The error callback's argument is evhttp's, not ours: the loop is found by its evhttp.
+        Self.byHTTP.withLock { $0[UInt(bitPattern: http)] = WeakLoop(loop: self) }
+        evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), { _, http in
+            let error = errno
+            EventLoop.byHTTP.withLock { $0[UInt(bitPattern: http)]?.loop }?.acceptFailed(error)
+        })
     }
+
+    private struct WeakLoop: Sendable { weak var loop: EventLoop? }
+    private static let byHTTP = Mutex<[UInt: WeakLoop]>([:])
 
     /// An epoll base that batches its epoll_ctl changes. evhttp turns reading off and writing on
     /// and back again for every request; with the changelist, libevent applies only the net
@@ -162,23 +183,16 @@ final class EventLoop: @unchecked Sendable {
     /// connection closes first (the close callback, which every connection has from its first
     /// request on), so a client that vanishes cannot leak the count.
     private func receive(_ request: UnsafeMutablePointer<evhttp_request>) {
-        var connectionNumber = 0
+        var connectionNumber = index
+        var overLimit = false
         if let connection = evhttp_request_get_connection(request) {
-            let admitted = connections.admit(connection)
-            connectionNumber = admitted.number
-            if admitted.isNew {
-                if let replaced = admitted.replaced {
-                    if replaced.unanswered { inFlight.subtract(1) }
-                } else {
-                    counters.openConnections.add(1)
-                }
-                counters.silentConnections.subtract(1)
-                evhttp_connection_set_closecb(connection, { connection, arg in
-                    Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().closed(connection!)
-                }, Unmanaged.passUnretained(self).toOpaque())
-                if draining { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
+            let admitted = connections.admit(connection, withRequest: true)
+            if admitted.isNew { opened(connection, replacing: admitted.replaced) }
+            if let entry = admitted.entry {
+                connectionNumber = entry.number
+                overLimit = entry.overLimit
+                inFlight.add(1)
             }
-            if admitted.tracked { inFlight.add(1) }
             evhttp_request_set_on_complete_cb(request, { request, arg in
                 guard let connection = evhttp_request_get_connection(request) else { return }
                 Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().answered(connection)
@@ -193,9 +207,11 @@ final class EventLoop: @unchecked Sendable {
         let uri = evhttp_request_get_evhttp_uri(request)
         let path = evhttp_uri_get_path(uri).map { String(cString: $0) } ?? "/"
         let query = evhttp_uri_get_query(uri).map { String(cString: $0) }
-        if let violation = headLimits.violation(of: request, method: method) {
+        if let refusal = overLimit
+            ? (503, "this process already has max_connections (\(maxConnections)) open; retry later")
+            : headLimits.violation(of: request, method: method) {
             service.refuse(HTTPRequest(method: method, path: path, receivedAt: receivedAt, connection: connectionNumber),
-                           status: violation.status, reason: violation.reason,
+                           status: refusal.status, reason: refusal.reason,
                            reply: ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
             return
         }
@@ -223,6 +239,88 @@ final class EventLoop: @unchecked Sendable {
             loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
     }
 
+    // MARK: Connections
+
+    /// evhttp's hook for making an accepted connection's bufferevent. The connection it is for
+    /// does not exist yet, so it is adopted once this turn's accepting is done.
+    private func accepted(_ base: OpaquePointer) -> OpaquePointer? {
+        counters.acceptedConnections.add(1)
+        if acceptPausesThisEpisode > 0 {
+            logger.notice("accepting connections again", metadata: ["pauses": "\(acceptPausesThisEpisode)"])
+            acceptPausesThisEpisode = 0
+        }
+        guard let bufferevent = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else { return nil }
+        bufferevent_incref(bufferevent)
+        newcomers.append(bufferevent)
+        if newcomers.count == 1 { event_active(adoptEvent, 0, 0) }
+        return bufferevent
+    }
+
+    /// evhttp gives no word of a connection before its first request, nor of one that closes
+    /// without sending any. By now each newcomer's evhttp connection exists and is its
+    /// bufferevent's callback argument, so the loop counts it from here and hears of its close.
+    /// A bufferevent whose callbacks are gone was let go already (evhttp clears them as it frees
+    /// one); the reference taken at accept kept it valid to look at.
+    private func adoptNewcomers() {
+        var arrived = spareNewcomers
+        swap(&arrived, &newcomers)
+        for bufferevent in arrived {
+            var argument: UnsafeMutableRawPointer?
+            bufferevent_getcb(bufferevent, nil, nil, nil, &argument)
+            if let argument, evhttp_connection_get_bufferevent(OpaquePointer(argument)) == bufferevent {
+                let connection = OpaquePointer(argument)
+                let admitted = connections.admit(connection, withRequest: false)
+                if admitted.isNew { opened(connection, replacing: admitted.replaced) }
+            }
+            _ = bufferevent_decref(bufferevent)
+        }
+        arrived.removeAll(keepingCapacity: true)
+        spareNewcomers = arrived
+    }
+
+    /// Counts a connection open and asks to hear of its close. One opened while the process has
+    /// `max_connections` open is kept just long enough to refuse its first request with 503
+    /// (the orderly refusal), and closed if it stays silent for a second.
+    private func opened(_ connection: OpaquePointer, replacing replaced: ConnectionTable.Entry?) {
+        if let replaced {
+            if replaced.unanswered { inFlight.subtract(1) }
+        } else {
+            counters.openConnections.add(1)
+        }
+        evhttp_connection_set_closecb(connection, { connection, arg in
+            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().closed(connection!)
+        }, Unmanaged.passUnretained(self).toOpaque())
+        let overLimit = counters.openConnections.current > maxConnections
+        if overLimit {
+            connections.markOverLimit(connection)
+            counters.refusedConnections.add(1)
+        }
+        if draining || overLimit { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
+    }
+
+    /// accept(2) failed for a reason other than a retry (most often EMFILE: out of
+    /// descriptors). The pending connection stays queued, so a listener left enabled would be
+    /// told of it again at once and spin (libevent #363); nginx pauses its accepts too.
+    private func acceptFailed(_ error: Int32) {
+        guard let boundSocket else { return }
+        evconnlistener_disable(evhttp_bound_socket_get_listener(boundSocket))
+        counters.acceptPauses.add(1)
+        if acceptPausesThisEpisode == 0 {
+            logger.warning("accept failed: \(String(cString: strerror(error))); pausing accepts, retrying every \(Self.acceptRetryMilliseconds) ms",
+                           metadata: ["open_connections": "\(counters.openConnections.current)"])
+        }
+        acceptPausesThisEpisode += 1
+        var retry = timeval(tv_sec: 0, tv_usec: Self.acceptRetryMilliseconds * 1_000)
+        event_add(resumeAcceptingEvent, &retry)
+    }
+
+    static let acceptRetryMilliseconds = 100
+
+    private func resumeAccepting() {
+        guard let boundSocket else { return }
+        evconnlistener_enable(evhttp_bound_socket_get_listener(boundSocket))
+    }
+
     private func answered(_ connection: OpaquePointer) {
         if connections.markAnswered(connection) { inFlight.subtract(1) }
     }
@@ -239,6 +337,7 @@ final class EventLoop: @unchecked Sendable {
         if drainRequested.load(ordering: .acquiring) && !draining {
             draining = true
             if let boundSocket {
+                event_del(resumeAcceptingEvent)
                 evhttp_del_accept_socket(http, boundSocket)
                 self.boundSocket = nil
             }

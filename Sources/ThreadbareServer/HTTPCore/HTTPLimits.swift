@@ -6,10 +6,13 @@ public struct HTTPLimits: Sendable {
     public var head: RequestHeadLimits
     /// Request body, in bytes; more is refused with 413 by libevent.
     public var maxBodyBytes: Int
+    /// Connections one process keeps open; one more gets 503 to its first request.
+    public var maxConnections: Int
     /// Read and write timeout of a connection, idle keep-alive included, in seconds.
     public var timeoutSeconds: Double
 
-    public init(maxHeaderBytes: Int, head: RequestHeadLimits = RequestHeadLimits(), maxBodyBytes: Int, timeoutSeconds: Double) {
+    public init(maxHeaderBytes: Int, head: RequestHeadLimits = RequestHeadLimits(), maxBodyBytes: Int, maxConnections: Int = 1000, timeoutSeconds: Double) {
+        self.maxConnections = maxConnections
         self.maxHeaderBytes = maxHeaderBytes
         self.head = head
         self.maxBodyBytes = maxBodyBytes

@@ -41,13 +41,7 @@ public final class HTTPServer: Sendable {
         loops.forEach { $0.beginDraining() }
         let started = MonotonicClock.now()
         let deadline = started + UInt64(max(0, timeout) * 1e9)
-        // evhttp says nothing about a connection that closes before its first request, so
-        // silent connections are waited for only as long as an idle one is kept.
-        let silentDeadline = min(deadline, started + UInt64(EventLoop.drainingIdleSeconds) * 1_000_000_000 + 100_000_000)
-        func busy() -> Bool {
-            inFlight > 0 || counters.openConnections.current > 0
-                || (counters.silentConnections.current > 0 && MonotonicClock.now() < silentDeadline)
-        }
+        func busy() -> Bool { inFlight > 0 || counters.openConnections.current > 0 }
         while busy() && MonotonicClock.now() < deadline {
             usleep(5_000)
         }
@@ -58,13 +52,14 @@ public final class HTTPServer: Sendable {
 }
 
 /// What the loops count together: requests read and not yet fully answered, client connections
-/// open now (from their first request on), connections accepted that have not sent a request
-/// yet (or closed without one), and connections ever accepted.
+/// open now (from accept to close), connections ever accepted, those refused for
+/// `max_connections`, and the times accepting paused because accept(2) failed.
 public final class HTTPCounters: Sendable {
     public let inFlight = SharedCounter()
     public let openConnections = SharedCounter()
-    public let silentConnections = SharedCounter()
     public let acceptedConnections = SharedCounter()
+    public let refusedConnections = SharedCounter()
+    public let acceptPauses = SharedCounter()
     public init() {}
 }
 

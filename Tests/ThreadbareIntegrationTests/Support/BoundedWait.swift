@@ -3,6 +3,16 @@ import Foundation
 /// Every wait for a child process has a deadline: a test that hangs gives CI nothing to read,
 /// while one that gives up says what the stuck processes were doing.
 enum BoundedWait {
+    /// Polls `condition` every 20 ms for up to `seconds`.
+    static func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return condition()
+    }
+
     /// What a stuck process and its children were doing (unless `describing` is false), then
     /// kills them all and reaps `process`.
     @discardableResult

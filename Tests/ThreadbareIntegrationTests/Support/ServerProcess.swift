@@ -18,12 +18,17 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts `threadbare serve --port 0 <arguments>` and waits for its `listening on` line.
-    init(_ arguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// `descriptorLimit` starts it under `ulimit -n` that many.
+    init(_ arguments: [String] = [], environment: [String: String] = [:], descriptorLimit: Int? = nil) throws {
         (outputFile, errorFile) = Self.temporaryFiles()
         var attempts = 0
         while true {
             attempts += 1
-            let candidate = try ChildProcess(Self.binary.path, ["serve", "--port", "0"] + arguments,
+            let command = ["serve", "--port", "0"] + arguments
+            let (executable, launched) = descriptorLimit.map {
+                ("/bin/sh", ["-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", Self.binary.path] + command)
+            } ?? (Self.binary.path, command)
+            let candidate = try ChildProcess(executable, launched,
                                              environment: Self.cleanEnvironment(adding: environment),
                                              standardOutput: outputFile.path, standardError: errorFile.path)
             let deadline = Date().addingTimeInterval(30)
