@@ -38,7 +38,8 @@ public final class Server: Sendable {
             accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)
         let service = ThreadbareService(
             router: Router(routes: Endpoints.all), domains: domains, queueLimit: configuration.queueLimit,
-            limits: configuration.endpointLimits, status: status, authToken: configuration.authToken)
+            limits: configuration.endpointLimits, status: status, authToken: configuration.authToken,
+            requestTimeoutSeconds: configuration.requestTimeout)
         var tick: (@Sendable () -> Void)?
         if let seat {
             tick = { seat.beat(publishing: status) }

@@ -8,17 +8,23 @@ public enum CPUWork {
     public static let roundsPerUnit = 300
 
     /// Runs `units` units and returns the final state. `checkpoint` runs once per unit: the
-    /// place where a GIL-holding thread may be asked to let another run.
+    /// place where a GIL-holding thread may be asked to let another run, or stopped.
     @inline(__always)
-    public static func run(units: Int, checkpoint: () -> Void = {}) -> UInt64 {
+    public static func run<Stop: Error>(units: Int, checkpoint: () throws(Stop) -> Void) throws(Stop) -> UInt64 {
         var state = 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: units)
         for _ in 0..<units {
             for _ in 0..<roundsPerUnit {
                 state = mix(state)
             }
-            checkpoint()
+            try checkpoint()
         }
         return state
+    }
+
+    /// The same with no check points: C code that needs no lock.
+    @inline(__always)
+    public static func run(units: Int) -> UInt64 {
+        run(units: units) { () throws(Never) in }
     }
 
     @inline(__always)

@@ -68,8 +68,7 @@ enum CacheEndpoints {
             // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
             // computes the value as handler code (under the lock, with its check points),
             // stores it and answers with it.
-            let lock = context.lock
-            let value = Array(CPUWork.hex(CPUWork.run(units: compute) { lock.checkpoint() }).utf8)
+            let value = Array(CPUWork.hex(try CPUWork.run(units: compute) { () throws(RequestError) in try context.checkpoint() }).utf8)
             // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
             let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
             _ = try using(context) { cache throws(CacheFailure) in try cache.put(key, computed, timeToLive: timeToLive) }

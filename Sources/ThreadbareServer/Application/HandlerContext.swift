@@ -7,6 +7,19 @@ public struct HandlerContext: Sendable {
     public let cache: any CacheBackend
     public let limits: EndpointLimits
     public let status: ServerStatus
+    /// The request's `request_timeout`, if one is set.
+    public var deadline: ReplyDeadline?
+
+    /// Handler code's check point, once per unit of work: CPython's eval breaker, which both
+    /// hands the GIL over when asked and raises an asynchronous exception in a thread. Here the
+    /// exception is the deadline: a request past it stops computing, and its thread is free.
+    @inline(__always)
+    public func checkpoint() throws(RequestError) {
+        lock.checkpoint()
+        if let deadline, deadline.hasExpired {
+            throw RequestError(504, "request_timeout passed; the handler stopped at a check point")
+        }
+    }
 }
 
 public struct EndpointLimits: Sendable {
@@ -29,6 +42,10 @@ public final class ServerStatus: Sendable {
     public let metrics: MetricsExport
     public let accounting: RequestAccounting
     public let counters: HTTPCounters
+    /// Requests answered 504 by `request_timeout`, and how many of their handlers have since let
+    /// go (finished late, stopped at a check point, or found the request expired in the queue).
+    public let requestTimeouts = SharedCounter()
+    public let lateHandlersDone = SharedCounter()
     public let domains: [InterpreterDomain]
     /// In a prefork worker: its slot on the master's scoreboard, where every worker is listed.
     public let seat: ScoreboardSeat?

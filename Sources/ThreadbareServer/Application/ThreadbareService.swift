@@ -14,11 +14,13 @@ final class ThreadbareService: HTTPService {
     /// 404s and 405s.
     private let unmatchedAccounting: EndpointAccounting
     private let token: BearerToken?
+    private let timeoutResponse: HTTPResponse
 
     var readsAuthorization: Bool { token != nil }
 
     init(router: Router, domains: [InterpreterDomain], queueLimit: Int, limits: EndpointLimits, status: ServerStatus,
-         authToken: String = "") {
+         authToken: String = "", requestTimeoutSeconds: Double = 0) {
+        timeoutResponse = .error(RequestError(504, "the handler did not answer within request_timeout (\(requestTimeoutSeconds) s)"))
         precondition(!domains.isEmpty)
         token = BearerToken(authToken)
         self.router = router
@@ -50,6 +52,12 @@ final class ThreadbareService: HTTPService {
             let accounting = routeAccounting[index]
             let domain = domain(for: request)
             let handedOver = MonotonicClock.now()
+            let receivedAt = request.receivedAt
+            let reply = reply.withDeadline { [self] in
+                status.requestTimeouts.add(1)
+                count(timeoutResponse, accounting, nanoseconds: MonotonicClock.elapsed(since: receivedAt))
+                return timeoutResponse
+            }
             let accepted = domain.pool.submit { [self] in
                 runInDomain(domain, route, request, accounting, handedOver: handedOver, reply)
             }
@@ -82,10 +90,21 @@ final class ThreadbareService: HTTPService {
     private func runInDomain(_ domain: InterpreterDomain, _ route: Route, _ request: HTTPRequest,
                              _ accounting: EndpointAccounting, handedOver: UInt64, _ reply: ReplyHandle) {
         let started = MonotonicClock.now()
+        // Expired while queued: the client has its 504 and the work is not started.
+        if let deadline = reply.deadline, deadline.hasExpired {
+            status.lateHandlersDone.add(1)
+            return
+        }
         let session = LockSession(lock: domain.lock)
         session.acquire()
-        var response = respond(route, request, HandlerContext(lock: session, cache: domain.cache, limits: limits, status: status))
+        var response = respond(route, request, HandlerContext(
+            lock: session, cache: domain.cache, limits: limits, status: status, deadline: reply.deadline))
         let finished = MonotonicClock.now()
+        if let deadline = reply.deadline, !deadline.claimForAnswer() {
+            session.release()
+            status.lateHandlersDone.add(1)
+            return
+        }
         // Counted before the reply leaves, so a client that reads /stats next finds it there.
         count(response, accounting, nanoseconds: finished - request.receivedAt)
         session.release()

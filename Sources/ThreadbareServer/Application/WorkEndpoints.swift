@@ -24,12 +24,11 @@ enum WorkEndpoints {
         try parameters.allowOnly(["work", "release"])
         let work = try parameters.integer("work", in: 0...context.limits.cpuMaxWork)
         let releases = try parameters.integer("release", in: 0...1, default: 0) == 1
-        let lock = context.lock
         // release=1 is a C extension that lets go of the GIL for its loop (hashlib, numpy):
         // the same work, with no check points because nothing else needs the lock back.
         let result = releases
-            ? lock.withReleased { CPUWork.run(units: work) }
-            : CPUWork.run(units: work) { lock.checkpoint() }
+            ? context.lock.withReleased { CPUWork.run(units: work) }
+            : try CPUWork.run(units: work) { () throws(RequestError) in try context.checkpoint() }
         return .json(["work": .integer(work), "result": .string(CPUWork.hex(result))])
     }
 

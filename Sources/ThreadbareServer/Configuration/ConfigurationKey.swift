@@ -38,6 +38,8 @@ public struct ConfigurationKey: Sendable {
                 help: "client connections one process keeps open; beyond, a connection's first request gets 503 (gunicorn's worker_connections)"),
         integer("backlog", \.backlog, 1...65_535, help: "listen(2) backlog per socket"),
         seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
+        seconds("request_timeout", \.requestTimeout, 0...3_600,
+                help: "seconds a handler thread has to answer before the client gets 504 and the handler stops at its next check point; 0 never"),
         seconds("timeout", \.timeout, 0.001...3_600, help: "seconds a connection may stay silent reading or writing, idle keep-alive included"),
         choice("log_level", \.logLevel, among: ["trace", "debug", "info", "notice", "warning", "error", "critical"], help: "least severe log level printed"),
         secret("auth_token", \.authToken,

@@ -27,6 +27,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var queueLimit = 1024
     public var backlog = 2048
     public var maxConnections = 1000
+    /// Seconds a handler thread has to answer; 0 for no limit.
+    public var requestTimeout = 30.0
     public var gracefulTimeout = 30.0
     public var timeout = 30.0
     public var logLevel = "info"
@@ -65,7 +67,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var limits: HTTPLimits {
         HTTPLimits(maxHeaderBytes: maxHeaderBytes,
                    head: RequestHeadLimits(requestLineBytes: requestLineBytes, fields: requestFields, fieldBytes: requestFieldBytes),
-                   maxBodyBytes: maxBodyBytes, maxConnections: maxConnections, timeoutSeconds: timeout)
+                   maxBodyBytes: maxBodyBytes, maxConnections: maxConnections,
+                   requestTimeoutSeconds: requestTimeout, timeoutSeconds: timeout)
     }
 
     public var endpointLimits: EndpointLimits {

@@ -49,6 +49,9 @@ final class EventLoop: @unchecked Sendable {
     /// Accepting pauses while accept(2) fails (out of descriptors), then retries.
     private var resumeAcceptingEvent: OpaquePointer?
     private var acceptPausesThisEpisode = 0
+    /// `request_timeout` as a libevent common timeout: every deadline has the same length, so
+    /// libevent keeps their timers in one queue in arming order instead of its heap.
+    private var requestTimeout: UnsafePointer<timeval>?
     /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
     /// the loop stops turning.
     init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService,
@@ -68,6 +71,12 @@ final class EventLoop: @unchecked Sendable {
         self.service = service
         headLimits = limits.head
         maxConnections = limits.maxConnections
+        if limits.requestTimeoutSeconds > 0 {
+            var length = timeval(
+                tv_sec: Int(limits.requestTimeoutSeconds),
+                tv_usec: Int((limits.requestTimeoutSeconds - limits.requestTimeoutSeconds.rounded(.down)) * 1_000_000))
+            requestTimeout = event_base_init_common_timeout(base, &length)
+        }
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
@@ -321,6 +330,44 @@ final class EventLoop: @unchecked Sendable {
         evconnlistener_enable(evhttp_bound_socket_get_listener(boundSocket))
     }
 
+    // MARK: Deadlines
+
+    func armDeadline(for request: LoopConfinedRequest, headOnly: Bool,
+                     lateResponse: @escaping @Sendable () -> HTTPResponse) -> ReplyDeadline? {
+        guard let requestTimeout else { return nil }
+        let deadline = ReplyDeadline(request: request, headOnly: headOnly, lateResponse: lateResponse)
+        // The timer holds the deadline until it fires or is disarmed.
+        let retained = Unmanaged.passRetained(deadline)
+        guard let timer = event_new(base, -1, 0, { _, _, arg in
+            let deadline = Unmanaged<ReplyDeadline>.fromOpaque(arg!).takeUnretainedValue()
+            deadline.loop?.deadlinePassed(deadline)
+        }, retained.toOpaque()) else {
+            retained.release()
+            return nil
+        }
+        deadline.timer = timer
+        deadline.loop = self
+        event_add(timer, requestTimeout)
+        return deadline
+    }
+
+    private func deadlinePassed(_ deadline: ReplyDeadline) {
+        if deadline.claimForExpiry() {
+            sendNow(PendingReply(request: deadline.request, response: deadline.lateResponse(), timing: ServerTiming(),
+                                 headOnly: deadline.headOnly, deadline: deadline))
+        } else {
+            disarm(deadline)
+        }
+    }
+
+    /// Frees the timer and lets go of the deadline; on the loop thread, once per deadline.
+    private func disarm(_ deadline: ReplyDeadline) {
+        guard let timer = deadline.timer else { return }
+        deadline.timer = nil
+        event_free(timer)
+        Unmanaged.passUnretained(deadline).release()
+    }
+
     private func answered(_ connection: OpaquePointer) {
         if connections.markAnswered(connection) { inFlight.subtract(1) }
     }
@@ -362,6 +409,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func sendNow(_ reply: PendingReply) {
+        if let deadline = reply.deadline { disarm(deadline) }
         let request = reply.request.pointer
         let response = reply.response
         let headers = evhttp_request_get_output_headers(request)

@@ -8,10 +8,14 @@ public struct HTTPLimits: Sendable {
     public var maxBodyBytes: Int
     /// Connections one process keeps open; one more gets 503 to its first request.
     public var maxConnections: Int
+    /// Seconds a handler thread has to answer before the client gets 504 instead; 0 for none.
+    public var requestTimeoutSeconds: Double
     /// Read and write timeout of a connection, idle keep-alive included, in seconds.
     public var timeoutSeconds: Double
 
-    public init(maxHeaderBytes: Int, head: RequestHeadLimits = RequestHeadLimits(), maxBodyBytes: Int, maxConnections: Int = 1000, timeoutSeconds: Double) {
+    public init(maxHeaderBytes: Int, head: RequestHeadLimits = RequestHeadLimits(), maxBodyBytes: Int, maxConnections: Int = 1000, requestTimeoutSeconds: Double = 0,
+                timeoutSeconds: Double) {
+        self.requestTimeoutSeconds = requestTimeoutSeconds
         self.maxConnections = maxConnections
         self.maxHeaderBytes = maxHeaderBytes
         self.head = head

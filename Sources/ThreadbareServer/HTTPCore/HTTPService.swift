@@ -13,14 +13,32 @@ public protocol HTTPService: Sendable {
 }
 
 /// The one way back to a client. Sending is safe from any thread: on the loop thread the reply
-/// goes out at once, from elsewhere it is posted to the loop's outbox.
+/// goes out at once, from elsewhere it is posted to the loop's outbox. A handle with a deadline
+/// sends only if the deadline has not answered first.
 public struct ReplyHandle: Sendable {
     let loop: EventLoop
     let request: LoopConfinedRequest
     let headOnly: Bool
+    public private(set) var deadline: ReplyDeadline?
+
+    init(loop: EventLoop, request: LoopConfinedRequest, headOnly: Bool) {
+        self.loop = loop
+        self.request = request
+        self.headOnly = headOnly
+    }
+
+    /// On the loop thread, as the request goes to a handler: the same handle, now answered with
+    /// `lateResponse()` if the handler has not answered within the configured
+    /// `request_timeout`. Without one, the handle is returned as it is.
+    public func withDeadline(_ lateResponse: @escaping @Sendable () -> HTTPResponse) -> ReplyHandle {
+        var armed = self
+        armed.deadline = loop.armDeadline(for: request, headOnly: headOnly, lateResponse: lateResponse)
+        return armed
+    }
 
     public func send(_ response: HTTPResponse, timing: ServerTiming = ServerTiming()) {
-        let reply = PendingReply(request: request, response: response, timing: timing, headOnly: headOnly)
+        if let deadline, !deadline.claimForAnswer() { return }
+        let reply = PendingReply(request: request, response: response, timing: timing, headOnly: headOnly, deadline: deadline)
         if loop.isCurrentThread {
             loop.sendNow(reply)
         } else {
@@ -40,4 +58,6 @@ struct PendingReply: Sendable {
     let response: HTTPResponse
     let timing: ServerTiming
     let headOnly: Bool
+    /// Disarmed as the reply is sent.
+    var deadline: ReplyDeadline?
 }
