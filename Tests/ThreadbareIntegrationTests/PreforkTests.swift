@@ -233,7 +233,7 @@ extension LoadSensitive {
         /// through each worker copies their pages into it when reads write a reference count
         /// beside each entry (CPython with a GIL), and leaves them shared when they do not
         /// (3.13t's immortal objects).
-        @Test(.disabled(if: underThreadSanitizer, "ThreadSanitizer records every read in shadow memory, so every read writes a page"),
+        @Test(.disabled(if: underSanitizer, "a sanitizer's shadow memory and allocator write pages the server only reads"),
               arguments: [true, false])
         func preloadedPagesStaySharedUnlessReadsTouchThem(refcountTouch: Bool) throws {
             let entries = 4_000, valueBytes = 1_024

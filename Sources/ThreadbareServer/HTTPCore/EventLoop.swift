@@ -125,6 +125,15 @@ final class EventLoop: @unchecked Sendable {
     private struct WeakLoop: Sendable { weak var loop: EventLoop? }
     private static let byHTTP = Mutex<[UInt: WeakLoop]>([:])
 
+    /// The loop's thread holds the loop until it ends, so this runs only once the thread is
+    /// done (or never started): the events this loop made are freed with nothing to race.
+    deinit {
+        for event in [doorbellEvent, tickEvent, adoptEvent, resumeAcceptingEvent] {
+            if let event { event_free(event) }
+        }
+        close(doorbell)
+    }
+
     /// An epoll base that batches its epoll_ctl changes. evhttp turns reading off and writing on
     /// and back again for every request; with the changelist, libevent applies only the net
     /// change once per loop iteration, so a keep-alive request costs two epoll_ctl calls instead

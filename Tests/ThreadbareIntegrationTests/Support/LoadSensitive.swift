@@ -6,6 +6,6 @@ import Testing
 /// figures on a 2-core machine; lighter suites still run alongside.
 @Suite(.serialized) struct LoadSensitive {}
 
-/// True in `swift test --sanitize=thread`, whose runtime (and the servers', built alike) is
-/// linked in.
-let underThreadSanitizer = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan_init") != nil
+/// True in `swift test --sanitize=thread` or `=address`, whose runtime (and the servers', built
+/// alike) is linked in.
+let underSanitizer = ["__tsan_init", "__asan_init"].contains { (symbol: String) in dlsym(UnsafeMutableRawPointer(bitPattern: 0), symbol) != nil }
