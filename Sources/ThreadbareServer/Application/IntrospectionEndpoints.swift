@@ -49,6 +49,7 @@ enum IntrospectionEndpoints {
             "connections_total": .integer(status.counters.acceptedConnections.current),
             "connections_refused": .integer(status.counters.refusedConnections.current),
             "accept_pauses": .integer(status.counters.acceptPauses.current),
+            "read_timeouts": .integer(status.counters.readTimeouts.current),
             "request_timeouts": .integer(status.requestTimeouts.current),
             "handlers_past_deadline": .integer(max(0, status.requestTimeouts.current - status.lateHandlersDone.current)),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),

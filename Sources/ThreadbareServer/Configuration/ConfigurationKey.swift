@@ -40,6 +40,8 @@ public struct ConfigurationKey: Sendable {
         seconds("graceful_timeout", \.gracefulTimeout, 0...3_600, help: "seconds in-flight requests get to finish on SIGTERM"),
         seconds("request_timeout", \.requestTimeout, 0...3_600,
                 help: "seconds a handler thread has to answer before the client gets 504 and the handler stops at its next check point; 0 never"),
+        seconds("request_read_timeout", \.requestReadTimeout, 0...3_600,
+                help: "seconds a request has to arrive whole (head and body) from its first byte, however it trickles; then the connection closes (nginx's client_header_timeout); 0 never"),
         seconds("timeout", \.timeout, 0.001...3_600, help: "seconds a connection may stay silent reading or writing, idle keep-alive included"),
         choice("log_level", \.logLevel, among: ["trace", "debug", "info", "notice", "warning", "error", "critical"], help: "least severe log level printed"),
         secret("auth_token", \.authToken,

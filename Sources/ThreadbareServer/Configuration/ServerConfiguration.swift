@@ -29,6 +29,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxConnections = 1000
     /// Seconds a handler thread has to answer; 0 for no limit.
     public var requestTimeout = 30.0
+    /// Seconds a request has to arrive whole, from its first byte; 0 for no limit.
+    public var requestReadTimeout = 60.0
     public var gracefulTimeout = 30.0
     public var timeout = 30.0
     public var logLevel = "info"
@@ -68,7 +70,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         HTTPLimits(maxHeaderBytes: maxHeaderBytes,
                    head: RequestHeadLimits(requestLineBytes: requestLineBytes, fields: requestFields, fieldBytes: requestFieldBytes),
                    maxBodyBytes: maxBodyBytes, maxConnections: maxConnections,
-                   requestTimeoutSeconds: requestTimeout, timeoutSeconds: timeout)
+                   requestTimeoutSeconds: requestTimeout, requestReadTimeoutSeconds: requestReadTimeout, timeoutSeconds: timeout)
     }
 
     public var endpointLimits: EndpointLimits {

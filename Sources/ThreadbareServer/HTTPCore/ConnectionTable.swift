@@ -15,6 +15,7 @@ struct ConnectionTable {
         var unanswered = false
         /// Opened while the process had `max_connections` open: its first request is refused.
         var overLimit = false
+        var readDeadline: ConnectionReadDeadline?
     }
 
     private var entries: [Entry?] = []
@@ -61,6 +62,18 @@ struct ConnectionTable {
         let socket = Self.socket(of: connection)
         guard entries.indices.contains(socket), entries[socket]?.connection == connection else { return }
         entries[socket]!.overLimit = true
+    }
+
+    mutating func setReadDeadline(_ deadline: ConnectionReadDeadline, for connection: OpaquePointer) {
+        let socket = Self.socket(of: connection)
+        guard entries.indices.contains(socket), entries[socket]?.connection == connection else { return }
+        entries[socket]!.readDeadline = deadline
+    }
+
+    func entry(for connection: OpaquePointer) -> Entry? {
+        let socket = Self.socket(of: connection)
+        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return nil }
+        return entry
     }
 
     /// Marks the connection's request answered; true if it was unanswered.

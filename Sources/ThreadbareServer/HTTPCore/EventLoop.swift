@@ -52,6 +52,8 @@ final class EventLoop: @unchecked Sendable {
     /// `request_timeout` as a libevent common timeout: every deadline has the same length, so
     /// libevent keeps their timers in one queue in arming order instead of its heap.
     private var requestTimeout: UnsafePointer<timeval>?
+    /// `request_read_timeout`, likewise.
+    private var requestReadTimeout: UnsafePointer<timeval>?
     /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
     /// the loop stops turning.
     init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService,
@@ -76,6 +78,12 @@ final class EventLoop: @unchecked Sendable {
                 tv_sec: Int(limits.requestTimeoutSeconds),
                 tv_usec: Int((limits.requestTimeoutSeconds - limits.requestTimeoutSeconds.rounded(.down)) * 1_000_000))
             requestTimeout = event_base_init_common_timeout(base, &length)
+        }
+        if limits.requestReadTimeoutSeconds > 0 {
+            var length = timeval(
+                tv_sec: Int(limits.requestReadTimeoutSeconds),
+                tv_usec: Int((limits.requestReadTimeoutSeconds - limits.requestReadTimeoutSeconds.rounded(.down)) * 1_000_000))
+            requestReadTimeout = event_base_init_common_timeout(base, &length)
         }
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
@@ -209,6 +217,7 @@ final class EventLoop: @unchecked Sendable {
             if let entry = admitted.entry {
                 connectionNumber = entry.number
                 overLimit = entry.overLimit
+                entry.readDeadline?.requestRead()
                 inFlight.add(1)
             }
             evhttp_request_set_on_complete_cb(request, { request, arg in
@@ -314,6 +323,20 @@ final class EventLoop: @unchecked Sendable {
             counters.refusedConnections.add(1)
         }
         if draining || overLimit { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
+        if let requestReadTimeout, let deadline = ConnectionReadDeadline(
+            connection: connection, base: base, length: requestReadTimeout, expired: { [unowned self] in self.readTimedOut($0) }) {
+            connections.setReadDeadline(deadline, for: connection)
+        }
+    }
+
+    /// The request took too long to arrive: the connection is closed, as nginx does after
+    /// `client_header_timeout` (it logs a 408 and sends nothing). Whatever evhttp had read of the
+    /// request goes with it; no handler has it.
+    private func readTimedOut(_ deadline: ConnectionReadDeadline) {
+        counters.readTimeouts.add(1)
+        withExtendedLifetime(deadline) {
+            evhttp_connection_free(deadline.connection)
+        }
     }
 
     /// accept(2) failed for a reason other than a retry (most often EMFILE: out of
@@ -379,6 +402,7 @@ final class EventLoop: @unchecked Sendable {
 
     private func answered(_ connection: OpaquePointer) {
         if connections.markAnswered(connection) { inFlight.subtract(1) }
+        connections.entry(for: connection)?.readDeadline?.awaitNextRequest()
     }
 
     private func closed(_ connection: OpaquePointer) {

@@ -10,11 +10,15 @@ public struct HTTPLimits: Sendable {
     public var maxConnections: Int
     /// Seconds a handler thread has to answer before the client gets 504 instead; 0 for none.
     public var requestTimeoutSeconds: Double
+    /// Seconds a request has from its first byte (or its connection's opening) to its last; 0
+    /// for no limit.
+    public var requestReadTimeoutSeconds: Double
     /// Read and write timeout of a connection, idle keep-alive included, in seconds.
     public var timeoutSeconds: Double
 
     public init(maxHeaderBytes: Int, head: RequestHeadLimits = RequestHeadLimits(), maxBodyBytes: Int, maxConnections: Int = 1000, requestTimeoutSeconds: Double = 0,
-                timeoutSeconds: Double) {
+                requestReadTimeoutSeconds: Double = 0, timeoutSeconds: Double) {
+        self.requestReadTimeoutSeconds = requestReadTimeoutSeconds
         self.requestTimeoutSeconds = requestTimeoutSeconds
         self.maxConnections = maxConnections
         self.maxHeaderBytes = maxHeaderBytes

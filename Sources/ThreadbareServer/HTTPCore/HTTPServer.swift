@@ -53,13 +53,15 @@ public final class HTTPServer: Sendable {
 
 /// What the loops count together: requests read and not yet fully answered, client connections
 /// open now (from accept to close), connections ever accepted, those refused for
-/// `max_connections`, and the times accepting paused because accept(2) failed.
+/// `max_connections`, the times accepting paused because accept(2) failed, and connections closed
+/// for sending a request too slowly.
 public final class HTTPCounters: Sendable {
     public let inFlight = SharedCounter()
     public let openConnections = SharedCounter()
     public let acceptedConnections = SharedCounter()
     public let refusedConnections = SharedCounter()
     public let acceptPauses = SharedCounter()
+    public let readTimeouts = SharedCounter()
     public init() {}
 }
 
