@@ -97,6 +97,16 @@ struct ConfigurationTests {
         #expect(result.stderr.contains("cannot open log file /nonexistent/threadbare.log: No such file or directory"), "\(result.stderr)")
     }
 
+    /// /dev/full takes the open and refuses every write (ENOSPC), as a full disk does.
+    @Test func aLogFileThatStopsTakingWritesLosesLinesNotRequests() throws {
+        let server = try ServerProcess(["--set", "log_file=/dev/full"])
+        defer { server.stop() }
+        #expect(try server.get("/health").status == 200)
+        #expect(try server.json("/stats")["log_lines_lost"] as? Int ?? 0 >= 1)
+        kill(server.process.pid, SIGUSR1)
+        #expect(try server.get("/health").status == 200)
+    }
+
     @Test func impossibleModeSettingsSayWhyAndExit2() throws {
         let result = try runThreadbare(["serve", "--mode", "subinterpreters", "--threads", "2", "--interpreters", "3", "--port", "0"])
         #expect(result.status == 2)

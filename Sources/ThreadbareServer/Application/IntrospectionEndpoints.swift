@@ -50,6 +50,7 @@ enum IntrospectionEndpoints {
             "connections_refused": .integer(status.counters.refusedConnections.current),
             "accept_pauses": .integer(status.counters.acceptPauses.current),
             "read_timeouts": .integer(status.counters.readTimeouts.current),
+            "log_lines_lost": .integer(LogFile.linesLost.load(ordering: .relaxed)),
             "request_timeouts": .integer(status.requestTimeouts.current),
             "handlers_past_deadline": .integer(max(0, status.requestTimeouts.current - status.lateHandlersDone.current)),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),

@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,10 +28,15 @@ public final class LogFile: Sendable {
         }
     }
 
+    /// Lines this process could not write (a full disk, a file system gone read-only). The
+    /// server goes on serving without them; `/stats` reports how many.
+    public static let linesLost = Atomic<Int>(0)
+
     /// One write(2) per line: with O_APPEND, lines from several processes never interleave.
     func write(_ text: String) {
         var text = text
-        text.withUTF8 { bytes in _ = Glibc.write(descriptor, bytes.baseAddress, bytes.count) }
+        let written = text.withUTF8 { bytes in Glibc.write(descriptor, bytes.baseAddress, bytes.count) }
+        if written < 0 { Self.linesLost.add(1, ordering: .relaxed) }
     }
 
     private static func open(_ path: String) throws -> Int32 {
