@@ -98,14 +98,17 @@ struct ErrorStatusTests {
         }
     }
 
-    /// A method HTTP does not define is 501 (libevent's own answer, as nginx gives); one a
-    /// route lacks is 405 naming those it has.
+    /// A method HTTP does not define is 501, as nginx gives, in JSON like every other error; one
+    /// a route lacks is 405 naming those it has.
     @Test func unknownMethodsAre501AndUnallowedOnes405() throws {
         let server = try ServerProcess()
         defer { server.stop() }
         let brew = try server.connect()
         try brew.send(Array("BREW /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-        #expect(try brew.readReply().status == 501)
+        let refused = try brew.readReply()
+        #expect(refused.status == 501)
+        #expect(try refused.json()["error"] as? String == "this request method is not implemented")
+        #expect(brew.isClosedByServer())
         let patch = try server.request("PATCH", "/health")
         #expect(patch.status == 405 && patch.headers["allow"] == "GET, HEAD")
     }

@@ -71,9 +71,11 @@ final class ThreadbareService: HTTPService {
 
     /// gunicorn closes the connection after refusing a head: what follows on it cannot be trusted
     /// to start a request. A connection over the limit is closed to make room.
-    func refuse(_ request: HTTPRequest, status: Int, reason: String, reply: ReplyHandle) {
+    func refuse(receivedAt: UInt64, status: Int, reason: String, reply: ReplyHandle) {
         let headers = status == 503 ? [("Connection", "close"), ("Retry-After", "1")] : [("Connection", "close")]
-        finish(unmatchedAccounting, request, .error(RequestError(status, reason, headers: headers)), ServerTiming(), reply)
+        let response = HTTPResponse.error(RequestError(status, reason, headers: headers))
+        count(response, unmatchedAccounting, nanoseconds: MonotonicClock.elapsed(since: receivedAt))
+        reply.send(response)
     }
 
     /// A connection stays in one domain for its whole life, as a connection stays with the

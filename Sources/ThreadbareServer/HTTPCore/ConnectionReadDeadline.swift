@@ -58,6 +58,12 @@ final class ConnectionReadDeadline {
         }
     }
 
+    /// The connection went without its close being heard, and its input buffer with it (and the
+    /// watch, which the buffer owned).
+    func abandon() {
+        firstByteWatch = nil
+    }
+
     /// On the loop thread, as the connection closes (its input buffer still exists) or as the
     /// loop ends.
     deinit {

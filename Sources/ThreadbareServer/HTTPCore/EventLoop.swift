@@ -14,14 +14,14 @@ import Glibc
 /// its bases run without locks (`evthread_use_pthreads` cost 2% of /health throughput).
 final class EventLoop: @unchecked Sendable {
     let index: Int
-    private let base: OpaquePointer
-    private let http: OpaquePointer
+    let base: OpaquePointer
+    let http: OpaquePointer
     private let service: any HTTPService
     private let headLimits: RequestHeadLimits
-    private let maxConnections: Int
-    private let logger = Logger(label: "threadbare.http")
-    private let inFlight: SharedCounter
-    private let counters: HTTPCounters
+    let maxConnections: Int
+    let logger = Logger(label: "threadbare.http")
+    let inFlight: SharedCounter
+    let counters: HTTPCounters
     /// Added to every answer, after the service's own headers.
     private let fixedHeaders: [(name: String, value: String)]
     private let tick: (@Sendable () -> Void)?
@@ -36,24 +36,24 @@ final class EventLoop: @unchecked Sendable {
     private var thread: OSThread?
     private let threadID = Atomic<UInt>(0)
 
-    // Loop-confined state.
-    private var boundSocket: OpaquePointer?
+    // Loop-confined state (the connection and deadline extensions use it too).
+    var boundSocket: OpaquePointer?
     private var spareBatch: [PendingReply] = []
-    private var draining = false
-    private var connections: ConnectionTable
+    var draining = false
+    var connections: ConnectionTable
     /// Bufferevents of connections accepted in this turn of the loop, which evhttp has yet to
     /// finish setting up; each holds a reference so it outlives an early close.
-    private var newcomers: [OpaquePointer] = []
-    private var spareNewcomers: [OpaquePointer] = []
-    private var adoptEvent: OpaquePointer?
+    var newcomers: [OpaquePointer] = []
+    var spareNewcomers: [OpaquePointer] = []
+    var adoptEvent: OpaquePointer?
     /// Accepting pauses while accept(2) fails (out of descriptors), then retries.
-    private var resumeAcceptingEvent: OpaquePointer?
-    private var acceptPausesThisEpisode = 0
+    var resumeAcceptingEvent: OpaquePointer?
+    var acceptPausesThisEpisode = 0
     /// `request_timeout` as a libevent common timeout: every deadline has the same length, so
     /// libevent keeps their timers in one queue in arming order instead of its heap.
-    private var requestTimeout: UnsafePointer<timeval>?
+    var requestTimeout: UnsafePointer<timeval>?
     /// `request_read_timeout`, likewise.
-    private var requestReadTimeout: UnsafePointer<timeval>?
+    var requestReadTimeout: UnsafePointer<timeval>?
     /// `tick`, if given, runs on this loop's thread once a second: a heartbeat that stops when
     /// the loop stops turning.
     init(index: Int, of loopCount: Int, listeningFD: Int32, limits: HTTPLimits, service: any HTTPService,
@@ -74,36 +74,21 @@ final class EventLoop: @unchecked Sendable {
         headLimits = limits.head
         maxConnections = limits.maxConnections
         if limits.requestTimeoutSeconds > 0 {
-            var length = timeval(
-                tv_sec: Int(limits.requestTimeoutSeconds),
-                tv_usec: Int((limits.requestTimeoutSeconds - limits.requestTimeoutSeconds.rounded(.down)) * 1_000_000))
+            var length = timeval(seconds: limits.requestTimeoutSeconds)
             requestTimeout = event_base_init_common_timeout(base, &length)
         }
         if limits.requestReadTimeoutSeconds > 0 {
-            var length = timeval(
-                tv_sec: Int(limits.requestReadTimeoutSeconds),
-                tv_usec: Int((limits.requestReadTimeoutSeconds - limits.requestReadTimeoutSeconds.rounded(.down)) * 1_000_000))
+            var length = timeval(seconds: limits.requestReadTimeoutSeconds)
             requestReadTimeout = event_base_init_common_timeout(base, &length)
         }
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
-        var timeout = timeval(
-            tv_sec: Int(limits.timeoutSeconds),
-            tv_usec: Int((limits.timeoutSeconds - limits.timeoutSeconds.rounded(.down)) * 1_000_000))
+        var timeout = timeval(seconds: limits.timeoutSeconds)
         evhttp_set_timeout_tv(http, &timeout)
         evhttp_set_allowed_methods(http, HTTPMethod.evhttpMask)
 
         let this = Unmanaged.passUnretained(self).toOpaque()
-        evhttp_set_bevcb(http, { base, arg in
-            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().accepted(base!)
-        }, this)
-        adoptEvent = event_new(base, -1, 0, { _, _, arg in
-            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().adoptNewcomers()
-        }, this)
-        resumeAcceptingEvent = event_new(base, -1, 0, { _, _, arg in
-            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().resumeAccepting()
-        }, this)
         evhttp_set_gencb(http, { request, arg in
             Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().receive(request!)
         }, this)
@@ -122,16 +107,8 @@ final class EventLoop: @unchecked Sendable {
             throw SocketError(description: "evhttp_accept_socket failed on fd \(listeningFD)")
         }
         boundSocket = bound
-        // The error callback's argument is evhttp's, not ours: the loop is found by its evhttp.
-        Self.byHTTP.withLock { $0[UInt(bitPattern: http)] = WeakLoop(loop: self) }
-        evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), { _, http in
-            let error = errno
-            EventLoop.byHTTP.withLock { $0[UInt(bitPattern: http)]?.loop }?.acceptFailed(error)
-        })
+        watchConnections(bound: bound)
     }
-
-    private struct WeakLoop: Sendable { weak var loop: EventLoop? }
-    private static let byHTTP = Mutex<[UInt: WeakLoop]>([:])
 
     /// The loop's thread holds the loop until it ends, so this runs only once the thread is
     /// done (or never started): the events this loop made are freed with nothing to race.
@@ -214,7 +191,8 @@ final class EventLoop: @unchecked Sendable {
         if let connection = evhttp_request_get_connection(request) {
             let admitted = connections.admit(connection, withRequest: true)
             if admitted.isNew { opened(connection, replacing: admitted.replaced) }
-            if let entry = admitted.entry {
+            // A connection first seen here has just been given its read deadline: look again.
+            if let entry = admitted.isNew ? connections.entry(for: connection) : admitted.entry {
                 connectionNumber = entry.number
                 overLimit = entry.overLimit
                 entry.readDeadline?.requestRead()
@@ -227,8 +205,9 @@ final class EventLoop: @unchecked Sendable {
         }
 
         let receivedAt = MonotonicClock.now()
+        let reply = { (headOnly: Bool) in ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: headOnly) }
         guard let method = HTTPMethod(evhttp_request_get_command(request)) else {
-            evhttp_send_error(request, 501, nil)
+            service.refuse(receivedAt: receivedAt, status: 501, reason: "this request method is not implemented", reply: reply(false))
             return
         }
         let uri = evhttp_request_get_evhttp_uri(request)
@@ -237,9 +216,7 @@ final class EventLoop: @unchecked Sendable {
         if let refusal = overLimit
             ? (503, "this process already has max_connections (\(maxConnections)) open; retry later")
             : headLimits.violation(of: request, method: method) {
-            service.refuse(HTTPRequest(method: method, path: path, receivedAt: receivedAt, connection: connectionNumber),
-                           status: refusal.status, reason: refusal.reason,
-                           reply: ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
+            service.refuse(receivedAt: receivedAt, status: refusal.status, reason: refusal.reason, reply: reply(method == .head))
             return
         }
         let input = evhttp_request_get_input_buffer(request)
@@ -262,153 +239,7 @@ final class EventLoop: @unchecked Sendable {
         let parsed = HTTPRequest(
             method: method == .head ? .get : method, path: path, query: query,
             contentType: contentType, authorization: authorization, body: body, receivedAt: receivedAt, connection: connectionNumber)
-        service.serve(parsed, reply: ReplyHandle(
-            loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head))
-    }
-
-    // MARK: Connections
-
-    /// evhttp's hook for making an accepted connection's bufferevent. The connection it is for
-    /// does not exist yet, so it is adopted once this turn's accepting is done.
-    private func accepted(_ base: OpaquePointer) -> OpaquePointer? {
-        counters.acceptedConnections.add(1)
-        if acceptPausesThisEpisode > 0 {
-            logger.notice("accepting connections again", metadata: ["pauses": "\(acceptPausesThisEpisode)"])
-            acceptPausesThisEpisode = 0
-        }
-        guard let bufferevent = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else { return nil }
-        bufferevent_incref(bufferevent)
-        newcomers.append(bufferevent)
-        if newcomers.count == 1 { event_active(adoptEvent, 0, 0) }
-        return bufferevent
-    }
-
-    /// evhttp gives no word of a connection before its first request, nor of one that closes
-    /// without sending any. By now each newcomer's evhttp connection exists and is its
-    /// bufferevent's callback argument, so the loop counts it from here and hears of its close.
-    /// A bufferevent whose callbacks are gone was let go already (evhttp clears them as it frees
-    /// one); the reference taken at accept kept it valid to look at.
-    private func adoptNewcomers() {
-        var arrived = spareNewcomers
-        swap(&arrived, &newcomers)
-        for bufferevent in arrived {
-            var argument: UnsafeMutableRawPointer?
-            bufferevent_getcb(bufferevent, nil, nil, nil, &argument)
-            if let argument, evhttp_connection_get_bufferevent(OpaquePointer(argument)) == bufferevent {
-                let connection = OpaquePointer(argument)
-                let admitted = connections.admit(connection, withRequest: false)
-                if admitted.isNew { opened(connection, replacing: admitted.replaced) }
-            }
-            _ = bufferevent_decref(bufferevent)
-        }
-        arrived.removeAll(keepingCapacity: true)
-        spareNewcomers = arrived
-    }
-
-    /// Counts a connection open and asks to hear of its close. One opened while the process has
-    /// `max_connections` open is kept just long enough to refuse its first request with 503
-    /// (the orderly refusal), and closed if it stays silent for a second.
-    private func opened(_ connection: OpaquePointer, replacing replaced: ConnectionTable.Entry?) {
-        if let replaced {
-            if replaced.unanswered { inFlight.subtract(1) }
-        } else {
-            counters.openConnections.add(1)
-        }
-        evhttp_connection_set_closecb(connection, { connection, arg in
-            Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().closed(connection!)
-        }, Unmanaged.passUnretained(self).toOpaque())
-        let overLimit = counters.openConnections.current > maxConnections
-        if overLimit {
-            connections.markOverLimit(connection)
-            counters.refusedConnections.add(1)
-        }
-        if draining || overLimit { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
-        if let requestReadTimeout, let deadline = ConnectionReadDeadline(
-            connection: connection, base: base, length: requestReadTimeout, expired: { [unowned self] in self.readTimedOut($0) }) {
-            connections.setReadDeadline(deadline, for: connection)
-        }
-    }
-
-    /// The request took too long to arrive: the connection is closed, as nginx does after
-    /// `client_header_timeout` (it logs a 408 and sends nothing). Whatever evhttp had read of the
-    /// request goes with it; no handler has it.
-    private func readTimedOut(_ deadline: ConnectionReadDeadline) {
-        counters.readTimeouts.add(1)
-        withExtendedLifetime(deadline) {
-            evhttp_connection_free(deadline.connection)
-        }
-    }
-
-    /// accept(2) failed for a reason other than a retry (most often EMFILE: out of
-    /// descriptors). The pending connection stays queued, so a listener left enabled would be
-    /// told of it again at once and spin (libevent #363); nginx pauses its accepts too.
-    private func acceptFailed(_ error: Int32) {
-        guard let boundSocket else { return }
-        evconnlistener_disable(evhttp_bound_socket_get_listener(boundSocket))
-        counters.acceptPauses.add(1)
-        if acceptPausesThisEpisode == 0 {
-            logger.warning("accept failed: \(String(cString: strerror(error))); pausing accepts, retrying every \(Self.acceptRetryMilliseconds) ms",
-                           metadata: ["open_connections": "\(counters.openConnections.current)"])
-        }
-        acceptPausesThisEpisode += 1
-        var retry = timeval(tv_sec: 0, tv_usec: Self.acceptRetryMilliseconds * 1_000)
-        event_add(resumeAcceptingEvent, &retry)
-    }
-
-    static let acceptRetryMilliseconds = 100
-
-    private func resumeAccepting() {
-        guard let boundSocket else { return }
-        evconnlistener_enable(evhttp_bound_socket_get_listener(boundSocket))
-    }
-
-    // MARK: Deadlines
-
-    func armDeadline(for request: LoopConfinedRequest, headOnly: Bool,
-                     lateResponse: @escaping @Sendable () -> HTTPResponse) -> ReplyDeadline? {
-        guard let requestTimeout else { return nil }
-        let deadline = ReplyDeadline(request: request, headOnly: headOnly, lateResponse: lateResponse)
-        // The timer holds the deadline until it fires or is disarmed.
-        let retained = Unmanaged.passRetained(deadline)
-        guard let timer = event_new(base, -1, 0, { _, _, arg in
-            let deadline = Unmanaged<ReplyDeadline>.fromOpaque(arg!).takeUnretainedValue()
-            deadline.loop?.deadlinePassed(deadline)
-        }, retained.toOpaque()) else {
-            retained.release()
-            return nil
-        }
-        deadline.timer = timer
-        deadline.loop = self
-        event_add(timer, requestTimeout)
-        return deadline
-    }
-
-    private func deadlinePassed(_ deadline: ReplyDeadline) {
-        if deadline.claimForExpiry() {
-            sendNow(PendingReply(request: deadline.request, response: deadline.lateResponse(), timing: ServerTiming(),
-                                 headOnly: deadline.headOnly, deadline: deadline))
-        } else {
-            disarm(deadline)
-        }
-    }
-
-    /// Frees the timer and lets go of the deadline; on the loop thread, once per deadline.
-    private func disarm(_ deadline: ReplyDeadline) {
-        guard let timer = deadline.timer else { return }
-        deadline.timer = nil
-        event_free(timer)
-        Unmanaged.passUnretained(deadline).release()
-    }
-
-    private func answered(_ connection: OpaquePointer) {
-        if connections.markAnswered(connection) { inFlight.subtract(1) }
-        connections.entry(for: connection)?.readDeadline?.awaitNextRequest()
-    }
-
-    private func closed(_ connection: OpaquePointer) {
-        guard let entry = connections.remove(connection) else { return }
-        if entry.unanswered { inFlight.subtract(1) }
-        counters.openConnections.subtract(1)
+        service.serve(parsed, reply: reply(method == .head))
     }
 
     private func answerDoorbell() {

@@ -7,9 +7,10 @@ public protocol HTTPService: Sendable {
     /// True when requests need their Authorization header; otherwise the loop does not look.
     var readsAuthorization: Bool { get }
     func serve(_ request: HTTPRequest, reply: ReplyHandle)
-    /// A request the loop will not serve (its head breaks a limit): the service answers it with
-    /// `status` and `reason` and the connection closes. `request` carries no headers or body.
-    func refuse(_ request: HTTPRequest, status: Int, reason: String, reply: ReplyHandle)
+    /// A request the loop will not serve (its method is unknown, its head breaks a limit, its
+    /// connection is over the limit): the service answers it with `status` and `reason`, and the
+    /// connection closes.
+    func refuse(receivedAt: UInt64, status: Int, reason: String, reply: ReplyHandle)
 }
 
 /// The one way back to a client. Sending is safe from any thread: on the loop thread the reply

@@ -17,3 +17,10 @@ enum MonotonicClock {
         return end > start ? end - start : 0
     }
 }
+
+extension timeval {
+    /// A duration in seconds as libevent takes it.
+    init(seconds: Double) {
+        self.init(tv_sec: Int(seconds), tv_usec: Int((seconds - seconds.rounded(.down)) * 1_000_000))
+    }
+}

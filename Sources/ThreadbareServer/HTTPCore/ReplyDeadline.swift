@@ -37,3 +37,42 @@ public final class ReplyDeadline: @unchecked Sendable {
         state.compareExchange(expected: Self.pending, desired: Self.expired, ordering: .acquiringAndReleasing).exchanged
     }
 }
+
+/// Arming and settling deadlines, on the loop's thread.
+extension EventLoop {
+    func armDeadline(for request: LoopConfinedRequest, headOnly: Bool,
+                     lateResponse: @escaping @Sendable () -> HTTPResponse) -> ReplyDeadline? {
+        guard let requestTimeout else { return nil }
+        let deadline = ReplyDeadline(request: request, headOnly: headOnly, lateResponse: lateResponse)
+        // The timer holds the deadline until it fires or is disarmed.
+        let retained = Unmanaged.passRetained(deadline)
+        guard let timer = event_new(base, -1, 0, { _, _, arg in
+            let deadline = Unmanaged<ReplyDeadline>.fromOpaque(arg!).takeUnretainedValue()
+            deadline.loop?.deadlinePassed(deadline)
+        }, retained.toOpaque()) else {
+            retained.release()
+            return nil
+        }
+        deadline.timer = timer
+        deadline.loop = self
+        event_add(timer, requestTimeout)
+        return deadline
+    }
+
+    fileprivate func deadlinePassed(_ deadline: ReplyDeadline) {
+        if deadline.claimForExpiry() {
+            sendNow(PendingReply(request: deadline.request, response: deadline.lateResponse(), timing: ServerTiming(),
+                                 headOnly: deadline.headOnly, deadline: deadline))
+        } else {
+            disarm(deadline)
+        }
+    }
+
+    /// Frees the timer and lets go of the deadline; on the loop thread, once per deadline.
+    func disarm(_ deadline: ReplyDeadline) {
+        guard let timer = deadline.timer else { return }
+        deadline.timer = nil
+        event_free(timer)
+        Unmanaged.passUnretained(deadline).release()
+    }
+}
