@@ -58,16 +58,23 @@ final class ConnectionReadDeadline {
         }
     }
 
-    /// The connection went without its close being heard, and its input buffer with it (and the
-    /// watch, which the buffer owned).
-    func abandon() {
+    /// Stops watching, as the connection closes: from its close callback, while evhttp has yet
+    /// to let go of its bufferevent, so the input buffer is still there to take the watch off.
+    func cancel() {
+        if let firstByteWatch { evbuffer_remove_cb_entry(input, firstByteWatch) }
         firstByteWatch = nil
+        if let timer { event_free(timer) }
+        timer = nil
     }
 
-    /// On the loop thread, as the connection closes (its input buffer still exists) or as the
-    /// loop ends.
+    /// The connection went without its close being heard, and its input buffer with it (and the
+    /// watch, which the buffer owned): only the timer is left to stop.
+    func abandon() {
+        firstByteWatch = nil
+        cancel()
+    }
+
     deinit {
-        if let firstByteWatch { evbuffer_remove_cb_entry(input, firstByteWatch) }
-        if let timer { event_free(timer) }
+        cancel()
     }
 }

@@ -134,6 +134,7 @@ extension EventLoop {
 
     func closed(_ connection: OpaquePointer) {
         guard let entry = connections.remove(connection) else { return }
+        entry.readDeadline?.cancel()
         if entry.unanswered { inFlight.subtract(1) }
         counters.openConnections.subtract(1)
     }
