@@ -16,14 +16,14 @@ public enum ProcessMemory {
     /// Proportional set size in bytes: each resident page divided by the number of processes
     /// sharing it, so the Pss of forked workers adds up to the memory they really use.
     public static func proportionalBytes(of pid: String = "self") -> Int {
-        rollup("Pss", of: pid)
+        rollupFields(of: pid)["Pss"] ?? 0
     }
 
     /// The anonymous part of Pss (heap, stacks, copy-on-write pages from the fork): what the
     /// process owns, without the shared libraries' code, whose Pss shrinks whenever another
     /// process (a load generator in Swift, say) maps the same files.
     public static func anonymousProportionalBytes(of pid: String = "self") -> Int {
-        rollup("Pss_Anon", of: pid)
+        rollupFields(of: pid)["Pss_Anon"] ?? 0
     }
 
     /// Where a process's resident pages stand, from /proc/PID/smaps_rollup, in bytes. Shared
@@ -40,30 +40,23 @@ public enum ProcessMemory {
     }
 
     public static func rollup(of pid: String = "self") -> Rollup {
-        guard let text = readProcFile("/proc/\(pid)/smaps_rollup") else { return Rollup() }
-        var figures = Rollup()
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count >= 2, let kilobytes = Int(fields[1]) else { continue }
-            switch fields[0] {
-            case "Rss:": figures.resident = kilobytes * 1024
-            case "Pss:": figures.proportional = kilobytes * 1024
-            case "Shared_Clean:": figures.sharedClean = kilobytes * 1024
-            case "Shared_Dirty:": figures.sharedDirty = kilobytes * 1024
-            case "Private_Clean:": figures.privateClean = kilobytes * 1024
-            case "Private_Dirty:": figures.privateDirty = kilobytes * 1024
-            default: break
-            }
-        }
-        return figures
+        let fields = rollupFields(of: pid)
+        return Rollup(resident: fields["Rss"] ?? 0, proportional: fields["Pss"] ?? 0,
+                      sharedClean: fields["Shared_Clean"] ?? 0, sharedDirty: fields["Shared_Dirty"] ?? 0,
+                      privateClean: fields["Private_Clean"] ?? 0, privateDirty: fields["Private_Dirty"] ?? 0)
     }
 
-    /// A field of /proc/PID/smaps_rollup, in bytes.
-    static func rollup(_ field: String, of pid: String) -> Int {
-        guard let rollup = readProcFile("/proc/\(pid)/smaps_rollup"),
-              let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
-              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
-        return kilobytes * 1024
+    /// The sizes in /proc/PID/smaps_rollup (`Pss:  1234 kB`), in bytes, by field name; empty
+    /// when the process is gone.
+    static func rollupFields(of pid: String) -> [Substring: Int] {
+        guard let text = readProcFile("/proc/\(pid)/smaps_rollup") else { return [:] }
+        var fields: [Substring: Int] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard parts.count >= 2, parts[0].hasSuffix(":"), let kilobytes = Int(parts[1]) else { continue }
+            fields[parts[0].dropLast()] = kilobytes * 1024
+        }
+        return fields
     }
 
     /// The processes whose parent is `pid` (a prefork master's workers), from /proc/*/stat.

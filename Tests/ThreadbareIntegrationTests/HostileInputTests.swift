@@ -8,18 +8,6 @@ import Testing
 extension LoadSensitive {
     @Suite("Hostile input: every mode keeps serving", .serialized)
     struct HostileInputTests {
-        /// SplitMix64 (the /cpu unit's mixer): the same requests on every run.
-        struct Generator {
-            var state: UInt64
-            mutating func next() -> UInt64 {
-                defer { state &+= 0x9E37_79B9_7F4A_7C15 }
-                return CPUWork.mix(state)
-            }
-            mutating func below(_ limit: Int) -> Int { Int(next() % UInt64(limit)) }
-            mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
-            mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
-        }
-
         static let methods = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PATCH", "BREW", "", "G\u{0}T"]
         static let targets = [
             "/", "/health", "/cache/", "/cache/%", "/cache/%zz", "/cache/a%00b", "/cache/" + String(repeating: "k", count: 300),
@@ -32,7 +20,7 @@ extension LoadSensitive {
             "Transfer-Encoding: chunked", "Expect: 100-continue", "Connection: close", "NoColon", ": empty", "X: \u{1}\u{2}",
         ]
 
-        static func request(_ random: inout Generator) -> [UInt8] {
+        static func request(_ random: inout SplitMix64) -> [UInt8] {
             let kind = random.below(10)
             if kind == 0 { return random.bytes(1 + random.below(400)) }
             let version = random.pick(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1x", ""])
@@ -68,7 +56,7 @@ extension LoadSensitive {
             let workers = PreforkTests.workers(of: server.pid)
             let perClient = 200
             let unreachable = try concurrently(6) { client -> Int in
-                var random = Generator(state: UInt64(client) &* 7_919 &+ 1)
+                var random = SplitMix64(state: UInt64(client) &* 7_919 &+ 1)
                 return (0..<perClient).filter { _ in !Self.send(Self.request(&random), port: server.port) }.count
             }
             #expect(unreachable.reduce(0, +) == 0, "the server stopped accepting")
@@ -77,4 +65,9 @@ extension LoadSensitive {
             #expect(!server.standardError.contains("Fatal error"), "\(server.standardError.suffix(2_000))")
         }
     }
+}
+
+extension SplitMix64 {
+    mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
+    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
 }

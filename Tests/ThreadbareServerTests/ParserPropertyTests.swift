@@ -8,38 +8,12 @@ import Testing
 /// fresh seeds; in `make test` each runs a fixed seed.
 @Suite("Parsers hold for any input")
 struct ParserPropertyTests {
-    /// SplitMix64 (the /cpu unit's mixer), so a failing seed replays.
-    struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            defer { state &+= 0x9E37_79B9_7F4A_7C15 }
-            return CPUWork.mix(state)
-        }
-        mutating func below(_ limit: Int) -> Int { Int(next() % UInt64(limit)) }
-
-        /// Text built from the pieces parsers trip on, and random bytes.
-        mutating func text(maxPieces: Int = 12) -> String {
-            let pieces = ["%", "%0", "%00", "%zz", "%41", "%C3%A9", "%FF", "&", "=", "==", "?", "/", "//", " ", "+", "\u{7F}",
-                          "\u{1}", "é", "compute", "ttl", "work", "ms", "release", "-", "1", "99999999999999999999", "1e3", "0x10",
-                          ":", "\n", "  ", "#", "[", "{", "'", "\"", "cache", "max_entries", "- ", "\t"]
-            var text = ""
-            for _ in 0..<below(maxPieces + 1) {
-                if below(4) == 0 {
-                    text.unicodeScalars.append(Unicode.Scalar(UInt8(below(128))))
-                } else {
-                    text += pieces[below(pieces.count)]
-                }
-            }
-            return text
-        }
-    }
-
     /// Iterations for the fixed-seed run, or as many as fit in FUZZ_SECONDS from a fresh seed.
-    static func explore(_ body: (inout Generator) throws -> Void) rethrows {
+    static func explore(_ body: (inout SplitMix64) throws -> Void) rethrows {
         let environment = ProcessInfo.processInfo.environment
         let seconds = environment["FUZZ_SECONDS"].flatMap(Double.init) ?? 0
         let seed = environment["FUZZ_SEED"].flatMap(UInt64.init) ?? (seconds > 0 ? UInt64.random(in: 0...UInt64.max) : 42)
-        var random = Generator(state: seed)
+        var random = SplitMix64(state: seed)
         let deadline = Date().addingTimeInterval(seconds)
         var iterations = 0
         repeat {
@@ -118,5 +92,23 @@ struct ParserPropertyTests {
                 #expect("\(error)".contains("fuzz.yaml"), "\(text): \(error)")
             }
         }
+    }
+}
+
+extension SplitMix64 {
+    /// Text built from the pieces parsers trip on, and random bytes.
+    mutating func text(maxPieces: Int = 12) -> String {
+        let pieces = ["%", "%0", "%00", "%zz", "%41", "%C3%A9", "%FF", "&", "=", "==", "?", "/", "//", " ", "+", "\u{7F}",
+                      "\u{1}", "é", "compute", "ttl", "work", "ms", "release", "-", "1", "99999999999999999999", "1e3", "0x10",
+                      ":", "\n", "  ", "#", "[", "{", "'", "\"", "cache", "max_entries", "- ", "\t"]
+        var text = ""
+        for _ in 0..<below(maxPieces + 1) {
+            if below(4) == 0 {
+                text.unicodeScalars.append(Unicode.Scalar(UInt8(below(128))))
+            } else {
+                text += pieces[below(pieces.count)]
+            }
+        }
+        return text
     }
 }

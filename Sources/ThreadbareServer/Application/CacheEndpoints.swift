@@ -86,7 +86,7 @@ enum CacheEndpoints {
         switch outcome {
         case .success(let value): return value
         case .failure(let failure):
-            throw RequestError(failure.status, failure.message, headers: failure.status == 503 ? [("Retry-After", "1")] : [])
+            throw RequestError(failure.status, failure.message)
         }
     }
 

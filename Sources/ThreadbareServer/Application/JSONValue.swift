@@ -81,9 +81,14 @@ extension HTTPResponse {
         HTTPResponse(status: status, contentType: "application/json", body: value.bytes)
     }
 
+    /// A JSON error. A 503 (a full queue, a process at max_connections, memcached down) is
+    /// always a moment's overload, so it says when to retry.
     public static func error(_ error: RequestError) -> HTTPResponse {
         var response = json(["error": .string(error.message), "status": .integer(error.status)], status: error.status)
         response.headers = error.headers
+        if error.status == 503 {
+            response.headers.append(("Retry-After", "1"))
+        }
         return response
     }
 }

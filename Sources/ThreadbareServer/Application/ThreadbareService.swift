@@ -62,8 +62,7 @@ final class ThreadbareService: HTTPService {
                 runInDomain(domain, route, request, accounting, handedOver: handedOver, reply)
             }
             if !accepted {
-                let error = RequestError(503, "all handler threads are busy and the queue is full (queue_limit \(queueLimit)); retry later",
-                                         headers: [("Retry-After", "1")])
+                let error = RequestError(503, "all handler threads are busy and the queue is full (queue_limit \(queueLimit)); retry later")
                 finish(accounting, request, .error(error), ServerTiming(), reply)
             }
         }
@@ -72,8 +71,7 @@ final class ThreadbareService: HTTPService {
     /// gunicorn closes the connection after refusing a head: what follows on it cannot be trusted
     /// to start a request. A connection over the limit is closed to make room.
     func refuse(receivedAt: UInt64, status: Int, reason: String, reply: ReplyHandle) {
-        let headers = status == 503 ? [("Connection", "close"), ("Retry-After", "1")] : [("Connection", "close")]
-        let response = HTTPResponse.error(RequestError(status, reason, headers: headers))
+        let response = HTTPResponse.error(RequestError(status, reason, headers: [("Connection", "close")]))
         count(response, unmatchedAccounting, nanoseconds: MonotonicClock.elapsed(since: receivedAt))
         reply.send(response)
     }

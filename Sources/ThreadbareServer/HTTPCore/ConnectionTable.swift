@@ -59,37 +59,36 @@ struct ConnectionTable {
 
     /// Marks a connection as opened over the connection limit.
     mutating func markOverLimit(_ connection: OpaquePointer) {
-        let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), entries[socket]?.connection == connection else { return }
-        entries[socket]!.overLimit = true
+        if let socket = slot(of: connection) { entries[socket]!.overLimit = true }
     }
 
     mutating func setReadDeadline(_ deadline: ConnectionReadDeadline, for connection: OpaquePointer) {
-        let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), entries[socket]?.connection == connection else { return }
-        entries[socket]!.readDeadline = deadline
+        if let socket = slot(of: connection) { entries[socket]!.readDeadline = deadline }
     }
 
     func entry(for connection: OpaquePointer) -> Entry? {
-        let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return nil }
-        return entry
+        slot(of: connection).flatMap { entries[$0] }
     }
 
     /// Marks the connection's request answered; true if it was unanswered.
     mutating func markAnswered(_ connection: OpaquePointer) -> Bool {
-        let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return false }
-        entries[socket]!.unanswered = false
-        return entry.unanswered
+        guard let socket = slot(of: connection) else { return false }
+        defer { entries[socket]!.unanswered = false }
+        return entries[socket]!.unanswered
     }
 
     /// Forgets a closing connection; returns its entry.
     mutating func remove(_ connection: OpaquePointer) -> Entry? {
+        guard let socket = slot(of: connection) else { return nil }
+        defer { entries[socket] = nil }
+        return entries[socket]
+    }
+
+    /// The connection's place in `entries`, if it has an entry.
+    private func slot(of connection: OpaquePointer) -> Int? {
         let socket = Self.socket(of: connection)
-        guard entries.indices.contains(socket), let entry = entries[socket], entry.connection == connection else { return nil }
-        entries[socket] = nil
-        return entry
+        guard entries.indices.contains(socket), entries[socket]?.connection == connection else { return nil }
+        return socket
     }
 
     var connections: [OpaquePointer] { entries.compactMap { $0?.connection } }

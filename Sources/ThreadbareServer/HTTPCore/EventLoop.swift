@@ -73,14 +73,8 @@ final class EventLoop: @unchecked Sendable {
         self.service = service
         headLimits = limits.head
         maxConnections = limits.maxConnections
-        if limits.requestTimeoutSeconds > 0 {
-            var length = timeval(seconds: limits.requestTimeoutSeconds)
-            requestTimeout = event_base_init_common_timeout(base, &length)
-        }
-        if limits.requestReadTimeoutSeconds > 0 {
-            var length = timeval(seconds: limits.requestReadTimeoutSeconds)
-            requestReadTimeout = event_base_init_common_timeout(base, &length)
-        }
+        requestTimeout = Self.commonTimeout(base, seconds: limits.requestTimeoutSeconds)
+        requestReadTimeout = Self.commonTimeout(base, seconds: limits.requestReadTimeoutSeconds)
 
         evhttp_set_max_headers_size(http, limits.maxHeaderBytes)
         evhttp_set_max_body_size(http, limits.maxBodyBytes)
@@ -117,6 +111,13 @@ final class EventLoop: @unchecked Sendable {
             if let event { event_free(event) }
         }
         close(doorbell)
+    }
+
+    /// A timer length libevent keeps in one queue for all its timers, or nil for 0 (no limit).
+    private static func commonTimeout(_ base: OpaquePointer, seconds: Double) -> UnsafePointer<timeval>? {
+        guard seconds > 0 else { return nil }
+        var length = timeval(seconds: seconds)
+        return event_base_init_common_timeout(base, &length)
     }
 
     /// An epoll base that batches its epoll_ctl changes. evhttp turns reading off and writing on
@@ -205,9 +206,10 @@ final class EventLoop: @unchecked Sendable {
         }
 
         let receivedAt = MonotonicClock.now()
-        let reply = { (headOnly: Bool) in ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: headOnly) }
-        guard let method = HTTPMethod(evhttp_request_get_command(request)) else {
-            service.refuse(receivedAt: receivedAt, status: 501, reason: "this request method is not implemented", reply: reply(false))
+        let method = HTTPMethod(evhttp_request_get_command(request))
+        let reply = ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head)
+        guard let method else {
+            service.refuse(receivedAt: receivedAt, status: 501, reason: "this request method is not implemented", reply: reply)
             return
         }
         let uri = evhttp_request_get_evhttp_uri(request)
@@ -216,7 +218,7 @@ final class EventLoop: @unchecked Sendable {
         if let refusal = overLimit
             ? (503, "this process already has max_connections (\(maxConnections)) open; retry later")
             : headLimits.violation(of: request, method: method) {
-            service.refuse(receivedAt: receivedAt, status: refusal.status, reason: refusal.reason, reply: reply(method == .head))
+            service.refuse(receivedAt: receivedAt, status: refusal.status, reason: refusal.reason, reply: reply)
             return
         }
         let input = evhttp_request_get_input_buffer(request)
@@ -239,7 +241,7 @@ final class EventLoop: @unchecked Sendable {
         let parsed = HTTPRequest(
             method: method == .head ? .get : method, path: path, query: query,
             contentType: contentType, authorization: authorization, body: body, receivedAt: receivedAt, connection: connectionNumber)
-        service.serve(parsed, reply: reply(method == .head))
+        service.serve(parsed, reply: reply)
     }
 
     private func answerDoorbell() {
