@@ -36,10 +36,15 @@ public final class Server: Sendable {
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
             accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)
-        let service = ThreadbareService(
-            router: Router(routes: Endpoints.all), domains: domains, queueLimit: configuration.queueLimit,
-            limits: configuration.endpointLimits, status: status, authToken: configuration.authToken,
-            requestTimeoutSeconds: configuration.requestTimeout)
+        let server = ServerContext(limits: configuration.endpointLimits, status: status)
+        let rules = ExecutionRules(domains: domains, server: server, queueLimit: configuration.queueLimit,
+                                   requestTimeoutSeconds: configuration.requestTimeout)
+        let executor: any HandlerExecutor = switch mode.executor {
+        case .threads: ThreadPoolExecutor(rules: rules)
+        case .loop: LoopExecutor(rules: rules, loops: configuration.loops)
+        }
+        let service = ThreadbareService(router: Router(routes: Endpoints.all), executor: executor, server: server,
+                                        authToken: configuration.authToken)
         var tick: (@Sendable () -> Void)?
         if let seat {
             tick = { seat.beat(publishing: status) }

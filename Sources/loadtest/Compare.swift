@@ -6,9 +6,12 @@ struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start threadbare in each mode in turn, run the suite against it, and compare the modes side by side.")
 
-    static let knownModes = ["gil", "subinterpreters", "prefork", "nogil"]
+    static let knownModes = ["gil", "subinterpreters", "prefork", "nogil", "async", "prefork-async", "nogil-async"]
+    /// Every mode but nogil-async: the four threading models and the two asyncio deployments.
+    static let defaultModes = ["gil", "subinterpreters", "prefork", "nogil", "async", "prefork-async"]
 
-    @Option(help: "Modes to compare, in order (each is started from CONFIG-DIR/MODE.yaml).") var modes = knownModes.joined(separator: ",")
+    @Option(help: "Modes to compare, in order (each is started from CONFIG-DIR/MODE.yaml); known: \(knownModes.joined(separator: ", ")).")
+    var modes = defaultModes.joined(separator: ",")
     @Option(help: "The suite file.") var suite = "loadtest/suite.yaml"
     @Option(help: "Scenarios of the suite to run (default: all), e.g. cpu,convoy.") var scenarios: String?
     @Option(help: "Where index.html (the report), compare.json, the .hgrm distributions and the servers' logs go.") var out = "report"

@@ -38,14 +38,14 @@ struct Serve: ParsableCommand {
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
         sigaddset(&stopSignals, SIGUSR1)
-        if configuration.mode == .prefork {
+        if configuration.master {
             for signal in PreforkMaster.signals { sigaddset(&stopSignals, signal) }
         }
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         // A client that goes away mid-reply must not kill the server.
         signal(SIGPIPE, SIG_IGN)
 
-        if configuration.mode == .prefork {
+        if configuration.master {
             try runMaster(configuration, logger, logFile)
             return
         }
@@ -67,8 +67,8 @@ struct Serve: ParsableCommand {
         print("listening on \(server.url)")
         fflush(nil)
         logger.info("serving", metadata: [
-            "mode": "\(server.mode.name.rawValue)", "pid": "\(getpid())",
-            "loops": "\(configuration.loops)", "threads": "\(server.mode.threadsPerProcess)",
+            "mode": "\(server.mode.name)", "spelled_out": "\(server.mode.spelledOut)", "pid": "\(getpid())",
+            "loops": "\(configuration.loops)", "threads": "\(server.mode.threads)",
         ])
 
         var received: Int32 = 0
@@ -99,7 +99,7 @@ struct Serve: ParsableCommand {
         }
     }
 
-    /// prefork: this process becomes the master; the workers are its forked children.
+    /// master: true: this process becomes the prefork master; the workers are its forked children.
     private func runMaster(_ configuration: ServerConfiguration, _ logger: Logger, _ logFile: LogFile?) throws {
         let master: PreforkMaster
         do {
@@ -111,7 +111,8 @@ struct Serve: ParsableCommand {
             throw ExitCode(1)
         }
         logger.info("master started", metadata: [
-            "pid": "\(getpid())", "workers": "\(configuration.workers)", "threads": "\(configuration.threads)",
+            "pid": "\(getpid())", "workers": "\(configuration.workers)", "executor": "\(configuration.executor.rawValue)",
+            "threads": "\(configuration.threads)",
         ])
         let status = master.run {
             print("listening on \(master.url)")

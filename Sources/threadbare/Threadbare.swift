@@ -9,7 +9,7 @@ import Glibc
 struct Threadbare: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "threadbare",
-        abstract: "One HTTP server, three ways to use a machine's cores: gil, prefork, nogil.",
+        abstract: "One HTTP server, every way Python services use a machine's cores: gil, subinterpreters, prefork, nogil, async, prefork-async.",
         version: ServerStatus.version,
         subcommands: [Serve.self, Config.self],
         defaultSubcommand: Serve.self)
@@ -20,15 +20,17 @@ struct Threadbare: ParsableCommand {
 struct ConfigurationOptions: ParsableArguments {
     @Option(name: .long, help: "YAML config file (also THREADBARE_CONFIG).")
     var config: String?
-    @Option(help: "nogil | gil | subinterpreters | prefork") var mode: String?
+    @Option(help: "A preset: nogil | gil | subinterpreters | prefork | async | prefork-async | nogil-async") var mode: String?
+    @Option(help: "threads (a handler pool) | loop (handlers on the event loop, as asyncio)") var executor: String?
+    @Option(help: "global | per-interpreter | none") var lock: String?
     @Option(help: "Address to listen on.") var host: String?
     @Option(help: "TCP port; 0 picks a free one.") var port: String?
     @Option(help: "Handler threads per process.") var threads: String?
     @Option(help: "Event-loop threads per process.") var loops: String?
-    @Option(name: .customLong("switch-interval-ms"), help: "gil, subinterpreters: the lock's switch interval (sys.setswitchinterval).") var switchInterval: String?
-    @Option(help: "subinterpreters: lock domains, each with its own lock and cache.") var interpreters: String?
-    @Option(help: "prefork: worker processes (default: the machine's cores).") var workers: String?
-    @Option(help: "prefork: reuseport | shared listening sockets.") var accept: String?
+    @Option(name: .customLong("switch-interval-ms"), help: "lock global or per-interpreter: the lock's switch interval (sys.setswitchinterval).") var switchInterval: String?
+    @Option(help: "lock per-interpreter: lock domains, each with its own lock and cache.") var interpreters: String?
+    @Option(help: "Worker processes under a prefork master (default with a master: the machine's cores).") var workers: String?
+    @Option(help: "master: reuseport | shared listening sockets.") var accept: String?
     @Option(name: .customLong("queue-limit"), help: "Requests waiting for a handler before 503.") var queueLimit: String?
     @Option(name: .customLong("graceful-timeout"), help: "Seconds in-flight requests get on SIGTERM.") var gracefulTimeout: String?
     @Option(name: .customLong("log-level"), help: "trace | debug | info | notice | warning | error | critical") var logLevel: String?
@@ -38,7 +40,7 @@ struct ConfigurationOptions: ParsableArguments {
     func load() throws(ConfigurationError) -> LoadedConfiguration {
         var settings: [ConfigurationSetting] = []
         let named: [(String, String, String?)] = [
-            ("mode", "--mode", mode), ("host", "--host", host), ("port", "--port", port),
+            ("mode", "--mode", mode), ("executor", "--executor", executor), ("lock", "--lock", lock), ("host", "--host", host), ("port", "--port", port),
             ("threads", "--threads", threads), ("loops", "--loops", loops),
             ("switch_interval_ms", "--switch-interval-ms", switchInterval), ("interpreters", "--interpreters", interpreters),
             ("workers", "--workers", workers), ("accept", "--accept", accept),

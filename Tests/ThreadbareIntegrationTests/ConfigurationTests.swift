@@ -3,13 +3,24 @@ import Testing
 
 @Suite("Configuration files, environment and flags, as a deployment uses them")
 struct ConfigurationTests {
-    @Test(arguments: ["nogil", "gil", "subinterpreters", "prefork"])
+    @Test(arguments: ["nogil", "gil", "subinterpreters", "prefork", "async", "prefork-async", "nogil-async"])
     func shippedConfigIsValid(mode: String) throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let result = try runThreadbare(["config", "check", root.appendingPathComponent("config/\(mode).yaml").path])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("mode: \(mode)  #"))
         #expect(result.stdout.contains("  max_entries: 10000"))
+    }
+
+    /// A combination that cannot run stops the server before it binds, naming the keys.
+    @Test func impossibleModeIsRefusedNamingTheKeys() throws {
+        let result = try runThreadbare(["serve", "--port", "0", "--mode", "async", "--workers", "2"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("workers: 2 needs master: true"), "\(result.stderr)")
+        #expect(result.stderr.contains("workers from command line --workers"), "\(result.stderr)")
+        let clash = try runThreadbare(["serve", "--port", "0", "--mode", "gil", "--lock", "none"])
+        #expect(clash.status == 2)
+        #expect(clash.stderr.contains("lock: none contradicts mode: gil"), "\(clash.stderr)")
     }
 
     @Test func precedenceIsFlagThenEnvironmentThenFileThenDefault() throws {
@@ -51,7 +62,7 @@ struct ConfigurationTests {
         ("threads:\n", ":1: threads: has no value"),
         ("threads: [1, 2]\n", ":1: threads: expected a single value, got a list"),
         ("threads: 2\nthreads: 3\n", "duplicated key(s): 'threads'"),
-        ("mode: turbo\n", ":1: mode: expected one of nogil, gil, subinterpreters, prefork, got 'turbo'"),
+        ("mode: turbo\n", ":1: mode: expected one of nogil, gil, subinterpreters, prefork, async, prefork-async, nogil-async, got 'turbo'"),
         ("- just\n- a list\n", ":1: expected a mapping of keys to values at the top level"),
         ("threads: [unclosed\n", "not valid YAML"),
         ("cache:\n  backend: redis\n", ":2: cache.backend: expected one of local, shm, memcached, got 'redis'"),

@@ -49,7 +49,8 @@ extension LoadSensitive {
             return true
         }
 
-        @Test(arguments: [["--mode", "nogil"], ["--mode", "gil"], ["--mode", "subinterpreters"], ["--mode", "prefork", "--workers", "2"]])
+        @Test(arguments: [["--mode", "nogil"], ["--mode", "gil"], ["--mode", "subinterpreters"], ["--mode", "prefork", "--workers", "2"],
+                          ["--mode", "async"], ["--mode", "prefork-async", "--workers", "2"]])
         func twelveHundredHostileRequestsHurtNoMode(mode: [String]) throws {
             let server = try ServerProcess(mode)
             defer { server.stop() }

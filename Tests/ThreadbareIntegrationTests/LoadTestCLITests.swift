@@ -33,7 +33,7 @@ extension LoadSensitive {
             let latency = try #require(report["latency_ms"] as? [String: Any])
             #expect((latency["p50"] as? Double ?? -1) <= (latency["max"] as? Double ?? 0))
             let timing = try #require(report["server_timing"] as? [String: Any])
-            #expect(Set(timing.keys) == ["queue", "lock", "app"])
+            #expect(Set(timing.keys) == ["queue", "lock", "app", "loop"])
             // The server counted the same requests (plus those in flight at the end, which the
             // client reports separately, and the /stats request itself).
             let served = try #require((try server.json("/stats")["requests"] as? [String: [String: Int]])?["cpu"]?["200"])

@@ -350,7 +350,7 @@ extension LoadSensitive {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: directory) }
             let log = directory.appendingPathComponent("threadbare.log"), rotated = directory.appendingPathComponent("threadbare.log.1")
-            let server = try ServerProcess(["--mode", mode, "--workers", "2", "--set", "log_file=\(log.path)"])
+            let server = try ServerProcess(["--mode", mode, "--set", "log_file=\(log.path)"] + (mode == "prefork" ? ["--workers", "2"] : []))
             defer { server.stop() }
             let read = { (url: URL) in (try? String(contentsOf: url, encoding: .utf8)) ?? "" }
             #expect(BoundedWait.eventually(within: 5) { read(log).contains(mode == "prefork" ? "workers ready" : "serving") })

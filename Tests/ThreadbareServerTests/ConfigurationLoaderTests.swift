@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import ThreadbareServer
 
@@ -8,7 +9,7 @@ struct ConfigurationLoaderTests {
         #expect(loaded.configuration == ServerConfiguration())
         #expect(loaded.configuration.host == "127.0.0.1")
         #expect(loaded.configuration.port == 8080)
-        #expect(loaded.configuration.mode == .nogil)
+        #expect(try loaded.configuration.makeMode().preset == .nogil)
         #expect(loaded.configuration.threads == 8)
         #expect(loaded.configuration.loops == 1)
     }
@@ -58,8 +59,8 @@ struct ConfigurationLoaderTests {
 
     @Test func preforkWorkersHaveOneThreadUnlessTold() throws {
         let plain = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork", "THREADBARE_WORKERS": "3"], commandLine: [])
-        #expect(try plain.configuration.makeMode() == Mode(name: .prefork, processes: 3, threadsPerProcess: 1, lock: .global, interpreters: 1))
-        #expect(plain.origins["threads"] == "default for prefork")
+        #expect(try plain.configuration.makeMode() == Mode(supervised: true, workers: 3, executor: .threads, lock: .global, threads: 1))
+        #expect(plain.origins["threads"] == "default with a master: gunicorn's sync worker")
         let threaded = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork", "THREADBARE_THREADS": "4"], commandLine: [])
         #expect(threaded.configuration.threads == 4)
         #expect(throws: ConfigurationError.self) {
@@ -86,7 +87,61 @@ struct ConfigurationLoaderTests {
         #expect(error?.description.contains("threads 3 < interpreters 4") == true, "\(String(describing: error))")
         let loaded = try ConfigurationLoader.load(
             file: nil, environment: ["THREADBARE_MODE": "subinterpreters", "THREADBARE_SWITCH_INTERVAL_MS": "0.1"], commandLine: [])
-        #expect(try loaded.configuration.makeMode() == Mode(name: .subinterpreters, processes: 1, threadsPerProcess: 8, lock: .perInterpreter, interpreters: 2))
+        #expect(try loaded.configuration.makeMode() == Mode(executor: .threads, lock: .perInterpreter, interpreters: 2, threads: 8))
         #expect(loaded.configuration.switchInterval == .microseconds(100))
+    }
+
+    /// Each preset is a value of the keys, and the keys alone reach the same value.
+    @Test func everyPresetIsItsKeys() throws {
+        for preset in Mode.Preset.allCases {
+            let named = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": preset.rawValue], commandLine: []).configuration
+            let spelled = try ConfigurationLoader.load(file: nil, environment: [
+                "THREADBARE_MASTER": String(preset.supervised), "THREADBARE_EXECUTOR": preset.executor.rawValue,
+                "THREADBARE_LOCK": preset.lock.rawValue,
+            ], commandLine: []).configuration
+            #expect(try named.makeMode() == spelled.makeMode(), "\(preset)")
+            #expect(try named.makeMode().preset == preset)
+        }
+        let prefork = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MASTER": "true"], commandLine: []).configuration
+        #expect(try prefork.makeMode().name == "custom", "a master over free threads is no preset")
+        #expect(prefork.workers == ServerConfiguration.onlineCores)
+    }
+
+    /// A higher layer's mode overrides a lower layer's axes; in one layer they must agree.
+    @Test func modeOverridesLowerLayersAndMustAgreeWithItsOwn() throws {
+        let file = try temporaryFile("executor: threads\nlock: none\n")
+        let overridden = try ConfigurationLoader.load(
+            file: file, environment: [:], commandLine: [ConfigurationSetting(key: "mode", text: "async", origin: "command line --mode")])
+        #expect(overridden.configuration.executor == .loop && overridden.configuration.lock == .global)
+        #expect(overridden.origins["executor"] == "mode async")
+        let clash = try temporaryFile("mode: gil\nlock: none\n")
+        let error = #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(file: clash, environment: [:], commandLine: []) }
+        #expect(error?.description.contains(":2: lock: none contradicts mode: gil") == true, "\(String(describing: error))")
+    }
+
+    @Test func impossibleCombinationsNameTheirKeys() throws {
+        let cases: [([String: String], String)] = [
+            (["THREADBARE_WORKERS": "3"], "workers: 3 needs master: true"),
+            (["THREADBARE_MODE": "gil", "THREADBARE_INTERPRETERS": "3"], "interpreters: splits a process into lock domains only with lock: per-interpreter"),
+            (["THREADBARE_EXECUTOR": "loop", "THREADBARE_LOCK": "per-interpreter", "THREADBARE_INTERPRETERS": "2", "THREADBARE_LOOPS": "1"],
+             "loops 1 must equal interpreters 2"),
+            (["THREADBARE_MODE": "async", "THREADBARE_CACHE_BACKEND": "memcached"], "cache.backend: memcached with executor: loop"),
+            (["THREADBARE_MODE": "fastest"], "expected one of nogil, gil, subinterpreters, prefork, async, prefork-async, nogil-async"),
+        ]
+        for (environment, message) in cases {
+            let error = #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(file: nil, environment: environment, commandLine: []) }
+            #expect(error?.description.contains(message) == true, "\(environment): \(String(describing: error))")
+        }
+        let loops = try ConfigurationLoader.load(
+            file: nil, environment: ["THREADBARE_EXECUTOR": "loop", "THREADBARE_LOCK": "per-interpreter", "THREADBARE_INTERPRETERS": "3"], commandLine: [])
+        #expect(loops.configuration.loops == 3, "one loop per interpreter unless set")
+    }
+
+    private func temporaryFile(_ text: String) throws -> String {
+        let path = "/tmp/threadbare-loader-\(UInt64.random(in: 0...UInt64.max)).yaml"
+        guard let file = fopen(path, "w") else { throw ConfigurationError("cannot write \(path)") }
+        fputs(text, file)
+        fclose(file)
+        return path
     }
 }

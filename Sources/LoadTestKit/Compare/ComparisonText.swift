@@ -86,13 +86,13 @@ extension Comparison {
     /// took the largest share, or the work itself when no wait stands out.
     static func whereTimeWent(_ outcome: ScenarioOutcome) -> String {
         let time = outcome.serverTimeMs
-        let total = ["queue", "lock", "work"].compactMap { time[$0] }.reduce(0, +)
+        let total = ScenarioOutcome.serverParts.compactMap { time[$0] }.reduce(0, +)
         guard total > 0 else { return "" }
         let share = { (name: String) in 100 * (time[name] ?? 0) / total }
-        let waits = [("queued for a free handler thread", "queue"), ("waiting for the lock", "lock")]
+        let waits = [("waiting for the event loop", "loop"), ("queued for a free handler thread", "queue"), ("waiting for the lock", "lock")]
             .filter { share($0.1) >= 20 }.sorted { share($0.1) > share($1.1) }
         guard !waits.isEmpty else {
-            return ", and waits little in the server (queue \(format(share("queue")))%, lock \(format(share("lock")))%): its limit is the work itself"
+            return ", and waits little in the server (loop \(format(share("loop")))%, queue \(format(share("queue")))%, lock \(format(share("lock")))%): its limit is the work itself"
         }
         let parts = waits.map { "\(format(share($0.1)))% (mean \(format(time[$0.1]!)) ms) \($0.0)" }
         return ": of its server time per request, " + parts.joined(separator: " and ")

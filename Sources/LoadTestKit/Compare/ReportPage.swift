@@ -5,7 +5,8 @@ import Foundation
 /// browser. It is well-formed XML (XHTML), which the tests check with an XML parser.
 extension Comparison {
     /// One colour per mode, the same in every chart.
-    static let colours = ["gil": "#d62728", "subinterpreters": "#ff7f0e", "prefork": "#1f77b4", "nogil": "#2ca02c"]
+    static let colours = ["gil": "#d62728", "subinterpreters": "#ff7f0e", "prefork": "#1f77b4", "nogil": "#2ca02c",
+                          "async": "#9467bd", "prefork-async": "#8c564b", "nogil-async": "#17becf"]
     static let fallbackColours = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
     func colour(_ mode: String) -> String {
@@ -173,7 +174,7 @@ extension Comparison {
 
     /// Stacked bars of a request's time (see `ScenarioOutcome.serverTimeMs`), one per mode.
     private func timeBars(_ rows: [(mode: String, outcome: ScenarioOutcome)], title: String) -> String {
-        let parts = [("queue", "#9ecae1"), ("lock", "#d62728"), ("work", "#31a354"), ("rest", "#bdbdbd")]
+        let parts = [("loop", "#9467bd"), ("queue", "#9ecae1"), ("lock", "#d62728"), ("work", "#31a354"), ("rest", "#bdbdbd")]
         let totals = rows.map { row in parts.map { row.outcome.serverTimeMs[$0.0] ?? 0 }.reduce(0, +) }
         guard let most = totals.max(), most > 0 else { return "" }
         let barHeight = 22.0, gap = 10.0

@@ -24,8 +24,9 @@ public struct ScenarioOutcome: Codable, Sendable {
     public var higherIsBetter: Bool
     public var reports: [Report]
     /// Where a request's time went, in mean ms, in the run that explains the outcome (the most
-    /// connections, the quick probe, the step that missed the SLA): `queue` for a handler,
-    /// `lock` waited for, the handler's own `work`, and the `rest` of the client's latency.
+    /// connections, the quick probe, the step that missed the SLA): `loop` waited for the
+    /// event loop, `queue` for a handler thread, `lock` waited for, the handler's own `work`,
+    /// and the `rest` of the client's latency.
     /// Empty without Server-Timing.
     public var serverTimeMs: [String: Double] = [:]
     /// What a number alone does not say, such as why a capacity step missed the SLA.
@@ -81,14 +82,19 @@ extension ScenarioOutcome {
     }
 
     /// From Server-Timing's means. Threadbare's `app` is the whole handler time and its `lock`
-    /// a part of it, so the handler's own work is app − lock; the rest is the client's mean
-    /// latency beyond queue + app (the network, the server's loops, the client).
+    /// a part of it, so the handler's own work is app − lock; `loop` and `queue` come before the
+    /// handler; the rest is the client's mean latency beyond them (the network, time the
+    /// request sat in its socket while the loop was busy, the client).
     static func serverTime(_ report: Report) -> [String: Double] {
         let timing = report.measured.serverTiming.mapValues(\.mean)
         guard let app = timing["app"] else { return [:] }
-        let queue = timing["queue"] ?? 0, lock = min(timing["lock"] ?? 0, app)
-        return ["queue": queue, "lock": lock, "work": app - lock, "rest": max(0, report.measured.latencyMs.mean - queue - app)]
+        let loop = timing["loop"] ?? 0, queue = timing["queue"] ?? 0, lock = min(timing["lock"] ?? 0, app)
+        return ["loop": loop, "queue": queue, "lock": lock, "work": app - lock,
+                "rest": max(0, report.measured.latencyMs.mean - loop - queue - app)]
     }
+
+    /// The parts of `serverTime` spent in the server, in the order a request meets them.
+    static let serverParts = ["loop", "queue", "lock", "work"]
 
     /// Answers that were 2xx, per second: a server that fails fast must not look fast.
     static func successRate(_ report: Report) -> Double {
@@ -104,7 +110,7 @@ extension ScenarioOutcome {
     static func lockShare(_ report: Report) -> Double? {
         let time = serverTime(report)
         guard let lock = time["lock"] else { return nil }
-        let total = ["queue", "lock", "work"].compactMap { time[$0] }.reduce(0, +)
+        let total = serverParts.compactMap { time[$0] }.reduce(0, +)
         return total > 0 ? 100 * lock / total : 0
     }
 
@@ -130,6 +136,7 @@ extension ScenarioOutcome {
             Figure(label: "quick p50", value: quick.measured.latencyMs.p50, unit: "ms"),
             Figure(label: "quick p99", value: quick.measured.latencyMs.p99, unit: "ms"),
             Figure(label: "quick lock wait", value: quick.measured.serverTiming["lock"]?.mean, unit: "ms"),
+            Figure(label: "quick loop wait", value: quick.measured.serverTiming["loop"]?.mean, unit: "ms"),
             Figure(label: "busy req/s", value: successRate(behind), unit: "req/s"),
         ]
         return ScenarioOutcome(scenario: name, figures: figures, headline: "quick p99", higherIsBetter: false, reports: [quick, behind],

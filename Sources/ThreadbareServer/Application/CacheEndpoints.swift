@@ -9,8 +9,8 @@ enum CacheEndpoints {
     /// As memcached's relative expiry: up to 30 days.
     static let maxTimeToLive = 30 * 24 * 3_600
 
-    static let statistics = Route(
-        name: "cache_stats", pattern: .exact("/cache"), methods: [.get], placement: .handler,
+    static let statistics = Route.responder(
+        name: "cache_stats", pattern: .exact("/cache"), methods: [.get],
         summary: "cache statistics: backend, entries, bytes, hits, misses, evictions, expirations"
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
@@ -25,8 +25,8 @@ enum CacheEndpoints {
         return .json(answer)
     }
 
-    static let entry = Route(
-        name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete], placement: .handler,
+    static let entry = Route.responder(
+        name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete],
         summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)",
         guarded: [.put, .delete]
     ) { request, context throws(RequestError) in

@@ -1,14 +1,21 @@
-/// What a handler may use: its request's lock session and its domain's cache (the objects of
-/// the interpreter it runs in), the endpoint limits, and the server's own figures for the
-/// introspection endpoints. Routes placed on the loop run outside every domain and must not
-/// touch `lock` or `cache`.
+/// What every route may use: the endpoint limits and the server's own figures. The server's
+/// own routes (health, stats) get only this: they run on the loop, outside every lock domain.
+public struct ServerContext: Sendable {
+    public let limits: EndpointLimits
+    public let status: ServerStatus
+}
+
+/// What application code may use besides: its lock session and its domain's cache (the objects
+/// of the interpreter it runs in), and its deadline.
 public struct HandlerContext: Sendable {
     public let lock: LockSession
     public let cache: any CacheBackend
-    public let limits: EndpointLimits
-    public let status: ServerStatus
+    public let server: ServerContext
     /// The request's `request_timeout`, if one is set.
     public var deadline: ReplyDeadline?
+
+    public var limits: EndpointLimits { server.limits }
+    public var status: ServerStatus { server.status }
 
     /// Handler code's check point, once per unit of work: CPython's eval breaker, which both
     /// hands the GIL over when asked and raises an asynchronous exception in a thread. Here the

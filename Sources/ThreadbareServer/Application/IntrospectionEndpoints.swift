@@ -7,8 +7,8 @@ import Glibc
 /// The server describing itself. These run on the loop thread: they never block and read only
 /// counters, like nginx's stub_status.
 enum IntrospectionEndpoints {
-    static let health = Route(
-        name: "health", pattern: .exact("/health"), methods: [.get], placement: .loop,
+    static let health = Route.server(
+        name: "health", pattern: .exact("/health"), methods: [.get],
         summary: "liveness: 200 ok"
     ) { _, _ throws(RequestError) in
         ok
@@ -17,8 +17,8 @@ enum IntrospectionEndpoints {
     /// Made once: the answer a load balancer asks for thousands of times a second.
     private static let ok = HTTPResponse.text("ok")
 
-    static let index = Route(
-        name: "index", pattern: .exact("/"), methods: [.get], placement: .loop,
+    static let index = Route.server(
+        name: "index", pattern: .exact("/"), methods: [.get],
         summary: "this description"
     ) { _, context throws(RequestError) in
         let status = context.status
@@ -26,14 +26,15 @@ enum IntrospectionEndpoints {
             route.methods.map { ["method": .string($0.rawValue), "path": .string(route.displayPath), "summary": .string(route.summary)] }
         }
         return .json([
-            "name": "threadbare", "version": .string(ServerStatus.version), "mode": .string(status.mode.name.rawValue),
-            "pid": .integer(Int(getpid())), "loops": .integer(status.loops), "threads": .integer(status.mode.threadsPerProcess),
+            "name": "threadbare", "version": .string(ServerStatus.version), "mode": .string(status.mode.name),
+            "spelled_out": .string(status.mode.spelledOut), "executor": .string(status.mode.executor.rawValue),
+            "pid": .integer(Int(getpid())), "loops": .integer(status.loops), "threads": .integer(status.mode.threads),
             "endpoints": .array(endpoints),
         ])
     }
 
-    static let stats = Route(
-        name: "stats", pattern: .exact("/stats"), methods: [.get], placement: .loop,
+    static let stats = Route.server(
+        name: "stats", pattern: .exact("/stats"), methods: [.get],
         summary: "requests by endpoint and status, in flight, queue depth, uptime, memory (RSS, Pss, shared and private dirty)",
         guarded: [.get]
     ) { _, context throws(RequestError) in
@@ -42,9 +43,10 @@ enum IntrospectionEndpoints {
             (endpoint, JSONValue.object(byStatus.sorted { $0.key < $1.key }.map { ($0.key, .integer($0.value)) }))
         }
         return .json([
-            "mode": .string(status.mode.name.rawValue), "pid": .integer(Int(getpid())),
+            "mode": .string(status.mode.name), "pid": .integer(Int(getpid())),
             "uptime_s": .number(status.uptimeSeconds), "rss_bytes": .integer(ProcessMemory.residentBytes()),
-            "in_flight": .integer(status.counters.inFlight.current), "queue_depth": .integer(status.queueDepth()),
+            "in_flight": .integer(status.counters.inFlight.current), "most_in_flight": .integer(status.counters.mostInFlight.current),
+            "queue_depth": .integer(status.queueDepth()),
             "connections_open": .integer(status.counters.openConnections.current),
             "connections_total": .integer(status.counters.acceptedConnections.current),
             "connections_refused": .integer(status.counters.refusedConnections.current),
@@ -121,8 +123,8 @@ enum IntrospectionEndpoints {
         ]
     }
 
-    static let metrics = Route(
-        name: "metrics", pattern: .exact("/metrics"), methods: [.get], placement: .loop,
+    static let metrics = Route.server(
+        name: "metrics", pattern: .exact("/metrics"), methods: [.get],
         summary: "Prometheus text exposition: request counts and latency histograms",
         guarded: [.get]
     ) { _, context throws(RequestError) in

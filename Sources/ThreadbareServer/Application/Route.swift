@@ -1,12 +1,3 @@
-/// Where a route's handler runs.
-public enum Placement: Sendable {
-    /// On the loop thread that read the request: only for answers that never block and touch no
-    /// application state (the server's own health, stats and metrics).
-    case loop
-    /// On a handler thread, holding the process's interpreter lock.
-    case handler
-}
-
 /// A request the handler refuses; it becomes `{"error": message, "status": status}`.
 public struct RequestError: Error, Sendable {
     public let status: Int
@@ -32,24 +23,47 @@ public final class Route: Sendable {
     public let name: String
     public let pattern: Pattern
     public let methods: [HTTPMethod]
-    public let placement: Placement
     public let summary: String
     /// The methods that need the bearer token when `auth_token` is set.
     public let guarded: Set<HTTPMethod>
-    public let handle: @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
+    public let handler: Handler
 
-    public init(
-        name: String, pattern: Pattern, methods: [HTTPMethod], placement: Placement, summary: String,
-        guarded: Set<HTTPMethod> = [],
-        handle: @escaping @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse
-    ) {
+    /// What answers a route, and so where it runs.
+    public enum Handler: Sendable {
+        /// The server's own answers (health, stats, metrics): on the loop thread that read the
+        /// request, outside every lock domain. They never block and touch no application state,
+        /// and their context has no lock or cache to touch.
+        case server(@Sendable (HTTPRequest, ServerContext) throws(RequestError) -> HTTPResponse)
+        /// Application code, run by the mode's executor inside a lock domain.
+        case application(@Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HandlerResult)
+    }
+
+    /// A route of the server's own.
+    public static func server(name: String, pattern: Pattern, methods: [HTTPMethod], summary: String, guarded: Set<HTTPMethod> = [],
+                              _ serve: @escaping @Sendable (HTTPRequest, ServerContext) throws(RequestError) -> HTTPResponse) -> Route {
+        Route(name: name, pattern: pattern, methods: methods, summary: summary, guarded: guarded, handler: .server(serve))
+    }
+
+    /// Application code that may wait before it answers.
+    public static func application(name: String, pattern: Pattern, methods: [HTTPMethod], summary: String, guarded: Set<HTTPMethod> = [],
+                                   _ handle: @escaping @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HandlerResult) -> Route {
+        Route(name: name, pattern: pattern, methods: methods, summary: summary, guarded: guarded, handler: .application(handle))
+    }
+
+    /// Application code that answers at once.
+    public static func responder(name: String, pattern: Pattern, methods: [HTTPMethod], summary: String, guarded: Set<HTTPMethod> = [],
+                                 _ respond: @escaping @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse) -> Route {
+        Route(name: name, pattern: pattern, methods: methods, summary: summary, guarded: guarded,
+              handler: .application { request, context throws(RequestError) in .response(try respond(request, context)) })
+    }
+
+    private init(name: String, pattern: Pattern, methods: [HTTPMethod], summary: String, guarded: Set<HTTPMethod>, handler: Handler) {
         self.name = name
         self.pattern = pattern
         self.guarded = guarded
         self.methods = methods
-        self.placement = placement
         self.summary = summary
-        self.handle = handle
+        self.handler = handler
     }
 
     /// How `GET /` lists the route.

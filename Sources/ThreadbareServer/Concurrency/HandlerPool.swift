@@ -27,25 +27,37 @@ public final class HandlerPool: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t> = .allocate(capacity: 1)
     private let workAvailable: UnsafeMutablePointer<pthread_cond_t> = .allocate(capacity: 1)
     private var threads: [OSThread] = []
+    private let name: String
 
     /// Threads are named `name-0`, `name-1`, … (as `top -H` and debuggers show them).
-    public init(threads count: Int, queueLimit: Int, name: String = "tb-handler") throws {
+    /// `startingOnFirstJob`: none exists until work arrives, as asyncio makes its default
+    /// executor on the first `run_in_executor`.
+    public init(threads count: Int, queueLimit: Int, name: String = "tb-handler", startingOnFirstJob: Bool = false) throws {
         precondition(count >= 1 && queueLimit >= 1)
         limit = queueLimit
         threadCount = count
+        self.name = name
         jobs = Deque(minimumCapacity: min(queueLimit, 4096))
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(workAvailable, nil)
-        threads = try (0..<count).map { index in
+        if !startingOnFirstJob { try startThreads() }
+    }
+
+    /// Called once, before any job is queued, or with `mutex` held.
+    private func startThreads() throws {
+        threads = try (0..<threadCount).map { index in
             try OSThread(name: "\(name)-\(index)") { [self] in self.run() }
         }
     }
 
-    /// Queues `job`; false when the queue is full.
+    /// Queues `job`; false when the queue is full (or no thread could be started for it).
     public func submit(_ job: @escaping Job) -> Bool {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         guard jobs.count < limit else { return false }
+        if threads.isEmpty {
+            guard (try? startThreads()) != nil else { return false }
+        }
         jobs.append(job)
         wakeOneIfNeeded()
         return true

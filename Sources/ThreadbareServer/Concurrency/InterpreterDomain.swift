@@ -14,8 +14,9 @@ public final class InterpreterDomain: Sendable {
         self.pool = pool
     }
 
-    /// Makes the `mode.interpreters` domains of a process, splitting its handler threads among
-    /// them as evenly as they go. `cache` gives domain N its cache.
+    /// Makes the `mode.interpreters` domains of a process, splitting its threads among them as
+    /// evenly as they go: handler threads, or with `executor: loop` each domain's
+    /// `run_in_executor` pool, started on its first job. `cache` gives domain N its cache.
     static func make(
         mode: Mode, switchInterval: Duration, queueLimit: Int, cache: (Int) throws -> any CacheBackend, metrics: MetricsExport
     ) throws -> [InterpreterDomain] {
@@ -26,11 +27,13 @@ public final class InterpreterDomain: Sendable {
             case .none: NoInterpreterLock(statistics: statistics)
             case .global, .perInterpreter: GlobalInterpreterLock(switchInterval: switchInterval, statistics: statistics)
             }
-            let threads = mode.threadsPerProcess / count + (index < mode.threadsPerProcess % count ? 1 : 0)
+            let threads = max(1, mode.threads / count + (index < mode.threads % count ? 1 : 0))
+            let role = mode.executor == .loop ? "offload" : "handler"
             return InterpreterDomain(
                 index: index, lock: lock,
                 cache: try cache(index),
-                pool: try HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-handler" : "tb-handler"))
+                pool: try HandlerPool(threads: threads, queueLimit: queueLimit, name: count > 1 ? "tb-i\(index)-\(role)" : "tb-\(role)",
+                                      startingOnFirstJob: mode.executor == .loop))
         }
     }
 }

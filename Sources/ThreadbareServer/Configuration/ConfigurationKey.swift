@@ -18,21 +18,28 @@ public struct ConfigurationKey: Sendable {
     var leaf: String { String(name.split(separator: ".").last!) }
 
     public static let all: [ConfigurationKey] = [
-        choice("mode", \.mode, help: "nogil | gil | subinterpreters | prefork"),
+        preset("mode", \.mode,
+               help: "a preset that sets master, executor and lock: " + Mode.Preset.allCases.map(\.rawValue).joined(separator: " | ")),
+        boolean("master", \.master, help: "a prefork master supervising `workers` processes (gunicorn's arbiter); false: this process serves"),
+        integer("workers", \.workers, 1...Scoreboard.capacity / 2,
+                help: "worker processes under the master (default: the machine's cores); 1 without a master"),
+        choice("executor", \.executor,
+               help: "threads (a pool of handler threads) or loop (handlers run on the event loop that read the request, as asyncio does)"),
+        choice("lock", \.lock, help: "global (one GIL per process), per-interpreter (one per interpreter, PEP 684) or none (free threads)"),
         text("host", \.host, help: "address to listen on; 127.0.0.1 unless you mean to serve other hosts"),
         integer("port", \.port, 0...65_535, help: "TCP port; 0 picks a free one"),
         integer("loops", \.loops, 1...64, help: "event-loop threads per process, each with its own SO_REUSEPORT socket"),
-        integer("threads", \.threads, 1...1_024, help: "handler threads per process"),
+        integer("threads", \.threads, 1...1_024,
+                help: "handler threads per process (executor: threads), or run_in_executor's pool (executor: loop; default min(32, cores + 4), as asyncio's)"),
         number("switch_interval_ms", \.switchIntervalMilliseconds, 0.001...1_000,
-               help: "gil, subinterpreters: how long a waiting thread lets the holder run before asking it to drop the lock (sys.setswitchinterval)"),
-        integer("interpreters", \.interpreters, 1...64, help: "subinterpreters: lock domains, each with its own lock, cache and share of the threads"),
-        integer("workers", \.workers, 1...Scoreboard.capacity / 2, help: "prefork: worker processes (default: the machine's cores)"),
+               help: "lock global or per-interpreter: how long a waiting thread lets the holder run before asking it to drop the lock (sys.setswitchinterval)"),
+        integer("interpreters", \.interpreters, 1...64, help: "lock: per-interpreter: lock domains, each with its own lock, cache and share of the threads"),
         choice("accept", \.accept, among: ["reuseport", "shared"],
-               help: "prefork: reuseport (a SO_REUSEPORT socket per worker) or shared (one socket all workers accept on)"),
-        seconds("worker_timeout", \.workerTimeout, 3...3_600, help: "prefork: seconds a worker's loop may miss its heartbeat before the master replaces it"),
-        integer("max_requests", \.maxRequests, 0...1_000_000_000, help: "prefork: a worker retires after this many requests; 0 never"),
-        integer("max_requests_jitter", \.maxRequestsJitter, 0...1_000_000_000, help: "prefork: each worker adds a random 0..this to max_requests"),
-        integer("max_rss_mb", \.maxRSSMegabytes, 0...1_048_576, help: "prefork: a worker whose RSS passes this many MiB retires; 0 never"),
+               help: "master: reuseport (a SO_REUSEPORT socket per worker) or shared (one socket all workers accept on)"),
+        seconds("worker_timeout", \.workerTimeout, 3...3_600, help: "master: seconds a worker's loop may miss its heartbeat before the master replaces it"),
+        integer("max_requests", \.maxRequests, 0...1_000_000_000, help: "master: a worker retires after this many requests; 0 never"),
+        integer("max_requests_jitter", \.maxRequestsJitter, 0...1_000_000_000, help: "master: each worker adds a random 0..this to max_requests"),
+        integer("max_rss_mb", \.maxRSSMegabytes, 0...1_048_576, help: "master: a worker whose RSS passes this many MiB retires; 0 never"),
         integer("queue_limit", \.queueLimit, 1...1_000_000, help: "requests waiting for a handler before 503"),
         integer("max_connections", \.maxConnections, 1...1_000_000,
                 help: "client connections one process keeps open; beyond, a connection's first request gets 503 (gunicorn's worker_connections)"),
@@ -147,14 +154,30 @@ public struct ConfigurationKey: Sendable {
         }, render: { $0[keyPath: path] })
     }
 
-    static func choice(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Mode.Name> & Sendable, help: String) -> ConfigurationKey {
-        let choices = Mode.Name.allCases.map(\.rawValue)
-        return ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
-            guard let value = Mode.Name(rawValue: text) else {
-                throw ConfigurationValueError("expected one of \(choices.joined(separator: ", ")), got '\(text)'")
-            }
-            configuration[keyPath: path] = value
+    /// One of an enumeration's values, by its raw name.
+    static func choice<Value: RawRepresentable & CaseIterable & Sendable>(
+        _ name: String, _ path: WritableKeyPath<ServerConfiguration, Value> & Sendable, help: String
+    ) -> ConfigurationKey where Value.RawValue == String {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            configuration[keyPath: path] = try parseChoice(text)
         }, render: { $0[keyPath: path].rawValue })
+    }
+
+    /// The `mode` key: a preset, or (when nothing set it) the preset the axes amount to.
+    static func preset(_ name: String, _ path: WritableKeyPath<ServerConfiguration, Mode.Preset?> & Sendable, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            configuration[keyPath: path] = try parseChoice(text) as Mode.Preset
+        }, render: { configuration in
+            (configuration[keyPath: path] ?? (try? configuration.makeMode())?.preset)?.rawValue ?? "custom"
+        })
+    }
+
+    private static func parseChoice<Value: RawRepresentable & CaseIterable>(_ text: String) throws(ConfigurationValueError) -> Value
+    where Value.RawValue == String {
+        guard let value = Value(rawValue: text) else {
+            throw ConfigurationValueError("expected one of \(Value.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+        }
+        return value
     }
 }
 

@@ -30,6 +30,14 @@ public struct LoadedConfiguration: Sendable {
         var lines = ["# threadbare effective configuration; precedence: command line > environment > file > default"]
         let keys = ConfigurationKey.all
         for key in keys where key.section == nil {
+            if key.name == "mode" && key.render(configuration) == "custom" {
+                lines.append("# mode: no preset is this combination; master, executor and lock spell it out")
+                continue
+            }
+            if key.name == "mode" && origins["mode"] == nil {
+                lines.append("mode: \(key.render(configuration))  # what master, executor and lock spell")
+                continue
+            }
             lines.append("\(key.name): \(key.render(configuration))  # \(origins[key.name] ?? "default")")
         }
         var seen: [String] = []
@@ -73,19 +81,7 @@ public enum ConfigurationLoader {
             }
             origins[key.name] = setting.origin
         }
-        // A prefork worker has one handler thread unless told otherwise, like gunicorn's sync
-        // worker; more threads make it a gthread worker.
-        if configuration.mode == .prefork && origins["threads"] == nil {
-            configuration.threads = 1
-            origins["threads"] = "default for prefork"
-        }
-        // CPython 3.13t makes shared objects immortal (or biases their counts to the owning
-        // thread), so its reads leave shared pages alone; the other modes model CPython with
-        // a GIL, whose every read writes a reference count.
-        if origins["cache.refcount_touch"] == nil {
-            configuration.cacheRefcountTouch = configuration.mode != .nogil
-            origins["cache.refcount_touch"] = "default for \(configuration.mode.rawValue)"
-        }
+        try applyMode(to: &configuration, origins: &origins)
         if configuration.cachePreload > configuration.cacheMaxEntries {
             throw ConfigurationError("\(origins["cache.preload"] ?? "default"): cache.preload: \(configuration.cachePreload) entries do not fit cache.max_entries \(configuration.cacheMaxEntries)")
         }
@@ -93,12 +89,80 @@ public enum ConfigurationLoader {
         where bytes > configuration.maxHeaderBytes {
             throw ConfigurationError("\(origins[name] ?? "default"): \(name): \(bytes) bytes exceeds limits.max_header_bytes \(configuration.maxHeaderBytes), which libevent enforces first (with a plain 400)")
         }
+        if configuration.executor == .loop && configuration.cacheBackend == "memcached" {
+            throw ConfigurationError("\(origins["cache.backend"] ?? "default"): cache.backend: memcached with executor: loop (\(origins["executor"] ?? "default")) is not supported yet: its client blocks, and a blocking call would stall the loop; use local or shm")
+        }
         do {
             _ = try configuration.makeMode()
         } catch {
-            throw ConfigurationError("\(origins["mode"] ?? "default"): mode: \(error)")
+            let keys = ["mode", "master", "workers", "executor", "lock", "interpreters", "threads", "loops"]
+                .compactMap { key in origins[key].map { "\(key) from \($0)" } }
+            throw ConfigurationError("mode: \(error) (\(keys.isEmpty ? "defaults" : keys.joined(separator: ", ")))")
         }
         return LoadedConfiguration(configuration: configuration, origins: origins)
+    }
+
+    /// The mode's keys. The preset `mode` names fills in each axis (master, executor, lock) that
+    /// nothing set, and overrides one set in a layer below its own (`--mode async` over a
+    /// file's `executor: threads`); in its own layer an axis must agree with it, and one set
+    /// above it wins. Without `mode`, the axes not set are nogil's. Then the sizes the axes
+    /// imply, where nothing set them.
+    static func applyMode(to configuration: inout ServerConfiguration, origins: inout [String: String]) throws(ConfigurationError) {
+        let preset = configuration.mode ?? .nogil
+        let presetOrigin = configuration.mode.map { "mode \($0.rawValue)" } ?? "default"
+        let modeLayer = origins["mode"].map(layer) ?? 0
+        func axis<Value: Equatable>(_ key: String, _ path: WritableKeyPath<ServerConfiguration, Value>, _ presetValue: Value,
+                                    _ text: (Value) -> String) throws(ConfigurationError) {
+            guard let origin = origins[key], layer(origin) >= modeLayer else {
+                configuration[keyPath: path] = presetValue
+                origins[key] = presetOrigin
+                return
+            }
+            if let mode = configuration.mode, layer(origin) == modeLayer, configuration[keyPath: path] != presetValue {
+                throw ConfigurationError("\(origin): \(key): \(text(configuration[keyPath: path])) contradicts mode: \(mode.rawValue) (\(origins["mode"] ?? "default")), whose \(key) is \(text(presetValue)); set one of them")
+            }
+        }
+        try axis("master", \.master, preset.supervised) { String($0) }
+        try axis("executor", \.executor, preset.executor) { $0.rawValue }
+        try axis("lock", \.lock, preset.lock) { $0.rawValue }
+
+        if let origin = origins["interpreters"], configuration.lock != .perInterpreter {
+            throw ConfigurationError("\(origin): interpreters: splits a process into lock domains only with lock: per-interpreter; lock is \(configuration.lock.rawValue) (\(origins["lock"] ?? "default"))")
+        }
+        func size(_ key: String, _ path: WritableKeyPath<ServerConfiguration, Int>, _ value: Int, _ why: String) {
+            guard origins[key] == nil else { return }
+            configuration[keyPath: path] = value
+            origins[key] = why
+        }
+        let cores = ServerConfiguration.onlineCores
+        if configuration.master {
+            size("workers", \.workers, cores, "default with a master: the machine's cores")
+        }
+        switch configuration.executor {
+        case .loop:
+            // asyncio's default executor: ThreadPoolExecutor(max_workers=min(32, os.cpu_count() + 4)).
+            size("threads", \.threads, min(32, cores + 4), "default for executor loop: asyncio's min(32, cores + 4)")
+            if configuration.lock == .perInterpreter {
+                size("loops", \.loops, configuration.interpreters, "default for executor loop: one loop per interpreter")
+            }
+        case .threads where configuration.master:
+            // gunicorn's sync worker; more threads make it a gthread worker.
+            size("threads", \.threads, 1, "default with a master: gunicorn's sync worker")
+        case .threads: break
+        }
+        // CPython 3.13t makes shared objects immortal (or biases their counts to the owning
+        // thread), so its reads leave shared pages alone; with a GIL every read writes a
+        // reference count.
+        if origins["cache.refcount_touch"] == nil {
+            configuration.cacheRefcountTouch = configuration.lock != .none
+            origins["cache.refcount_touch"] = "default for lock \(configuration.lock.rawValue)"
+        }
+    }
+
+    /// Which layer a setting came from, by its origin: the file 1, the environment 2, the
+    /// command line 3.
+    private static func layer(_ origin: String) -> Int {
+        origin.hasPrefix("command line") ? 3 : origin.hasPrefix("environment") ? 2 : 1
     }
 
     /// Settings from a YAML file: top-level keys, and one level of sections (`cache:` holding

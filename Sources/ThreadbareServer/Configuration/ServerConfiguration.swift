@@ -4,15 +4,21 @@ import Glibc
 
 /// Everything a deployment can set. The defaults serve with no config file at all.
 public struct ServerConfiguration: Sendable, Equatable {
-    public var mode: Mode.Name = .nogil
+    /// The `mode` key: a preset that fills in the axes below which are not set themselves.
+    public var mode: Mode.Preset?
+    /// The axes of the mode (see `Mode`); the defaults are nogil's.
+    public var master = false
+    public var executor: ExecutorModel = .threads
+    public var lock: LockModel = .none
     public var host = "127.0.0.1"
     public var port = 8080
     public var loops = 1
     public var threads = 8
     public var switchIntervalMilliseconds = 5.0
     public var interpreters = 2
-    /// prefork: worker processes; the machine's cores unless set.
-    public var workers = ServerConfiguration.onlineCores
+    /// Worker processes under a master; the loader makes it the machine's cores when `master`
+    /// is true and nothing set it.
+    public var workers = 1
     /// prefork: `shared` (one listening socket every worker accepts on) or `reuseport` (a
     /// SO_REUSEPORT socket per worker, the kernel spreading connections).
     public var accept = "reuseport"
@@ -109,7 +115,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
     }
 
+    /// The mode these keys spell; `interpreters` counts only with `lock: per-interpreter`.
     public func makeMode() throws(ModeError) -> Mode {
-        try Mode.preset(mode, threads: threads, interpreters: interpreters, workers: workers)
+        try Mode(supervised: master, workers: workers, executor: executor, lock: lock,
+                 interpreters: lock == .perInterpreter ? interpreters : 1, threads: threads, loops: loops).validated()
     }
 }

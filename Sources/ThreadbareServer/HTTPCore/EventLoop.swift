@@ -28,7 +28,7 @@ final class EventLoop: @unchecked Sendable {
     private var tickEvent: OpaquePointer?
 
     // Cross-thread state.
-    private let outbox = Locked<[PendingReply]>([])
+    private let outbox = Locked<[LoopMail]>([])
     private let drainRequested = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
     private let doorbell: Int32
@@ -38,7 +38,12 @@ final class EventLoop: @unchecked Sendable {
 
     // Loop-confined state (the connection and deadline extensions use it too).
     var boundSocket: OpaquePointer?
-    private var spareBatch: [PendingReply] = []
+    private var spareBatch: [LoopMail] = []
+    /// `LoopHandle.callLater` jobs waiting for their time.
+    var timers: [ObjectIdentifier: LoopTimer] = [:]
+    /// When the loop came back from waiting on its sockets and began this turn's callbacks
+    /// (0 between turns): noted by the first callback of the turn that reads the clock.
+    private var turnStartedAt: UInt64 = 0
     var draining = false
     var connections: ConnectionTable
     /// Bufferevents of connections accepted in this turn of the loop, which evhttp has yet to
@@ -110,6 +115,7 @@ final class EventLoop: @unchecked Sendable {
         for event in [doorbellEvent, tickEvent, adoptEvent, resumeAcceptingEvent] {
             if let event { event_free(event) }
         }
+        freeTimers()
         close(doorbell)
     }
 
@@ -137,9 +143,22 @@ final class EventLoop: @unchecked Sendable {
         let this = self
         thread = try OSThread(name: "tb-loop-\(index)") {
             this.threadID.store(UInt(pthread_self()), ordering: .releasing)
-            // The doorbell stays registered, so the loop keeps running after draining removes
-            // the listener, until `stop` asks it to end.
-            event_base_dispatch(this.base)
+            this.run()
+        }
+    }
+
+    /// One turn at a time: wait for sockets and timers, run every callback that is due, then
+    /// tell the service the turn is over. The doorbell stays registered, so the loop keeps
+    /// running after draining removes the listener, until `stop` asks it to end.
+    private func run() {
+        let handle = LoopHandle(loop: self)
+        while !stopRequested.load(ordering: .acquiring) {
+            guard event_base_loop(base, EVLOOP_ONCE) >= 0 else {
+                logger.critical("event_base_loop failed; the loop stops")
+                return
+            }
+            turnStartedAt = 0
+            service.loopTurnEnded(handle)
         }
     }
 
@@ -147,13 +166,30 @@ final class EventLoop: @unchecked Sendable {
         threadID.load(ordering: .acquiring) == UInt(pthread_self())
     }
 
+    /// Loop-confined state is touched only on the loop's thread (checked in debug builds).
+    @inline(__always)
+    func assertOnLoop() {
+        #if DEBUG
+        precondition(isCurrentThread, "an event loop's own state touched from another thread")
+        #endif
+    }
+
+    /// Notes the start of the turn, if this is its first callback to look.
+    func markTurn(now: UInt64 = MonotonicClock.now()) {
+        if turnStartedAt == 0 { turnStartedAt = now }
+    }
+
+    func busyThisTurn(now: UInt64) -> UInt64 {
+        turnStartedAt == 0 || now < turnStartedAt ? 0 : now - turnStartedAt
+    }
+
     // MARK: Cross-thread entry points
 
-    /// Queues a finished reply for this loop. Only the post that finds the outbox empty wakes
+    /// Queues a finished reply, or a job, for this loop. Only the post that finds the outbox empty wakes
     /// the loop, so one wake-up sends every reply that arrived meanwhile.
-    func post(_ reply: PendingReply) {
+    func post(_ mail: LoopMail) {
         let wasEmpty = outbox.withLock { pending in
-            pending.append(reply)
+            pending.append(mail)
             return pending.count == 1
         }
         if wasEmpty { ringDoorbell() }
@@ -187,6 +223,8 @@ final class EventLoop: @unchecked Sendable {
     /// connection closes first (the close callback, which every connection has from its first
     /// request on), so a client that vanishes cannot leak the count.
     private func receive(_ request: UnsafeMutablePointer<evhttp_request>) {
+        let receivedAt = MonotonicClock.now()
+        markTurn(now: receivedAt)
         var connectionNumber = index
         var overLimit = false
         if let connection = evhttp_request_get_connection(request) {
@@ -197,7 +235,7 @@ final class EventLoop: @unchecked Sendable {
                 connectionNumber = entry.number
                 overLimit = entry.overLimit
                 entry.readDeadline?.requestRead()
-                inFlight.add(1)
+                counters.mostInFlight.raise(to: inFlight.increment())
             }
             evhttp_request_set_on_complete_cb(request, { request, arg in
                 guard let connection = evhttp_request_get_connection(request) else { return }
@@ -205,9 +243,8 @@ final class EventLoop: @unchecked Sendable {
             }, Unmanaged.passUnretained(self).toOpaque())
         }
 
-        let receivedAt = MonotonicClock.now()
         let method = HTTPMethod(evhttp_request_get_command(request))
-        let reply = ReplyHandle(loop: self, request: LoopConfinedRequest(pointer: request), headOnly: method == .head)
+        let reply = ReplyHandle(loop: LoopHandle(loop: self), request: LoopConfinedRequest(pointer: request), headOnly: method == .head)
         guard let method else {
             service.refuse(receivedAt: receivedAt, status: 501, reason: "this request method is not implemented", reply: reply)
             return
@@ -247,6 +284,7 @@ final class EventLoop: @unchecked Sendable {
     private func answerDoorbell() {
         var count: UInt64 = 0
         _ = read(doorbell, &count, MemoryLayout<UInt64>.size)
+        markTurn()
         if drainRequested.load(ordering: .acquiring) && !draining {
             draining = true
             if let boundSocket {
@@ -269,12 +307,18 @@ final class EventLoop: @unchecked Sendable {
     private func flushOutbox() {
         var batch = spareBatch
         outbox.withLock { swap(&$0, &batch) }
-        for reply in batch { sendNow(reply) }
+        for mail in batch {
+            switch mail {
+            case .reply(let reply): sendNow(reply)
+            case .job(let job): job()
+            }
+        }
         batch.removeAll(keepingCapacity: true)
         spareBatch = batch
     }
 
     func sendNow(_ reply: PendingReply) {
+        assertOnLoop()
         if let deadline = reply.deadline { disarm(deadline) }
         let request = reply.request.pointer
         let response = reply.response

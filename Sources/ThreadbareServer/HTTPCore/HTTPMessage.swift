@@ -87,14 +87,18 @@ public struct ServerTiming: Sendable {
     /// Of the handler time, how long the request waited for its interpreter lock, over all its
     /// acquisitions.
     public var lock: UInt64 = 0
+    /// How long the request waited for its loop thread to be free: behind the handlers that
+    /// ran before it in the same turn of the loop, over every turn it ran in.
+    public var loop: UInt64 = 0
 
-    public init(queue: UInt64 = 0, app: UInt64 = 0, lock: UInt64 = 0) {
+    public init(queue: UInt64 = 0, app: UInt64 = 0, lock: UInt64 = 0, loop: UInt64 = 0) {
         self.queue = queue
         self.app = app
         self.lock = lock
+        self.loop = loop
     }
 
-    /// `queue;dur=0.012, lock;dur=0.000, app;dur=1.250`: milliseconds with microsecond resolution, formatted
+    /// `queue;dur=0.012, lock;dur=0.000, app;dur=1.250, loop;dur=0.004`: milliseconds with microsecond resolution, formatted
     /// into a stack buffer because this runs for every response.
     func withHeaderValue<R>(_ body: (UnsafePointer<CChar>) -> R) -> R {
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: 128) { buffer in
@@ -126,6 +130,8 @@ public struct ServerTiming: Sendable {
             appendMilliseconds(lock)
             append(", app;dur=")
             appendMilliseconds(app)
+            append(", loop;dur=")
+            appendMilliseconds(loop)
             buffer[count] = 0
             return body(buffer.baseAddress!)
         }

@@ -57,6 +57,8 @@ public final class HTTPServer: Sendable {
 /// for sending a request too slowly.
 public final class HTTPCounters: Sendable {
     public let inFlight = SharedCounter()
+    /// The most requests ever in flight at once.
+    public let mostInFlight = SharedCounter()
     public let openConnections = SharedCounter()
     public let acceptedConnections = SharedCounter()
     public let refusedConnections = SharedCounter()
@@ -70,6 +72,17 @@ public final class SharedCounter: Sendable {
     private let value = Atomic<Int>(0)
     public init() {}
     public func add(_ delta: Int) { value.add(delta, ordering: .relaxed) }
+    /// Adds one and returns the new value.
+    public func increment() -> Int { value.add(1, ordering: .relaxed).newValue }
+    /// Keeps the larger of the current value and `candidate`: a high-water mark.
+    public func raise(to candidate: Int) {
+        var current = value.load(ordering: .relaxed)
+        while candidate > current {
+            let (exchanged, seen) = value.compareExchange(expected: current, desired: candidate, ordering: .relaxed)
+            if exchanged { return }
+            current = seen
+        }
+    }
     public func subtract(_ delta: Int) { value.subtract(delta, ordering: .relaxed) }
     public var current: Int { value.load(ordering: .relaxed) }
 }

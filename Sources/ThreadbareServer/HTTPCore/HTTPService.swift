@@ -11,18 +11,22 @@ public protocol HTTPService: Sendable {
     /// connection is over the limit): the service answers it with `status` and `reason`, and the
     /// connection closes.
     func refuse(receivedAt: UInt64, status: Int, reason: String, reply: ReplyHandle)
+    /// On `loop`'s thread, after each turn of the loop, as it goes back to waiting for sockets:
+    /// where an asyncio loop's `select` lets go of the GIL.
+    func loopTurnEnded(_ loop: LoopHandle)
 }
 
 /// The one way back to a client. Sending is safe from any thread: on the loop thread the reply
 /// goes out at once, from elsewhere it is posted to the loop's outbox. A handle with a deadline
 /// sends only if the deadline has not answered first.
 public struct ReplyHandle: Sendable {
-    let loop: EventLoop
+    /// The loop that read the request, and must write its answer.
+    public let loop: LoopHandle
     let request: LoopConfinedRequest
     let headOnly: Bool
     public private(set) var deadline: ReplyDeadline?
 
-    init(loop: EventLoop, request: LoopConfinedRequest, headOnly: Bool) {
+    init(loop: LoopHandle, request: LoopConfinedRequest, headOnly: Bool) {
         self.loop = loop
         self.request = request
         self.headOnly = headOnly
@@ -33,17 +37,17 @@ public struct ReplyHandle: Sendable {
     /// `request_timeout`. Without one, the handle is returned as it is.
     public func withDeadline(_ lateResponse: @escaping @Sendable () -> HTTPResponse) -> ReplyHandle {
         var armed = self
-        armed.deadline = loop.armDeadline(for: request, headOnly: headOnly, lateResponse: lateResponse)
+        armed.deadline = loop.loop.armDeadline(for: request, headOnly: headOnly, lateResponse: lateResponse)
         return armed
     }
 
     public func send(_ response: HTTPResponse, timing: ServerTiming = ServerTiming()) {
         if let deadline, !deadline.claimForAnswer() { return }
         let reply = PendingReply(request: request, response: response, timing: timing, headOnly: headOnly, deadline: deadline)
-        if loop.isCurrentThread {
-            loop.sendNow(reply)
+        if loop.isCurrent {
+            loop.loop.sendNow(reply)
         } else {
-            loop.post(reply)
+            loop.loop.post(.reply(reply))
         }
     }
 }
