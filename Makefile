@@ -1,5 +1,5 @@
 # Two commands set up and run everything on a fresh Debian machine:
-#   make demo   build release, then compare the four modes side by side (installs what is missing)
+#   make demo   build release, then compare six modes side by side (installs what is missing)
 #   make test   unit and integration tests (installs what is missing)
 # make serve serves one mode (CONFIG=config/gil.yaml ...) for curl and loadtest.
 

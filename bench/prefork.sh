@@ -8,6 +8,9 @@
 #    worker, and the busiest worker's share against the mean, with 8 workers.
 # 3. Memory after the same warm-up: RSS and Pss (smaps_rollup) of each prefork worker and in
 #    total, next to one nogil process.
+# 4. prefork-async (gunicorn with uvicorn workers), one worker per core: 4 keep-alive
+#    connections of CPU work, with accept: shared and accept: reuseport. A connection stays on
+#    the loop that accepted it, so the figure to read is how the 4 were dealt out.
 #
 # Usage: bench/prefork.sh     env: DURATION (default 5s), WORK (default 1000, about 1 ms)
 BENCH=prefork
@@ -31,6 +34,8 @@ scaling_header mode
 scaling_row "prefork --workers $cores" "/cpu?work=$WORK" --mode prefork --workers "$cores"
 scaling_row "gil --threads 8" "/cpu?work=$WORK" --mode gil --threads 8
 scaling_row "nogil --threads 8" "/cpu?work=$WORK" --mode nogil --threads 8
+scaling_row "async" "/cpu?work=$WORK" --mode async
+scaling_row "prefork-async --workers $cores" "/cpu?work=$WORK" --mode prefork-async --workers "$cores"
 
 echo
 echo "2. balance over 8 workers (wrk -t2, /cpu?work=50, $DURATION): per worker, sorted; busiest / mean"
@@ -74,3 +79,23 @@ wrk_rps "$srv_url/cpu?work=50" 2s -t2 -c16
 fill "$srv_url"
 printf "%-26s RSS %6.1f  Pss %6.1f\n" "nogil, one process" "$(kb "/proc/$srv_pid/status" VmRSS)" "$(kb "/proc/$srv_pid/smaps_rollup" Pss)"
 stop_server "$srv_pid"
+
+echo
+echo "4. prefork-async, $cores workers: /cpu?work=$WORK, 1 then 4 keep-alive connections (wrk -t1, $DURATION each)"
+printf "%-10s | %9s | %9s | %7s | %s\n" accept "1 conn" "4 conn" "4 / 1" "requests per worker with 4 connections"
+printf -- '-%.0s' {1..86}; echo
+for accept in reuseport shared; do
+    start srv "prefork-async $accept" "$all_cores" "$TB" serve --port 0 --mode prefork-async --workers "$cores" --accept "$accept"
+    wrk_rps "$srv_url/cpu?work=$WORK" 1s -t1 -c1
+    wrk_rps "$srv_url/cpu?work=$WORK" "$DURATION" -t1 -c1
+    one=$rps
+    sleep 1.2 # every worker publishes its request count with its next heartbeat
+    before=$(stats "$srv_url" "' '.join('%d:%d' % (w['pid'], w['requests']) for w in s['workers']['each'])")
+    wrk_rps "$srv_url/cpu?work=$WORK" "$DURATION" -t1 -c4
+    four=$rps
+    sleep 1.2
+    spread=$(stats "$srv_url" "(lambda before: sorted([w['requests'] - before.get(w['pid'], 0) for w in s['workers']['each']], reverse=True))(
+        dict(tuple(map(int, p.split(':'))) for p in '$before'.split()))")
+    awk -v a="$accept" -v o="$one" -v f="$four" -v s="$spread" 'BEGIN { printf "%-10s | %9.0f | %9.0f | %7.2f | %s\n", a, o, f, f / o, s }'
+    stop_server "$srv_pid"
+done

@@ -50,16 +50,19 @@ struct EndpointTests {
         #expect(try server.get("/cpu?work=0").status == 200)
     }
 
-    /// A server whose cache is `backend`, with the memcached it needs.
-    static func server(cache backend: String) throws -> (ServerProcess, MemcachedServer?) {
+    /// A server in `mode` whose cache is `backend`, with the memcached it needs.
+    static func server(cache backend: String, mode: String = "nogil") throws -> (ServerProcess, MemcachedServer?) {
         let memcached = backend == "memcached" ? try MemcachedServer() : nil
-        let server = try ServerProcess(["--set", "cache.backend=\(backend)"] + (memcached.map { ["--set", "cache.memcached=\($0.address)"] } ?? []))
+        let server = try ServerProcess(["--mode", mode, "--set", "cache.backend=\(backend)"]
+                                       + (memcached.map { ["--set", "cache.memcached=\($0.address)"] } ?? []))
         return (server, memcached)
     }
 
-    @Test(arguments: ["local", "shm", "memcached"])
-    func cacheStoresReplacesReadsAndDeletes(backend: String) throws {
-        let (server, memcached) = try Self.server(cache: backend)
+    /// On handler threads and on the event loop alike (where memcached is spoken without
+    /// blocking the loop).
+    @Test(arguments: ["local", "shm", "memcached"], ["nogil", "async"])
+    func cacheStoresReplacesReadsAndDeletes(backend: String, mode: String) throws {
+        let (server, memcached) = try Self.server(cache: backend, mode: mode)
         defer { server.stop(); memcached?.stop() }
         let put = try server.request("PUT", "/cache/greeting", headers: ["Content-Type": "text/plain"], body: Array("hello".utf8))
         #expect(put.status == 201)
@@ -87,9 +90,9 @@ struct EndpointTests {
 
     /// compute=N: a miss computes the value (the /cpu result for N units), stores and returns
     /// it; the next read is a hit with the same bytes.
-    @Test(arguments: ["local", "shm", "memcached"])
-    func cacheReadsThrough(backend: String) throws {
-        let (server, memcached) = try Self.server(cache: backend)
+    @Test(arguments: ["local", "shm", "memcached"], ["nogil", "async"])
+    func cacheReadsThrough(backend: String, mode: String) throws {
+        let (server, memcached) = try Self.server(cache: backend, mode: mode)
         defer { server.stop(); memcached?.stop() }
         let expected = try #require(try server.json("/cpu?work=300")["result"] as? String)
         let first = try server.get("/cache/report-7?compute=300")

@@ -186,6 +186,14 @@ extension LoadSensitive {
             #expect(try second.request("GET", "/cache/k").status == 404)
             #expect(try first.request("GET", "/cache/k").text == "one")
             #expect(try second.request("PUT", "/cache/k", body: Array("two".utf8)).status == 201, "a separate cache: created, not replaced")
+            // Either interpreter's /cache reports both caches, as a prefork worker's reports every worker's.
+            for connection in [first, second] {
+                let interpreters = try #require(try connection.request("GET", "/cache").json()["interpreters"] as? [String: Any])
+                let each = try #require(interpreters["each"] as? [[String: Any]])
+                #expect(each.map { $0["interpreter"] as? Int } == [0, 1])
+                #expect(each.allSatisfy { $0["entries"] as? Int == 1 && $0["misses"] as? Int == ($0["hits"] as? Int == 1 ? 0 : 1) })
+                #expect((interpreters["total"] as? [String: Any])?["entries"] as? Int == 2)
+            }
         }
     }
 }

@@ -29,10 +29,11 @@ extension LoadSensitive {
         /// Under load, memcached is killed: the cache answers 503 naming it, everything else
         /// keeps answering; memcached comes back on its port and the cache answers 200 again,
         /// with no restart of Threadbare.
-        @Test func anOutageIs503AndTheCacheComesBackByItself() throws {
+        @Test(arguments: ["gil", "async"])
+        func anOutageIs503AndTheCacheComesBackByItself(mode: String) throws {
             let memcached = try MemcachedServer()
             defer { memcached.stop() }
-            let server = try ServerProcess(["--mode", "gil", "--set", "cache.backend=memcached", "--set", "cache.memcached=\(memcached.address)",
+            let server = try ServerProcess(["--mode", mode, "--set", "cache.backend=memcached", "--set", "cache.memcached=\(memcached.address)",
                                             "--set", "cache.memcached_timeout_ms=300"])
             defer { server.stop() }
             let phase = LockedFlag(), stop = LockedFlag()
@@ -74,5 +75,52 @@ extension LoadSensitive {
             #expect(!seen.contains { $0.hasPrefix("unexpected") }, "\(seen.filter { $0.hasPrefix("unexpected") }.prefix(3))\nserver log:\n\(server.standardError.suffix(3_000))")
             #expect(outcomes.prefix(3).allSatisfy { $0.last == "200 after" }, "every client got 200s again after the restart")
         }
+
+        /// async: a memcached that accepts and never answers holds up only the request waiting
+        /// on it. The loop goes on serving; the waiting request gets its 503 after the timeout.
+        @Test func aSilentMemcachedDoesNotBlockTheLoop() throws {
+            let silent = try SilentListener()
+            let server = try ServerProcess(["--mode", "async", "--set", "cache.backend=memcached",
+                                            "--set", "cache.memcached=127.0.0.1:\(silent.port)", "--set", "cache.memcached_timeout_ms=1500"])
+            defer { server.stop() }
+            let waiting = try server.connect(), other = try server.connect()
+            let started = Date()
+            try waiting.send(Array("GET /cache/k HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
+            Thread.sleep(forTimeInterval: 0.1)
+            let quick = try other.request("GET", "/cpu?work=1")
+            let quickDone = Date().timeIntervalSince(started)
+            let failed = try waiting.readReply()
+            let failedDone = Date().timeIntervalSince(started)
+            #expect(quick.status == 200)
+            #expect(failed.status == 503 && failed.text.contains("timed out"), "\(failed.status) \(failed.text)")
+            #expect(quickDone < failedDone / 3, "the quick request took \(quickDone) s beside a cache wait of \(failedDone) s")
+        }
     }
+}
+
+/// A TCP port that accepts connections (the kernel completes them) and never answers.
+final class SilentListener {
+    let port: Int
+    private let fd: Int32
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard fd >= 0, bound else {
+            if fd >= 0 { close(fd) }
+            throw HTTPConnection.Failure("cannot listen on a free port")
+        }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
 }

@@ -125,7 +125,6 @@ struct ConfigurationLoaderTests {
             (["THREADBARE_MODE": "gil", "THREADBARE_INTERPRETERS": "3"], "interpreters: splits a process into lock domains only with lock: per-interpreter"),
             (["THREADBARE_EXECUTOR": "loop", "THREADBARE_LOCK": "per-interpreter", "THREADBARE_INTERPRETERS": "2", "THREADBARE_LOOPS": "1"],
              "loops 1 must equal interpreters 2"),
-            (["THREADBARE_MODE": "async", "THREADBARE_CACHE_BACKEND": "memcached"], "cache.backend: memcached with executor: loop"),
             (["THREADBARE_MODE": "fastest"], "expected one of nogil, gil, subinterpreters, prefork, async, prefork-async, nogil-async"),
         ]
         for (environment, message) in cases {

@@ -9,23 +9,29 @@ enum CacheEndpoints {
     /// As memcached's relative expiry: up to 30 days.
     static let maxTimeToLive = 30 * 24 * 3_600
 
-    static let statistics = Route.responder(
+    static let statistics = Route.application(
         name: "cache_stats", pattern: .exact("/cache"), methods: [.get],
-        summary: "cache statistics: backend, entries, bytes, hits, misses, evictions, expirations"
+        summary: "cache statistics: backend, entries, bytes, hits, misses, evictions, expirations; every interpreter's and every worker's"
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
-        let cache = context.cache
-        let statistics = try using(context) { cache throws(CacheFailure) in try cache.statistics }
-        var answer = statistics.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit)
-            .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
-        for (name, value) in cache.details { answer = answer.adding(name, value) }
-        if let seat = context.status.seat {
-            answer = answer.adding("workers", workersJSON(seat, context.status, cache: cache, total: statistics))
+        return .awaitsCache(.statistics) { outcome, context throws(RequestError) in
+            guard case .statistics(let statistics) = try settled(outcome, context) else { throw mismatch }
+            let cache = context.cache
+            var answer = statistics.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit)
+                .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
+            for (name, value) in cache.details { answer = answer.adding(name, value) }
+            let domains = context.status.domains
+            if domains.count > 1 && !cache.isSharedByProcesses {
+                answer = answer.adding("interpreters", interpretersJSON(domains))
+            }
+            if let seat = context.status.seat {
+                answer = answer.adding("workers", workersJSON(seat, context.status, cache: cache, total: statistics))
+            }
+            return .response(.json(answer))
         }
-        return .json(answer)
     }
 
-    static let entry = Route.responder(
+    static let entry = Route.application(
         name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete],
         summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)",
         guarded: [.put, .delete]
@@ -42,53 +48,61 @@ enum CacheEndpoints {
         }
         let timeToLive = parameters.has("ttl") ? try parameters.integer("ttl", in: 0...maxTimeToLive) : 0
         let key = try decodeKey(String(request.path.dropFirst("/cache/".count)))
-        // prefork: other workers' /cache answers read this worker's figures from the scoreboard.
-        defer { context.status.seat?.publish(context.status) }
         switch request.method {
         case .put:
             let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
-            let stored: JSONValue = ["key": .string(String(decoding: key.bytes, as: UTF8.self)), "bytes": .integer(request.body.count)]
-            switch try using(context, { cache throws(CacheFailure) in try cache.put(key, entry, timeToLive: timeToLive) }) {
-            case .created: return .json(stored, status: 201)
-            case .replaced: return .json(stored, status: 200)
-            case .tooLarge:
-                throw RequestError(413, "entry of \(key.bytes.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
+            return .awaitsCache(.put(key, entry, timeToLive: timeToLive)) { outcome, context throws(RequestError) in
+                guard case .stored(let stored) = try settled(outcome, context) else { throw mismatch }
+                let answer: JSONValue = ["key": .string(String(decoding: key.bytes, as: UTF8.self)), "bytes": .integer(request.body.count)]
+                switch stored {
+                case .created: return .response(.json(answer, status: 201))
+                case .replaced: return .response(.json(answer, status: 200))
+                case .tooLarge:
+                    throw RequestError(413, "entry of \(key.bytes.count + request.body.count) bytes is larger than the cache allows per entry (\(context.cache.maxEntryBytes))")
+                }
             }
         case .delete:
-            guard try using(context, { cache throws(CacheFailure) in try cache.remove(key) }) else {
-                throw RequestError(404, "no cache entry for this key")
+            return .awaitsCache(.remove(key)) { outcome, context throws(RequestError) in
+                guard case .removed(let removed) = try settled(outcome, context) else { throw mismatch }
+                guard removed else { throw RequestError(404, "no cache entry for this key") }
+                return .response(HTTPResponse(status: 204, contentType: "application/json", body: []))
             }
-            return HTTPResponse(status: 204, contentType: "application/json", body: [])
         default:
             let compute = parameters.has("compute") ? try parameters.integer("compute", in: 0...context.limits.cpuMaxWork) : nil
-            if let entry = try using(context, { cache throws(CacheFailure) in try cache.get(key) }) {
-                return HTTPResponse(status: 200, contentType: entry.contentType, body: entry.value, headers: compute == nil ? [] : [("X-Cache", "hit")])
+            return .awaitsCache(.get(key)) { outcome, context throws(RequestError) in
+                guard case .entry(let found) = try settled(outcome, context) else { throw mismatch }
+                if let found {
+                    return .response(HTTPResponse(status: 200, contentType: found.contentType, body: found.value,
+                                                  headers: compute == nil ? [] : [("X-Cache", "hit")]))
+                }
+                guard let compute else { throw RequestError(404, "no cache entry for this key") }
+                // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
+                // computes the value as handler code (under the lock, with its check points),
+                // stores it and answers with it.
+                let value = Array(CPUWork.hex(try CPUWork.run(units: compute) { () throws(RequestError) in try context.checkpoint() }).utf8)
+                let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
+                return .awaitsCache(.put(key, computed, timeToLive: timeToLive)) { outcome, context throws(RequestError) in
+                    // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
+                    _ = try settled(outcome, context)
+                    return .response(HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value,
+                                                  headers: [("X-Cache", "miss")]))
+                }
             }
-            guard let compute else { throw RequestError(404, "no cache entry for this key") }
-            // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
-            // computes the value as handler code (under the lock, with its check points),
-            // stores it and answers with it.
-            let value = Array(CPUWork.hex(try CPUWork.run(units: compute) { () throws(RequestError) in try context.checkpoint() }).utf8)
-            // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
-            let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
-            _ = try using(context) { cache throws(CacheFailure) in try cache.put(key, computed, timeToLive: timeToLive) }
-            return HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value, headers: [("X-Cache", "miss")])
         }
     }
 
-    /// Runs one cache operation, without the interpreter lock when it waits on the network; a
-    /// failure (memcached down) becomes the request's error.
-    private static func using<Result>(_ context: HandlerContext, _ operation: (any CacheBackend) throws(CacheFailure) -> Result) throws(RequestError) -> Result {
-        let cache = context.cache
-        let outcome: Swift.Result<Result, CacheFailure> = cache.blocksOnNetwork
-            ? context.lock.withReleased { Swift.Result { () throws(CacheFailure) in try operation(cache) } }
-            : Swift.Result { () throws(CacheFailure) in try operation(cache) }
+    /// A failure (memcached down) becomes the request's error. prefork: other workers' /cache
+    /// answers read this worker's figures from the scoreboard, so they are published as each
+    /// operation is done.
+    private static func settled(_ outcome: Result<CacheOutcome, CacheFailure>, _ context: HandlerContext) throws(RequestError) -> CacheOutcome {
+        context.status.seat?.publish(context.status)
         switch outcome {
         case .success(let value): return value
-        case .failure(let failure):
-            throw RequestError(failure.status, failure.message)
+        case .failure(let failure): throw RequestError(failure.status, failure.message)
         }
     }
+
+    private static let mismatch = RequestError(500, "the cache answered another operation than the one asked")
 
     /// The key is the percent-decoded rest of the path: non-empty, at most 250 bytes (as in
     /// memcached), no control characters, valid UTF-8 (so it can be echoed in JSON).
@@ -109,6 +123,19 @@ enum CacheEndpoints {
         }
         return CacheKey(Array(bytes))
     }
+}
+
+/// subinterpreters: each interpreter's own cache, read where it lies (every shard has its own
+/// mutex), and their sum.
+private func interpretersJSON(_ domains: [InterpreterDomain]) -> JSONValue {
+    var total = CacheStatistics()
+    let each: [JSONValue] = domains.map { domain in
+        let figures = domain.cache.processStatistics
+        total += figures
+        return figures.json(entryLimit: domain.cache.entryLimit, byteLimit: domain.cache.byteLimit).adding("interpreter", .integer(domain.index))
+    }
+    let limit = { (one: Int?) in one.map { $0 * domains.count } }
+    return ["each": .array(each), "total": total.json(entryLimit: limit(domains[0].cache.entryLimit), byteLimit: limit(domains[0].cache.byteLimit))]
 }
 
 /// prefork: each worker's figures (published after every cache request). With local caches

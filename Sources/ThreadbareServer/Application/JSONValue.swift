@@ -42,12 +42,24 @@ public enum JSONValue: Sendable {
             }
             output.append(UInt8(ascii: "]"))
         case .string(let text): Self.writeString(text, into: &output)
-        case .integer(let value): output.append(contentsOf: String(value).utf8)
+        case .integer(let value): Self.writeInteger(value, into: &output)
         // JSON has no infinity or NaN.
         case .number(let value): output.append(contentsOf: (value.isFinite ? value.description : "null").utf8)
         case .bool(let value): output.append(contentsOf: (value ? "true" : "false").utf8)
         case .null: output.append(contentsOf: "null".utf8)
         }
+    }
+
+    /// Decimal digits, written in place: every /cpu and /io answer has one.
+    static func writeInteger(_ value: Int, into output: inout [UInt8]) {
+        if value < 0 { output.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        let start = output.count
+        repeat {
+            output.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
+            magnitude /= 10
+        } while magnitude > 0
+        output[start...].reverse()
     }
 
     /// RFC 8259 §7: quote, backslash and control characters escaped; the rest is UTF-8 as is.

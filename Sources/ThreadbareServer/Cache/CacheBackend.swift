@@ -30,6 +30,11 @@ public protocol CacheBackend: AnyObject, Sendable {
     var processStatistics: CacheStatistics { get }
     /// Figures of this backend alone, for `GET /cache`.
     var details: [(String, JSONValue)] { get }
+    /// On an event loop's thread: starts `operation` there and calls `completion` on that thread
+    /// with its outcome, without blocking it. A backend in memory does the operation at once
+    /// (the default); memcached sends it on the loop's own connections.
+    func start(_ operation: CacheOperation, on loop: LoopHandle,
+               completion: @escaping @Sendable (Result<CacheOutcome, CacheFailure>) -> Void)
 }
 
 /// Why a cache operation could not be done: the HTTP status and the reason.

@@ -1,25 +1,22 @@
-import Foundation
 import Synchronization
 
 /// `cache.backend: memcached`: the entries live in a memcached server, as a Python service
 /// moves shared state out of its processes; every lookup pays a round trip and the encoding.
-/// Each process has its own small pool of connections (`MemcachedConnectionPool`); a prefork
-/// master opens none, so no socket is shared across a fork.
-///
-/// It speaks memcached's meta protocol (1.6+): `mg` to read, `ms` to write (`MS` mode E, add,
-/// first, so a PUT can say whether it created or replaced), `md` to delete, and `stats` for the
-/// server's own figures. A key without spaces goes as it is; one with spaces goes base64-encoded
-/// with the `b` flag (memcached keys cannot hold spaces), which allows 186 bytes. The content
-/// type travels inside the value: one length byte, the content type, then the bytes.
+/// Each process has its own small pool of blocking connections for handler threads
+/// (`MemcachedConnectionPool`) and, on each event loop that uses it, a pool of non-blocking ones
+/// (`MemcachedLoopClient`); a prefork master opens none, so no socket is shared across a fork.
+/// The protocol itself is `MemcachedCommand`'s.
 ///
 /// Eviction and expiry are memcached's: LRU under its memory limit (`-m`), TTLs as given.
-/// Expirations are what memcached counts as expired items it freed (`reclaimed`, by its LRU
-/// maintenance and by reuse, and `crawler_reclaimed`, by its LRU crawler); its `get_expired`
-/// does not count meta reads.
 public final class MemcachedCache: CacheBackend {
     public let host: String
     public let port: Int
     private let pool: MemcachedConnectionPool
+    private let connectionsPerLoop: Int
+    private let timeoutMilliseconds: Int
+    private let reachability = MemcachedReachability()
+    /// By loop index; each client is used on its loop's thread only.
+    private let loopClients = Locked<[Int: MemcachedLoopClient]>([:])
     private let hits = Atomic<Int>(0)
     private let misses = Atomic<Int>(0)
     /// The server's figures from the last `stats` this process read.
@@ -28,7 +25,7 @@ public final class MemcachedCache: CacheBackend {
 
     /// memcached's default item size limit (`-I 1m`), less the item's own overhead and the
     /// content-type header; a larger item is refused by memcached and answered 413.
-    public var maxEntryBytes: Int { 1_048_576 - 512 }
+    public var maxEntryBytes: Int { MemcachedCommand.maxEntryBytes }
     public var name: String { "memcached" }
     public var isSharedByProcesses: Bool { true }
     public var blocksOnNetwork: Bool { true }
@@ -42,8 +39,8 @@ public final class MemcachedCache: CacheBackend {
         [("address", .string("\(host):\(port)")), ("reachable", .bool(isReachable))]
     }
 
-    /// False from a failed connect until the next one that succeeds.
-    public var isReachable: Bool { !pool.isUnreachable }
+    /// False from a failed connect, on a thread or a loop, until the next one that succeeds.
+    public var isReachable: Bool { !pool.isUnreachable && reachability.isReachable }
 
     /// `address` is `host:port`; the port is required.
     public init(address: String, connections: Int, timeoutMilliseconds: Int) throws {
@@ -54,76 +51,76 @@ public final class MemcachedCache: CacheBackend {
         host = String(address[..<colon]).trimmingBrackets
         self.port = port
         pool = MemcachedConnectionPool(host: host, port: port, capacity: connections, timeoutMilliseconds: timeoutMilliseconds)
+        connectionsPerLoop = connections
+        self.timeoutMilliseconds = timeoutMilliseconds
     }
 
     public func get(_ key: CacheKey) throws(CacheFailure) -> CacheEntry? {
-        let wire = try Self.wireKey(key)
-        let entry = try pool.withConnection { connection throws(CacheFailure) -> CacheEntry? in
-            try connection.send(Array("mg \(wire.key)\(wire.flags) v\r\n".utf8))
-            let line = try connection.readLine()
-            if line == "EN" { return nil }
-            let fields = line.split(separator: " ")
-            guard fields.count >= 2, fields[0] == "VA", let length = Int(fields[1]) else { throw Self.unexpected(line) }
-            return try Self.decode(try connection.readData(length))
-        }
-        if entry == nil { misses.add(1, ordering: .relaxed) } else { hits.add(1, ordering: .relaxed) }
+        guard case .entry(let entry) = try perform(.get(key)) else { throw Self.unexpected("a reply to mg") }
         return entry
     }
 
     public func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int) throws(CacheFailure) -> CachePutOutcome {
-        let wire = try Self.wireKey(key)
-        let contentType = Array(entry.contentType.utf8.prefix(255))
-        let value = [UInt8(contentType.count)] + contentType + entry.value
-        guard value.count <= maxEntryBytes else { return .tooLarge }
-        return try pool.withConnection { connection throws(CacheFailure) -> CachePutOutcome in
-            // Add first: stored means created; "not stored" means the key exists, so set it.
-            for mode in ["E", "S"] {
-                try connection.send(Array("ms \(wire.key) \(value.count)\(wire.flags) T\(timeToLive) M\(mode)\r\n".utf8) + value + [13, 10])
-                let line = try connection.readLine()
-                switch line {
-                case "HD": return mode == "E" ? .created : .replaced
-                case "NS" where mode == "E": continue
-                case _ where line.hasPrefix("SERVER_ERROR object too large"): return .tooLarge
-                default: throw Self.unexpected(line)
-                }
-            }
-            throw Self.unexpected("NS")
-        }
+        guard case .stored(let outcome) = try perform(.put(key, entry, timeToLive: timeToLive)) else { throw Self.unexpected("a reply to ms") }
+        return outcome
     }
 
     public func remove(_ key: CacheKey) throws(CacheFailure) -> Bool {
-        let wire = try Self.wireKey(key)
-        return try pool.withConnection { connection throws(CacheFailure) -> Bool in
-            try connection.send(Array("md \(wire.key)\(wire.flags)\r\n".utf8))
-            let line = try connection.readLine()
-            switch line {
-            case "HD": return true
-            case "NF": return false
-            default: throw Self.unexpected(line)
-            }
-        }
+        guard case .removed(let removed) = try perform(.remove(key)) else { throw Self.unexpected("a reply to md") }
+        return removed
     }
 
     public var statistics: CacheStatistics {
         get throws(CacheFailure) {
-            let figures = try pool.withConnection { connection throws(CacheFailure) -> [String: Int] in
-                try connection.send(Array("stats\r\n".utf8))
-                var figures: [String: Int] = [:]
-                while true {
-                    let line = try connection.readLine()
-                    if line == "END" { return figures }
-                    let fields = line.split(separator: " ")
-                    guard fields.count == 3, fields[0] == "STAT" else { throw Self.unexpected(line) }
-                    if let value = Int(fields[2]) { figures[String(fields[1])] = value }
-                }
-            }
+            guard case .statistics(let statistics) = try perform(.statistics) else { throw Self.unexpected("a reply to stats") }
+            return statistics
+        }
+    }
+
+    /// On a handler thread: the operation over a pooled blocking connection.
+    public func perform(_ operation: CacheOperation) throws(CacheFailure) -> CacheOutcome {
+        let command = try MemcachedCommand.make(operation)
+        return try settle(try pool.withConnection { connection throws(CacheFailure) in try connection.run(command) })
+    }
+
+    /// On a loop: the operation over that loop's non-blocking connections.
+    public func start(_ operation: CacheOperation, on loop: LoopHandle,
+                      completion: @escaping @Sendable (Result<CacheOutcome, CacheFailure>) -> Void) {
+        let command: MemcachedCommand
+        do { command = try MemcachedCommand.make(operation) } catch { return completion(.failure(error)) }
+        client(for: loop).run(command) { [self] reply in
+            completion(reply.flatMap { reply in Result { () throws(CacheFailure) in try settle(reply) } })
+        }
+    }
+
+    private func client(for loop: LoopHandle) -> MemcachedLoopClient {
+        loopClients.withLock { clients in
+            if let client = clients[loop.index] { return client }
+            let client = MemcachedLoopClient(loop: loop, host: host, port: port, capacity: connectionsPerLoop,
+                                             timeoutMilliseconds: timeoutMilliseconds, reachability: reachability)
+            clients[loop.index] = client
+            return client
+        }
+    }
+
+    /// Counts a read's hit or miss, and keeps what `stats` said.
+    private func settle(_ reply: MemcachedReply) throws(CacheFailure) -> CacheOutcome {
+        switch reply {
+        case .outcome(.entry(let entry)):
+            if entry == nil { misses.add(1, ordering: .relaxed) } else { hits.add(1, ordering: .relaxed) }
+            return .entry(entry)
+        case .outcome(let outcome):
+            return outcome
+        case .figures(let figures):
             let statistics = CacheStatistics(
                 entries: figures["curr_items"] ?? 0, bytes: figures["bytes"] ?? 0,
                 hits: figures["get_hits"] ?? 0, misses: figures["get_misses"] ?? 0, evictions: figures["evictions"] ?? 0,
                 expirations: (figures["reclaimed"] ?? 0) + (figures["crawler_reclaimed"] ?? 0))
             lastSeen.withLock { $0 = statistics }
             memoryLimit.store(figures["limit_maxbytes"] ?? 0, ordering: .relaxed)
-            return statistics
+            return .statistics(statistics)
+        case .next:
+            throw Self.unexpected("an unfinished exchange")
         }
     }
 
@@ -137,26 +134,8 @@ public final class MemcachedCache: CacheBackend {
         return figures
     }
 
-    /// The key as memcached reads it, and the flag to send with it: as it is, or base64 with
-    /// the `b` flag when it holds a space.
-    static func wireKey(_ key: CacheKey) throws(CacheFailure) -> (key: String, flags: String) {
-        guard key.bytes.contains(UInt8(ascii: " ")) else { return (String(decoding: key.bytes, as: UTF8.self), "") }
-        let encoded = Data(key.bytes).base64EncodedString()
-        guard encoded.count <= 250 else {
-            throw CacheFailure(400, "a cache key with spaces can be at most 186 bytes in memcached; this one is \(key.bytes.count)")
-        }
-        return (encoded, " b")
-    }
-
-    private static func decode(_ value: [UInt8]) throws(CacheFailure) -> CacheEntry {
-        guard let length = value.first.map(Int.init), value.count > length else {
-            throw CacheFailure(502, "memcached holds a value for this key that Threadbare did not store (no content-type header)")
-        }
-        return CacheEntry(value: Array(value[(1 + length)...]), contentType: String(decoding: value[1..<(1 + length)], as: UTF8.self))
-    }
-
-    private static func unexpected(_ line: String) -> CacheFailure {
-        CacheFailure(502, "memcached answered '\(line.prefix(120))'")
+    private static func unexpected(_ what: String) -> CacheFailure {
+        CacheFailure(502, "memcached: expected \(what)")
     }
 }
 

@@ -8,8 +8,7 @@ import Glibc
 final class MemcachedConnection {
     private let fd: Int32
     private let address: String
-    private var buffer: [UInt8] = []
-    private var start = 0
+    private var input = MemcachedInput()
 
     /// Connects with `timeoutMilliseconds` (a non-blocking connect and poll), then sets the
     /// socket blocking with that timeout on every read and write.
@@ -56,7 +55,23 @@ final class MemcachedConnection {
 
     deinit { close(fd) }
 
-    func send(_ bytes: [UInt8]) throws(CacheFailure) {
+    /// Sends `command` and reads until its reply is whole, following a reply that asks for
+    /// another command.
+    func run(_ command: MemcachedCommand) throws(CacheFailure) -> MemcachedReply {
+        var command = command
+        while true {
+            try send(command.request)
+            var reply = try command.parse(&input)
+            while reply == nil {
+                try fill()
+                reply = try command.parse(&input)
+            }
+            guard case .next(let following) = reply! else { return reply! }
+            command = following
+        }
+    }
+
+    private func send(_ bytes: [UInt8]) throws(CacheFailure) {
         var sent = 0
         while sent < bytes.count {
             let count = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
@@ -65,35 +80,11 @@ final class MemcachedConnection {
         }
     }
 
-    /// One line of the answer, without its CRLF.
-    func readLine() throws(CacheFailure) -> String {
-        while true {
-            if let end = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
-                let line = buffer[start..<end].last == UInt8(ascii: "\r") ? buffer[start..<(end - 1)] : buffer[start..<end]
-                start = end + 1
-                return String(decoding: line, as: UTF8.self)
-            }
-            try fill()
-        }
-    }
-
-    /// `count` bytes of data, then the CRLF that ends them.
-    func readData(_ count: Int) throws(CacheFailure) -> [UInt8] {
-        while buffer.count - start < count + 2 { try fill() }
-        let data = Array(buffer[start..<(start + count)])
-        start += count + 2
-        return data
-    }
-
     private func fill() throws(CacheFailure) {
-        if start > 0 {
-            buffer.removeFirst(start)
-            start = 0
-        }
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
         guard count > 0 else { throw count == 0 ? CacheFailure(503, "memcached at \(address) closed the connection") : failure("read") }
-        buffer += chunk[..<count]
+        chunk.withUnsafeBytes { input.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
     }
 
     private func failure(_ operation: String) -> CacheFailure {

@@ -14,4 +14,8 @@ public enum HandlerResult: Sendable {
     /// domain's lock like any other thread) and the loop is free meanwhile; on a handler
     /// thread it simply runs there.
     case offloads(Continuation)
+    /// An operation on the domain's cache, then `then` with its outcome. On a handler thread it
+    /// is done in place (with the lock released if it waits on the network); on an event loop
+    /// the backend starts it there and the loop serves other requests until it answers.
+    case awaitsCache(CacheOperation, then: @Sendable (Result<CacheOutcome, CacheFailure>, HandlerContext) throws(RequestError) -> HandlerResult)
 }

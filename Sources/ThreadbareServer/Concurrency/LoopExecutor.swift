@@ -63,6 +63,21 @@ final class LoopExecutor: HandlerExecutor {
                 progress.timing.app += MonotonicClock.now() - waitStarted
                 resume(progress, hold, then)
             }
+        case .awaitsCache(let operation, let then):
+            let cache = hold.domain.cache
+            // A backend in memory answers before `start` returns; only a wait on the network
+            // lets go of the loop, and only that needs the deadline.
+            if cache.blocksOnNetwork { suspend(progress) }
+            let waitStarted = MonotonicClock.now()
+            cache.start(operation, on: progress.reply.loop) { [self] outcome in
+                progress.timing.app += MonotonicClock.now() - waitStarted
+                let next: HandlerResult.Continuation = { context throws(RequestError) in try then(outcome, context) }
+                if cache.blocksOnNetwork {
+                    resume(progress, hold, next)
+                } else {
+                    proceed(progress, hold, step(hold, &progress.timing, deadline: progress.reply.deadline, next))
+                }
+            }
         case .offloads(let work):
             suspend(progress)
             let handedOver = MonotonicClock.now()
@@ -81,7 +96,7 @@ final class LoopExecutor: HandlerExecutor {
     }
 
     /// Back on the loop after a wait, once the loop is free.
-    private func resume(_ progress: LoopRequestProgress, _ hold: LoopLockHold, _ body: @escaping HandlerResult.Continuation) {
+    private func resume(_ progress: LoopRequestProgress, _ hold: LoopLockHold, _ body: HandlerResult.Continuation) {
         if let deadline = progress.reply.deadline, deadline.hasExpired {
             rules.server.status.lateHandlersDone.add(1)
             return

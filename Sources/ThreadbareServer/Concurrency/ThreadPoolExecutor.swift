@@ -65,6 +65,12 @@ final class ThreadPoolExecutor: HandlerExecutor {
             case .offloads(let work):
                 // Already off any loop: the work runs here, as a pool would run it.
                 result = rules.run(work, context)
+            case .awaitsCache(let operation, let then):
+                let cache = context.cache
+                let perform = { Result { () throws(CacheFailure) in try cache.perform(operation) } }
+                // Waiting on memcached lets go of the lock, as CPython's socket calls do.
+                let outcome = cache.blocksOnNetwork ? session.withReleased(perform) : perform()
+                result = rules.run({ context throws(RequestError) in try then(outcome, context) }, context)
             }
         }
     }

@@ -89,9 +89,6 @@ public enum ConfigurationLoader {
         where bytes > configuration.maxHeaderBytes {
             throw ConfigurationError("\(origins[name] ?? "default"): \(name): \(bytes) bytes exceeds limits.max_header_bytes \(configuration.maxHeaderBytes), which libevent enforces first (with a plain 400)")
         }
-        if configuration.executor == .loop && configuration.cacheBackend == "memcached" {
-            throw ConfigurationError("\(origins["cache.backend"] ?? "default"): cache.backend: memcached with executor: loop (\(origins["executor"] ?? "default")) is not supported yet: its client blocks, and a blocking call would stall the loop; use local or shm")
-        }
         do {
             _ = try configuration.makeMode()
         } catch {

@@ -272,8 +272,10 @@ public final class PreforkMaster {
             logger.error("SIGHUP: configuration not reloaded, keeping the running one: \(error)")
             return
         }
-        // The sockets stay: a new address, loop count or accept strategy needs a restart.
-        for (name, old, new) in [("host", configuration.host, fresh.host), ("port", String(configuration.port), String(fresh.port)),
+        // The sockets stay: a new address, loop count or accept strategy needs a restart, and so
+        // does giving up the master this process is.
+        for (name, old, new) in [("master", String(configuration.master), String(fresh.master)),
+                                 ("host", configuration.host, fresh.host), ("port", String(configuration.port), String(fresh.port)),
                                  ("loops", String(configuration.loops), String(fresh.loops)), ("accept", configuration.accept, fresh.accept)]
             where old != new && !(name == "port" && new == "0") {
             logger.warning("SIGHUP: \(name) changes only with a restart; keeping \(old)")
@@ -297,6 +299,7 @@ public final class PreforkMaster {
             }
         }
         cacheForWorkers = freshCache
+        fresh.master = configuration.master
         fresh.host = configuration.host
         fresh.port = firstSockets.port
         fresh.loops = configuration.loops
