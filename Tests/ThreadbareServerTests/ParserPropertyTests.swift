@@ -1,3 +1,4 @@
+import CLibevent
 import Foundation
 import Testing
 @testable import ThreadbareServer
@@ -21,6 +22,40 @@ struct ParserPropertyTests {
             iterations += 1
         } while iterations < 5_000 || Date() < deadline
         if seconds > 0 { print("fuzz: seed \(seed), \(iterations) inputs") }
+    }
+
+    /// The query is decoded in its own bytes, not by libevent: it must agree with libevent's
+    /// `evhttp_parse_query_str` on every input, in what it accepts and in every name and value.
+    @Test func queryDecodingAgreesWithLibevent() {
+        let alphabet = Array("ab=&%+0fG9 x\u{e9}".unicodeScalars)
+        Self.explore { random in
+            let query = random.next() % 2 == 0 ? random.text()
+                : String(String.UnicodeScalarView((0..<Int(random.next() % 12)).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] }))
+            // A raw NUL never reaches a handler: evhttp reads the request target as a C string.
+            guard !query.contains("\0") else { return }
+            let ours = try? QueryParameters(query)
+            let list = UnsafeMutablePointer<evkeyvalq>.allocate(capacity: 1)
+            defer { list.deallocate() }
+            var theirs: [(String, String)]?
+            if query.isEmpty {
+                theirs = []
+            } else if evhttp_parse_query_str(query, list) == 0 {
+                theirs = []
+                var entry = list.pointee.tqh_first
+                while let current = entry {
+                    theirs!.append((String(cString: current.pointee.key), String(cString: current.pointee.value)))
+                    entry = current.pointee.next.tqe_next
+                }
+                evhttp_clear_headers(list)
+            }
+            // An encoded NUL is ours to refuse; libevent would cut the value short there.
+            if query.contains("%00") && ours == nil { return }
+            #expect((ours == nil) == (theirs == nil), "\(query.debugDescription): ours \(String(describing: ours?.pairs)), libevent's \(String(describing: theirs))")
+            if let ours, let theirs {
+                #expect(ours.pairs.map(\.name) == theirs.map(\.0) && ours.pairs.map(\.value) == theirs.map(\.1),
+                        "\(query.debugDescription): ours \(ours.pairs), libevent's \(theirs)")
+            }
+        }
     }
 
     @Test func queryStringsParseOrAre400NamingTheProblem() {

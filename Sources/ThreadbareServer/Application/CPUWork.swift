@@ -37,12 +37,15 @@ public enum CPUWork {
 
     /// The result as sixteen lower-case hex digits.
     public static func hex(_ value: UInt64) -> String {
-        String(unsafeUninitializedCapacity: 16) { buffer in
-            for position in 0..<16 {
-                let nibble = UInt8((value >> UInt64(60 - 4 * position)) & 0xF)
-                buffer[position] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
-            }
-            return 16
+        var digits: [UInt8] = []
+        appendHex(value, to: &digits)
+        return String(decoding: digits, as: UTF8.self)
+    }
+
+    static func appendHex(_ value: UInt64, to output: inout [UInt8]) {
+        for position in 0..<16 {
+            let nibble = UInt8((value >> UInt64(60 - 4 * position)) & 0xF)
+            output.append(nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10)
         }
     }
 }

@@ -1,45 +1,67 @@
-import CLibevent
-
-/// A request's query string, decoded by libevent, with typed, range-checked lookups whose
-/// errors name the parameter.
+/// A request's query string, decoded as libevent's `evhttp_parse_query_str` decodes one (`&`
+/// between pairs, `=` in each; names as sent, values with percent escapes and `+` for a space;
+/// a trailing `&` is ignored; a pair without `=` or with an empty name is malformed), with typed, range-checked lookups whose errors name the parameter.
+/// Decoded here, in the request's own bytes: libevent's parser made three allocations per pair,
+/// among the largest costs of a `/cpu?work=0` request on the loop (perf, bench/http_core.sh).
 public struct QueryParameters: Sendable {
-    private var pairs: [(name: String, value: String)] = []
+    private(set) var pairs: [(name: String, value: String)] = []
 
     public init(_ query: String?) throws(RequestError) {
         guard let query, !query.isEmpty else { return }
-        // libevent decodes into C strings, where %00 would silently cut a name or value short.
-        guard !Self.containsEncodedNUL(query) else {
-            throw RequestError(400, "query string contains an encoded NUL byte (%00)")
-        }
-        let list = UnsafeMutablePointer<evkeyvalq>.allocate(capacity: 1)
-        defer { list.deallocate() }
-        // evhttp_parse_query_str initialises the list itself, and empties it on failure.
-        guard evhttp_parse_query_str(query, list) == 0 else {
-            throw RequestError(400, "malformed query string")
-        }
-        defer { evhttp_clear_headers(list) }
-        var entry = list.pointee.tqh_first
-        while let current = entry {
-            pairs.append((String(cString: current.pointee.key), String(cString: current.pointee.value)))
-            entry = current.pointee.next.tqe_next
-        }
-    }
-
-    /// `%00` in any case, found in the bytes: this runs for every request with a query.
-    private static func containsEncodedNUL(_ query: String) -> Bool {
-        var utf8 = query.utf8.makeIterator()
-        var zeros = -1
-        while let byte = utf8.next() {
-            if byte == UInt8(ascii: "%") {
-                zeros = 0
-            } else if byte == UInt8(ascii: "0") && zeros >= 0 {
-                zeros += 1
-                if zeros == 2 { return true }
-            } else {
-                zeros = -1
+        var text = query, decoded: [(name: String, value: String)] = [], failure: RequestError?
+        text.withUTF8 { bytes in
+            var pairs = bytes.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: false)
+            // A trailing `&` ends the list; an empty pair anywhere else is malformed.
+            if pairs.count > 1 && pairs.last!.isEmpty { pairs.removeLast() }
+            for pair in pairs {
+                guard let equals = pair.firstIndex(of: UInt8(ascii: "=")), equals != pair.startIndex else {
+                    failure = RequestError(400, "malformed query string")
+                    return
+                }
+                do throws(RequestError) {
+                    decoded.append((String(decoding: pair[..<equals], as: UTF8.self), try Self.decode(pair[(equals + 1)...])))
+                } catch {
+                    failure = error
+                    return
+                }
             }
         }
-        return false
+        if let failure { throw failure }
+        pairs = decoded
+    }
+
+    /// Percent escapes with two hex digits decode, `+` is a space, anything else stays as sent.
+    /// `%00` is refused: a NUL inside a name or value would be cut short wherever it is read as
+    /// a C string.
+    private static func decode(_ encoded: Slice<UnsafeBufferPointer<UInt8>>) throws(RequestError) -> String {
+        guard encoded.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else {
+            return String(decoding: encoded, as: UTF8.self)
+        }
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(encoded.count)
+        var index = encoded.startIndex
+        while index < encoded.endIndex {
+            let byte = encoded[index]
+            if byte == UInt8(ascii: "%"), encoded.endIndex - index >= 3,
+               let high = hexValue(encoded[index + 1]), let low = hexValue(encoded[index + 2]) {
+                guard high | low != 0 else { throw RequestError(400, "query string contains an encoded NUL byte (%00)") }
+                decoded.append(high << 4 | low)
+                index += 3
+            } else {
+                decoded.append(byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte)
+                index += 1
+            }
+        }
+        return String(decoding: decoded, as: UTF8.self)
+    }
+
+    private static func hexValue(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 
     /// Refuses parameters other than `known`, so a typo is an error rather than a default.

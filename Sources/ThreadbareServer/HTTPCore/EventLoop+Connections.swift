@@ -22,15 +22,22 @@ extension EventLoop {
             Unmanaged<EventLoop>.fromOpaque(arg!).takeUnretainedValue().resumeAccepting()
         }, this)
         // The error callback's argument is evhttp's, not ours: the loop is found by its evhttp.
-        Self.byHTTP.withLock { $0[UInt(bitPattern: http)] = WeakLoop(loop: self) }
+        Self.byHTTP.withLock { $0[UInt(bitPattern: http)] = LoopReference(loop: self) }
         evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), { _, http in
             let error = errno
             EventLoop.byHTTP.withLock { $0[UInt(bitPattern: http)]?.loop }?.acceptFailed(error)
         })
     }
 
-    fileprivate struct WeakLoop: Sendable { weak var loop: EventLoop? }
-    fileprivate static let byHTTP = Mutex<[UInt: WeakLoop]>([:])
+    /// Unowned, not weak: a weak reference gives the loop a side table, and every retain and
+    /// release of it (several per request) then takes Swift's slow path. The loop takes its
+    /// entry out as it goes (`forgetHTTP`).
+    fileprivate struct LoopReference: @unchecked Sendable { unowned(unsafe) let loop: EventLoop }
+    fileprivate static let byHTTP = Mutex<[UInt: LoopReference]>([:])
+
+    func forgetHTTP() {
+        _ = Self.byHTTP.withLock { $0.removeValue(forKey: UInt(bitPattern: http)) }
+    }
 
     /// evhttp's hook for making an accepted connection's bufferevent. The connection it is for
     /// does not exist yet, so it is adopted once this turn's accepting is done.

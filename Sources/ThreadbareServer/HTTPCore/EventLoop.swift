@@ -116,6 +116,7 @@ final class EventLoop: @unchecked Sendable {
             if let event { event_free(event) }
         }
         freeTimers()
+        forgetHTTP()
         close(doorbell)
     }
 
