@@ -9,7 +9,7 @@ import Testing
 struct SuiteTests {
     @Test func theShippedSuiteIsValid() throws {
         let suite = try Suite.load(path: ScenarioTests.shipped.appendingPathComponent("suite.yaml").path)
-        #expect(suite.scenarios.map(\.kind.name) == ["scaling", "scaling", "convoy", "capacity", "cache", "memory"])
+        #expect(suite.scenarios.map(\.kind.name) == [.scaling, .scaling, .convoy, .capacity, .cache, .memory] as [ScenarioKind])
         #expect(suite.scenarios.allSatisfy { !$0.question.isEmpty })
         #expect(suite.quick.duration < suite.full.duration)
     }
@@ -33,28 +33,32 @@ struct SuiteTests {
         ScenarioTests.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try Suite.parse(text, path: "s.yaml") }
     }
 
-    static func outcome(_ scenario: String, _ figures: [(String, Double?)], headline: String, higherIsBetter: Bool,
-                        serverTime: [String: Double] = [:]) -> ScenarioOutcome {
-        ScenarioOutcome(scenario: scenario, figures: figures.map { .init(label: $0.0, value: $0.1, unit: "req/s") }, headline: headline,
+    static func outcome(_ scenario: String, _ figures: [(ScenarioOutcome.Measure, Double?)], headline: ScenarioOutcome.Measure,
+                        higherIsBetter: Bool, serverTime: [String: Double] = [:]) -> ScenarioOutcome {
+        ScenarioOutcome(scenario: scenario, figures: figures.map { .init($0.0, $0.1) }, headline: headline,
                         higherIsBetter: higherIsBetter, reports: [], serverTimeMs: serverTime)
     }
 
     /// The sentence comes from the numbers: change them and it names another winner and cause.
     @Test func theVerdictNamesTheWinnerAndWhyFromTheNumbers() {
-        let scaling = Comparison.ScenarioInfo(name: "cpu", title: "CPU", question: "", kind: "scaling")
-        func comparison(gil: Double, nogil: Double, gilLock: Double) -> Comparison {
+        let scaling = Comparison.ScenarioInfo(name: "cpu", title: "CPU", question: "", kind: .scaling)
+        func comparison(gil: Double, nogil: Double, gilLock: Double, gilLoop: Double = 0, gilName: String = "gil") -> Comparison {
             Comparison(timing: "quick", cores: 2, scenarios: [scaling], modes: [
-                .init(mode: "gil", outcomes: [Self.outcome("cpu", [("req/s @1", 800), ("req/s @8", gil), ("scaling", gil / 800)], headline: "req/s @8",
-                                                           higherIsBetter: true, serverTime: ["queue": 1, "lock": gilLock, "work": 1])],
+                .init(mode: gilName, outcomes: [Self.outcome("cpu", [(.throughput(connections: 1), 800), (.throughput(connections: 8), gil),
+                                                                     (.scaling, gil / 800)], headline: .throughput(connections: 8), higherIsBetter: true,
+                                                             serverTime: ["loop": gilLoop, "queue": 1, "lock": gilLock, "work": 1])],
                       scenarioFailures: [:]),
-                .init(mode: "nogil", outcomes: [Self.outcome("cpu", [("req/s @1", 800), ("req/s @8", nogil), ("scaling", nogil / 800)],
-                                                             headline: "req/s @8", higherIsBetter: true, serverTime: ["queue": 0.1, "lock": 0, "work": 1])],
+                .init(mode: "nogil", outcomes: [Self.outcome("cpu", [(.throughput(connections: 1), 800), (.throughput(connections: 8), nogil),
+                                                                     (.scaling, nogil / 800)], headline: .throughput(connections: 8), higherIsBetter: true,
+                                                             serverTime: ["queue": 0.1, "lock": 0, "work": 1])],
                       scenarioFailures: [:]),
             ])
         }
         let lockBound = comparison(gil: 880, nogil: 1700, gilLock: 8).verdict(scaling) ?? ""
         #expect(lockBound.hasPrefix("nogil wins: 1700 req/s at 8 connections"), "\(lockBound)")
         #expect(lockBound.contains("gil reaches 1.10×") && lockBound.contains("of its server time per request, 80.0% (mean 8.00 ms) waiting for the lock"), "\(lockBound)")
+        let loopBound = comparison(gil: 880, nogil: 1700, gilLock: 0, gilLoop: 8, gilName: "async").verdict(scaling) ?? ""
+        #expect(loopBound.contains("async reaches 1.10×") && loopBound.contains("80.0% (mean 8.00 ms) waiting for the event loop"), "\(loopBound)")
         let even = comparison(gil: 1650, nogil: 1700, gilLock: 0.01).verdict(scaling) ?? ""
         #expect(even.hasPrefix("Every mode is within 10%"), "\(even)")
         let reversed = comparison(gil: 1900, nogil: 900, gilLock: 0.01).verdict(scaling) ?? ""

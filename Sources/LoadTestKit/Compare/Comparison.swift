@@ -5,7 +5,8 @@ import Foundation
 /// scenario that failed, go into one record.
 public struct Comparison: Codable, Sendable {
     public struct ScenarioInfo: Codable, Sendable {
-        public var name, title, question, kind: String
+        public var name, title, question: String
+        public var kind: ScenarioKind
         /// Capacity scenarios: the p99 their rates are held to.
         public var slaP99Milliseconds: Double?
 
@@ -93,7 +94,7 @@ public struct Comparison: Codable, Sendable {
                     let outcome = try ScenarioOutcome.measure(entry, on: server, timing: timing, idleMemory: idle)
                     result.outcomes.append(outcome)
                     let headline = outcome.headlineValue.map { Self.format($0) } ?? "—"
-                    say(String(format: "%@: %@ done in %.1fs (%@ %@)", mode, entry.name, Date().timeIntervalSince(started), outcome.headline, headline))
+                    say(String(format: "%@: %@ done in %.1fs (%@ %@)", mode, entry.name, Date().timeIntervalSince(started), outcome.headline.label, headline))
                 } catch {
                     result.scenarioFailures[entry.name] = "\(error)"
                     say("\(mode): \(entry.name) failed: \(error)")

@@ -74,7 +74,7 @@ extension Comparison {
 
     /// Memory per process, for the modes with more than one.
     func memoryNotes(_ scenario: ScenarioInfo) -> [String] {
-        guard scenario.kind == "memory" else { return [] }
+        guard scenario.kind == .memory else { return [] }
         return measured(scenario.name).compactMap { mode, outcome in outcome.note.map { "\(mode): \($0)" } }
     }
 
@@ -104,11 +104,11 @@ extension Comparison {
         let f = Self.format
         // In the order the modes ran, which is the order ties are named in.
         let scored = measured(scenario.name).filter { $0.outcome.headlineValue != nil }
-        if scored.count == 1 { return "Only \(best.mode) was measured: \(best.outcome.headline) \(f(best.value))." }
-        if best.value == worst.value { return "Every mode measured the same \(best.outcome.headline): \(f(best.value))." }
+        if scored.count == 1 { return "Only \(best.mode) was measured: \(best.outcome.headline.label) \(f(best.value))." }
+        if best.value == worst.value { return "Every mode measured the same \(best.outcome.headline.label): \(f(best.value))." }
         // Every mode that tied for the best is named with it: within 2% for a measured figure,
         // which is this kind of machine's noise, and exactly for capacity's rate steps.
-        let tolerance = scenario.kind == "capacity" ? 1.0 : 0.98
+        let tolerance = scenario.kind == .capacity ? 1.0 : 0.98
         let leaders = scored.filter { entry in
             let value = entry.outcome.headlineValue!
             return best.outcome.higherIsBetter ? value >= tolerance * best.value : value * tolerance <= best.value
@@ -119,41 +119,38 @@ extension Comparison {
         // With several winners, the figures quoted are the best one's: say whose.
         let whose = plural ? "\(best.mode) " : ""
         switch scenario.kind {
-        case "scaling":
-            let labels = best.outcome.figures.map(\.label).filter { $0.hasPrefix("req/s @") }
-            let least = labels.first.map { String($0.dropFirst("req/s @".count)) } ?? "1"
-            let most = labels.last.map { String($0.dropFirst("req/s @".count)) } ?? ""
-            let lockWaits = measured(scenario.name).compactMap { $0.outcome.value("lock wait @\(most)") }
+        case .scaling:
+            let steps = best.outcome.throughputByConnections.map(\.connections)
+            let least = steps.first ?? 1, most = steps.last ?? 1
+            let lockWaits = measured(scenario.name).compactMap { $0.outcome.value(.lockShare(connections: most)) }
             if worst.value >= 0.9 * best.value {
                 return "Every mode is within 10% at \(most) connections (\(best.mode) \(f(best.value)) req/s, \(worst.mode) \(f(worst.value)))"
                     + (lockWaits.isEmpty ? "." : "; no mode spends more than \(f(lockWaits.max()!))% of its server time waiting for a lock.")
             }
-            let bestScaling = best.outcome.value("scaling").map { "\(f($0))× its rate at \(least)" } ?? ""
+            let bestScaling = best.outcome.value(.scaling).map { "\(f($0))× its rate at \(least)" } ?? ""
             return "\(winner) \(plural ? "win" : "wins"): \(whose)\(f(best.value)) req/s at \(most) connections, \(bestScaling); \(worst.mode) reaches "
-                + "\(worst.outcome.value("scaling").map { "\(f($0))×" } ?? "—") (\(f(worst.value)) req/s)\(Self.whereTimeWent(worst.outcome))."
-        case "convoy":
-            let busy = best.outcome.value("busy req/s").map { " beside \(f($0)) background requests/s" } ?? ""
+                + "\(worst.outcome.value(.scaling).map { "\(f($0))×" } ?? "—") (\(f(worst.value)) req/s)\(Self.whereTimeWent(worst.outcome))."
+        case .convoy:
+            let busy = best.outcome.value(.busyThroughput).map { " beside \(f($0)) background requests/s" } ?? ""
             return "\(winner) \(plural ? "answer" : "answers") the quick request in p99 \(whose)\(f(best.value)) ms\(busy); \(worst.mode) takes "
                 + "\(f(worst.value)) ms (\(f(worst.value / max(best.value, 0.001)))× longer)\(Self.whereTimeWent(worst.outcome))."
-        case "capacity":
+        case .capacity:
             // The note says which criterion the first missed step failed.
             let detail = worst.outcome.note.map { " (\($0))" } ?? ""
             let who = plural ? "\(winner) \(leaders.count == 2 ? "both" : "all") sustain the highest rate" : "\(winner) sustains the highest rate"
             return "\(who) within the SLA, \(f(best.value)) req/s; \(worst.mode) sustains \(f(worst.value)) req/s\(detail)."
-        case "memory":
-            let processes = { (outcome: ScenarioOutcome) in Int(outcome.value("processes") ?? 1) }
+        case .memory:
+            let processes = { (outcome: ScenarioOutcome) in Int(outcome.value(.processes) ?? 1) }
             let count = { (n: Int) in "\(n) process\(n == 1 ? "" : "es")" }
             return "\(winner) \(plural ? "need" : "needs") the least memory of \(plural ? "their" : "its") own under load (anonymous Pss: heap, stacks, copied pages), "
                 + "\(whose)\(f(best.value)) MB over \(count(processes(best.outcome))); "
                 + "\(worst.mode) needs \(f(worst.value)) MB (\(f(worst.value / max(best.value, 0.001)))×) over \(count(processes(worst.outcome)))."
-        case "cache":
-            let hits = { (outcome: ScenarioOutcome) in outcome.value("hit ratio").map { "\(f($0))% of reads hitting" } ?? "no hit ratio" }
+        case .cache:
+            let hits = { (outcome: ScenarioOutcome) in outcome.value(.hitRatio).map { "\(f($0))% of reads hitting" } ?? "no hit ratio" }
             let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }
             let apart = processes(worst.mode) > 1 ? ", its \(processes(worst.mode) - 1) workers each filling a cache of their own" : ""
             return "\(winner) \(plural ? "serve" : "serves") the most, \(whose)\(f(best.value)) req/s with \(hits(best.outcome)); "
                 + "\(worst.mode) manages \(f(worst.value)) req/s with \(hits(worst.outcome))\(apart)\(Self.whereTimeWent(worst.outcome))."
-        default:
-            return "\(winner) \(plural ? "do" : "does") best: \(best.outcome.headline) \(f(best.value))."
         }
     }
 }

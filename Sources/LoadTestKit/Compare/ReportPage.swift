@@ -89,35 +89,29 @@ extension Comparison {
         let rows = measured(scenario.name)
         guard !rows.isEmpty else { return "" }
         switch scenario.kind {
-        case "scaling":
+        case .scaling:
             // Throughput against concurrency, one line per mode.
             let series = rows.map { mode, outcome in
-                (mode, outcome.figures.filter { $0.label.hasPrefix("req/s @") }.compactMap { figure in
-                    figure.value.flatMap { value in Double(figure.label.dropFirst("req/s @".count)).map { ($0, value) } }
-                })
+                (mode, outcome.throughputByConnections.compactMap { step in step.value.map { (Double(step.connections), $0) } })
             }
             return lineChart(series, xTitle: "connections", yTitle: "requests/s", logX: true) + timeBars(rows, title: "where a request's time went, at the most connections")
-        case "convoy":
+        case .convoy:
             let spectra = rows.compactMap { mode, outcome in outcome.reports.first.map { (mode, spectrum($0.measured.latencyMs)) } }
             return lineChart(spectra, xTitle: "percentile", yTitle: "quick request latency, ms", percentileX: true)
                 + timeBars(rows, title: "where the quick request's time went")
-        case "capacity":
+        case .capacity:
             let series = rows.map { mode, outcome in
-                (mode, outcome.figures.filter { $0.label.hasPrefix("p99 @") }.compactMap { figure in
-                    figure.value.flatMap { value in Double(figure.label.dropFirst("p99 @".count).dropLast(2)).map { ($0, value) } }
-                })
+                (mode, outcome.p99ByRate.compactMap { step in step.value.map { (Double(step.rate), $0) } })
             }
             return lineChart(series, xTitle: "offered requests/s", yTitle: "p99 latency, ms", logX: true, logY: true,
                              threshold: scenario.slaP99Milliseconds.map { ($0, "SLA") })
-        case "cache":
-            return barChart(rows.map { mode, outcome in (mode, [("hit ratio %", outcome.value("hit ratio") ?? 0)]) },
+        case .cache:
+            return barChart(rows.map { mode, outcome in (mode, [("hit ratio %", outcome.value(.hitRatio) ?? 0)]) },
                             title: "share of reads that hit the cache, %")
-        case "memory":
+        case .memory:
             return barChart(rows.map { mode, outcome in
-                (mode, [("idle", outcome.value("idle own") ?? 0), ("loaded", outcome.value("loaded own") ?? 0)])
+                (mode, [("idle", outcome.value(.idleOwn) ?? 0), ("loaded", outcome.value(.loadedOwn) ?? 0)])
             }, title: "own memory (anonymous Pss) over all processes, MB")
-        default:
-            return ""
         }
     }
 

@@ -1,14 +1,73 @@
 import Foundation
 
-/// What one suite scenario measured against one mode: a row of labelled figures (the same
-/// labels for every mode), the one figure modes are ranked on, and every load run's report.
+/// What one suite scenario measured against one mode: a row of figures (the same measures for
+/// every mode), the one figure modes are ranked on, and every load run's report.
 public struct ScenarioOutcome: Codable, Sendable {
+    /// What a figure measures. The tables, sentences and charts ask for measures, never for
+    /// labels, and read a measure's connections or rate from the measure itself.
+    public enum Measure: Codable, Hashable, Sendable {
+        /// 2xx answers per second: at a number of connections, or over the whole load.
+        case throughput(connections: Int?)
+        case p99(connections: Int?)
+        case lockShare(connections: Int)
+        case scaling
+        case quickP50, quickP99, quickLockWait, quickLoopWait, busyThroughput
+        case p99AtRate(Int)
+        case sustained
+        case processes, idleRSS, loadedRSS, idleOwn, loadedOwn
+        case hitRatio, entries
+
+        /// The column heading.
+        public var label: String {
+            switch self {
+            case .throughput(let connections?): "req/s @\(connections)"
+            case .throughput(nil): "req/s"
+            case .p99(let connections?): "p99 @\(connections)"
+            case .p99(nil): "p99"
+            case .lockShare(let connections): "lock wait @\(connections)"
+            case .scaling: "scaling"
+            case .quickP50: "quick p50"
+            case .quickP99: "quick p99"
+            case .quickLockWait: "quick lock wait"
+            case .quickLoopWait: "quick loop wait"
+            case .busyThroughput: "busy req/s"
+            case .p99AtRate(let rate): "p99 @\(rate)/s"
+            case .sustained: "sustained"
+            case .processes: "processes"
+            case .idleRSS: "idle RSS"
+            case .loadedRSS: "loaded RSS"
+            case .idleOwn: "idle own"
+            case .loadedOwn: "loaded own"
+            case .hitRatio: "hit ratio"
+            case .entries: "entries"
+            }
+        }
+
+        public var unit: String {
+            switch self {
+            case .throughput, .busyThroughput, .sustained: "req/s"
+            case .p99, .quickP50, .quickP99, .quickLockWait, .quickLoopWait, .p99AtRate: "ms"
+            case .lockShare, .hitRatio: "%"
+            case .scaling: "×"
+            case .idleRSS, .loadedRSS, .idleOwn, .loadedOwn: "MB"
+            case .processes, .entries: ""
+            }
+        }
+    }
+
     public struct Figure: Codable, Sendable {
-        public var label: String
+        public var measure: Measure
         /// nil: not measured (a capacity step after the first one that failed the SLA, or no
         /// Server-Timing to read).
         public var value: Double?
-        public var unit: String
+
+        public init(_ measure: Measure, _ value: Double?) {
+            self.measure = measure
+            self.value = value
+        }
+
+        public var label: String { measure.label }
+        public var unit: String { measure.unit }
 
         /// Whether a heading can leave the unit out: none, a ratio, or the label says it.
         var namesItsUnit: Bool { unit.isEmpty || unit == "×" || label.contains(unit) }
@@ -19,8 +78,8 @@ public struct ScenarioOutcome: Codable, Sendable {
 
     public var scenario: String
     public var figures: [Figure]
-    /// The label of the figure modes are ranked on.
-    public var headline: String
+    /// The figure modes are ranked on.
+    public var headline: Measure
     public var higherIsBetter: Bool
     public var reports: [Report]
     /// Where a request's time went, in mean ms, in the run that explains the outcome (the most
@@ -37,11 +96,27 @@ public struct ScenarioOutcome: Codable, Sendable {
         case higherIsBetter = "higher_is_better", serverTimeMs = "server_time_ms"
     }
 
-    public func value(_ label: String) -> Double? {
-        figures.first { $0.label == label }?.value
+    public func value(_ measure: Measure) -> Double? {
+        figures.first { $0.measure == measure }?.value
     }
 
     public var headlineValue: Double? { value(headline) }
+
+    /// The scaling figures' connection counts and rates, in the order they ran.
+    var throughputByConnections: [(connections: Int, value: Double?)] {
+        figures.compactMap { figure in
+            guard case .throughput(let connections?) = figure.measure else { return nil }
+            return (connections, figure.value)
+        }
+    }
+
+    /// The capacity steps' offered rates and p99s.
+    var p99ByRate: [(rate: Int, value: Double?)] {
+        figures.compactMap { figure in
+            guard case .p99AtRate(let rate) = figure.measure else { return nil }
+            return (rate, figure.value)
+        }
+    }
 }
 
 extension ScenarioOutcome {
@@ -116,13 +191,13 @@ extension ScenarioOutcome {
 
     private static func scaling(_ name: String, _ endpoint: Endpoint, connections: [Int], timing: Suite.Timing) throws -> ScenarioOutcome {
         let reports = try connections.map { try load([endpoint], connections: $0, timing: timing) }
-        var figures = zip(connections, reports).map { Figure(label: "req/s @\($0)", value: successRate($1), unit: "req/s") }
+        var figures = zip(connections, reports).map { Figure(.throughput(connections: $0), successRate($1)) }
         let last = reports[reports.count - 1], most = connections[connections.count - 1]
-        figures.append(Figure(label: "p99 @\(most)", value: last.measured.latencyMs.p99, unit: "ms"))
-        figures.append(Figure(label: "lock wait @\(most)", value: lockShare(last), unit: "%"))
+        figures.append(Figure(.p99(connections: most), last.measured.latencyMs.p99))
+        figures.append(Figure(.lockShare(connections: most), lockShare(last)))
         let first = successRate(reports[0])
-        figures.append(Figure(label: "scaling", value: first > 0 ? successRate(last) / first : nil, unit: "×"))
-        return ScenarioOutcome(scenario: name, figures: figures, headline: "req/s @\(most)", higherIsBetter: true, reports: reports,
+        figures.append(Figure(.scaling, first > 0 ? successRate(last) / first : nil))
+        return ScenarioOutcome(scenario: name, figures: figures, headline: .throughput(connections: most), higherIsBetter: true, reports: reports,
                                serverTimeMs: serverTime(last))
     }
 
@@ -133,13 +208,13 @@ extension ScenarioOutcome {
         let quick = try load([probe], connections: probeConnections, rate: rate, timing: timing)
         let behind = try busy.wait()
         let figures = [
-            Figure(label: "quick p50", value: quick.measured.latencyMs.p50, unit: "ms"),
-            Figure(label: "quick p99", value: quick.measured.latencyMs.p99, unit: "ms"),
-            Figure(label: "quick lock wait", value: quick.measured.serverTiming["lock"]?.mean, unit: "ms"),
-            Figure(label: "quick loop wait", value: quick.measured.serverTiming["loop"]?.mean, unit: "ms"),
-            Figure(label: "busy req/s", value: successRate(behind), unit: "req/s"),
+            Figure(.quickP50, quick.measured.latencyMs.p50),
+            Figure(.quickP99, quick.measured.latencyMs.p99),
+            Figure(.quickLockWait, quick.measured.serverTiming["lock"]?.mean),
+            Figure(.quickLoopWait, quick.measured.serverTiming["loop"]?.mean),
+            Figure(.busyThroughput, successRate(behind)),
         ]
-        return ScenarioOutcome(scenario: name, figures: figures, headline: "quick p99", higherIsBetter: false, reports: [quick, behind],
+        return ScenarioOutcome(scenario: name, figures: figures, headline: .quickP99, higherIsBetter: false, reports: [quick, behind],
                                serverTimeMs: serverTime(quick))
     }
 
@@ -155,7 +230,7 @@ extension ScenarioOutcome {
         var explaining: [String: Double] = [:]
         for rate in rates {
             guard !failed else {
-                figures.append(Figure(label: "p99 @\(Int(rate))/s", value: nil, unit: "ms"))
+                figures.append(Figure(.p99AtRate(Int(rate)), nil))
                 continue
             }
             let report = try load(endpoints, connections: connections, rate: rate, timing: timing)
@@ -165,7 +240,7 @@ extension ScenarioOutcome {
             let errors = Double(measured.errors["total"] ?? 0), answered = Double(measured.requests)
             let attempts = answered + errors - Double(statusErrors(report))
             let meets = measured.latencyMs.p99 <= slaMilliseconds && errors <= 0.01 * max(1, attempts) && measured.rps >= 0.95 * rate
-            figures.append(Figure(label: "p99 @\(Int(rate))/s", value: measured.latencyMs.p99, unit: "ms"))
+            figures.append(Figure(.p99AtRate(Int(rate)), measured.latencyMs.p99))
             if meets {
                 sustained = rate
             } else {
@@ -181,8 +256,8 @@ extension ScenarioOutcome {
                 note = "at \(Int(rate)) req/s: " + misses.joined(separator: ", ")
             }
         }
-        figures.append(Figure(label: "sustained", value: sustained, unit: "req/s"))
-        return ScenarioOutcome(scenario: name, figures: figures, headline: "sustained", higherIsBetter: true, reports: reports,
+        figures.append(Figure(.sustained, sustained))
+        return ScenarioOutcome(scenario: name, figures: figures, headline: .sustained, higherIsBetter: true, reports: reports,
                                serverTimeMs: explaining, note: note)
     }
 
@@ -195,16 +270,16 @@ extension ScenarioOutcome {
         let report = try running.wait()
         let megabytes = { (bytes: Int) in Double(bytes) / 1_048_576 }
         let figures = [
-            Figure(label: "processes", value: Double(loaded.processes), unit: ""),
-            Figure(label: "idle RSS", value: megabytes(idle.rssBytes), unit: "MB"),
-            Figure(label: "loaded RSS", value: megabytes(loaded.rssBytes), unit: "MB"),
-            Figure(label: "idle own", value: megabytes(idle.anonymousPssBytes), unit: "MB"),
-            Figure(label: "loaded own", value: megabytes(loaded.anonymousPssBytes), unit: "MB"),
-            Figure(label: "req/s", value: successRate(report), unit: "req/s"),
+            Figure(.processes, Double(loaded.processes)),
+            Figure(.idleRSS, megabytes(idle.rssBytes)),
+            Figure(.loadedRSS, megabytes(loaded.rssBytes)),
+            Figure(.idleOwn, megabytes(idle.anonymousPssBytes)),
+            Figure(.loadedOwn, megabytes(loaded.anonymousPssBytes)),
+            Figure(.throughput(connections: nil), successRate(report)),
         ]
         let each = loaded.anonymousPssByProcess.map { Comparison.format(megabytes($0)) }
         let note = each.count > 1 ? "own MB under load, per process: \(each[0]) (the master), then \(each.dropFirst().joined(separator: ", "))" : nil
-        return ScenarioOutcome(scenario: name, figures: figures, headline: "loaded own", higherIsBetter: false, reports: [report], note: note)
+        return ScenarioOutcome(scenario: name, figures: figures, headline: .loadedOwn, higherIsBetter: false, reports: [report], note: note)
     }
 }
 
@@ -227,12 +302,12 @@ extension ScenarioOutcome {
         let after = try counts()
         let hits = after.hits - before.hits, misses = after.misses - before.misses
         let figures = [
-            Figure(label: "hit ratio", value: hits + misses > 0 ? 100 * Double(hits) / Double(hits + misses) : nil, unit: "%"),
-            Figure(label: "req/s", value: successRate(report), unit: "req/s"),
-            Figure(label: "p99", value: report.measured.latencyMs.p99, unit: "ms"),
-            Figure(label: "entries", value: Double(after.entries), unit: ""),
+            Figure(.hitRatio, hits + misses > 0 ? 100 * Double(hits) / Double(hits + misses) : nil),
+            Figure(.throughput(connections: nil), successRate(report)),
+            Figure(.p99(connections: nil), report.measured.latencyMs.p99),
+            Figure(.entries, Double(after.entries)),
         ]
-        return ScenarioOutcome(scenario: name, figures: figures, headline: "req/s", higherIsBetter: true, reports: [report],
+        return ScenarioOutcome(scenario: name, figures: figures, headline: .throughput(connections: nil), higherIsBetter: true, reports: [report],
                                serverTimeMs: serverTime(report))
     }
 }

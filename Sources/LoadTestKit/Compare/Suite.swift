@@ -15,6 +15,12 @@ import Yams
 ///   cache hit, and what does that do to its throughput?
 ///
 /// Endpoints are paths: compare starts each server itself, on a port of its own.
+/// A scenario's kind without its settings: what the tables, sentences and charts of a kind
+/// are chosen by.
+public enum ScenarioKind: String, Codable, Sendable {
+    case scaling, convoy, capacity, memory, cache
+}
+
 public struct Suite: Sendable {
     public struct Timing: Sendable {
         /// Per phase, and before each phase.
@@ -29,13 +35,13 @@ public struct Suite: Sendable {
         case memory(endpoint: Endpoint, connections: Int)
         case cache(endpoint: Endpoint, connections: Int)
 
-        public var name: String {
+        public var name: ScenarioKind {
             switch self {
-            case .scaling: "scaling"
-            case .convoy: "convoy"
-            case .capacity: "capacity"
-            case .memory: "memory"
-            case .cache: "cache"
+            case .scaling: .scaling
+            case .convoy: .convoy
+            case .capacity: .capacity
+            case .memory: .memory
+            case .cache: .cache
             }
         }
     }
