@@ -14,20 +14,13 @@ final class MemcachedConnection {
     /// socket blocking with that timeout on every read and write.
     init(host: String, port: Int, timeoutMilliseconds: Int) throws(CacheFailure) {
         address = "\(host):\(port)"
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var found: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, String(port), &hints, &found)
-        guard status == 0, let address = found else {
-            throw CacheFailure(503, "memcached at \(host):\(port): cannot resolve the host: \(String(cString: gai_strerror(status)))")
-        }
-        defer { freeaddrinfo(found) }
+        let resolved = try MemcachedAddress.resolve(host: host, port: port)
         // A local until every way to fail is behind us: an init that throws once every
         // property is set runs deinit, and a second close would close whatever descriptor
         // another thread (the loop accepting a client) had been given that number meanwhile.
-        let fd = socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        let fd = socket(resolved.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw CacheFailure(503, "memcached: cannot open a socket: \(String(cString: strerror(errno)))") }
-        if connect(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) != 0 {
+        if resolved.withSockaddr({ connect(fd, $0, $1) }) != 0 {
             guard errno == EINPROGRESS else {
                 let reason = String(cString: strerror(errno))
                 close(fd)
@@ -90,6 +83,30 @@ final class MemcachedConnection {
     private func failure(_ operation: String) -> CacheFailure {
         let reason = errno == EAGAIN || errno == EWOULDBLOCK ? "timed out" : String(cString: strerror(errno))
         return CacheFailure(503, "memcached at \(address): \(operation) failed: \(reason)")
+    }
+}
+
+/// Where memcached listens, resolved: what the blocking and the loop's connections connect to.
+struct MemcachedAddress: Sendable {
+    let family: Int32
+    /// A `sockaddr` of its family.
+    let bytes: [UInt8]
+
+    static func resolve(host: String, port: Int) throws(CacheFailure) -> MemcachedAddress {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &found)
+        guard status == 0, let first = found else {
+            throw CacheFailure(503, "memcached at \(host):\(port): cannot resolve the host: \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(found) }
+        return MemcachedAddress(family: first.pointee.ai_family,
+                                bytes: Array(UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen))))
+    }
+
+    func withSockaddr<Result>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result {
+        bytes.withUnsafeBytes { raw in body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count)) }
     }
 }
 

@@ -27,7 +27,7 @@ final class MemcachedLoopClient: @unchecked Sendable {
     private var waiting: [(MemcachedCommand, Completion)] = []
     private var lastConnectFailure: (at: UInt64, failure: CacheFailure)?
     /// The address, resolved once (numeric hosts need no lookup) and again after a failed connect.
-    private var address: [UInt8]?
+    private var address: MemcachedAddress?
 
     init(loop: LoopHandle, host: String, port: Int, capacity: Int, timeoutMilliseconds: Int, reachability: MemcachedReachability) {
         self.loop = loop
@@ -116,23 +116,17 @@ final class MemcachedLoopClient: @unchecked Sendable {
         }
     }
 
-    private func resolved() throws(CacheFailure) -> [UInt8] {
+    private func resolved() throws(CacheFailure) -> MemcachedAddress {
         if let address { return address }
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var found: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, String(port), &hints, &found)
-        guard status == 0, let first = found else {
-            throw CacheFailure(503, "memcached at \(host):\(port): cannot resolve the host: \(String(cString: gai_strerror(status)))")
-        }
-        defer { freeaddrinfo(found) }
-        let bytes = Array(UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen)))
-        address = bytes
-        return bytes
+        let resolved = try MemcachedAddress.resolve(host: host, port: port)
+        address = resolved
+        return resolved
     }
 }
 
 /// One non-blocking connection: a bufferevent, its unparsed input, and the exchange in progress.
+/// Made, used and closed on its loop's thread only; Sendable so the loop's completions may
+/// carry it.
 final class MemcachedLoopConnection: @unchecked Sendable {
     private let bufferevent: OpaquePointer
     private var timeout: timeval
@@ -144,7 +138,7 @@ final class MemcachedLoopConnection: @unchecked Sendable {
     var onConnect: ((CacheFailure?) -> Void)?
     private var closed = false
 
-    init(base: OpaquePointer, address: [UInt8], timeout: timeval, describing: String) throws(CacheFailure) {
+    init(base: OpaquePointer, address: MemcachedAddress, timeout: timeval, describing: String) throws(CacheFailure) {
         guard let bufferevent = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
             throw CacheFailure(503, "memcached at \(describing): cannot make a connection")
         }
@@ -158,9 +152,7 @@ final class MemcachedLoopConnection: @unchecked Sendable {
             Unmanaged<MemcachedLoopConnection>.fromOpaque(arg!).takeUnretainedValue().happened(events)
         }, this)
         bufferevent_set_timeouts(bufferevent, &self.timeout, &self.timeout)
-        let started = address.withUnsafeBytes { raw in
-            bufferevent_socket_connect(bufferevent, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), Int32(raw.count))
-        }
+        let started = address.withSockaddr { bufferevent_socket_connect(bufferevent, $0, Int32($1)) }
         guard started == 0 else {
             bufferevent_free(bufferevent)
             throw CacheFailure(503, "memcached at \(describing) is unreachable: \(String(cString: strerror(errno)))")

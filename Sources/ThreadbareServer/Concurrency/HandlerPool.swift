@@ -43,6 +43,15 @@ public final class HandlerPool: @unchecked Sendable {
         if !startingOnFirstJob { try startThreads() }
     }
 
+    /// Runs only for a pool whose threads never started (each thread holds its pool): one whose
+    /// first job never came.
+    deinit {
+        pthread_cond_destroy(workAvailable)
+        pthread_mutex_destroy(mutex)
+        workAvailable.deallocate()
+        mutex.deallocate()
+    }
+
     /// Called once, before any job is queued, or with `mutex` held.
     private func startThreads() throws {
         threads = try (0..<threadCount).map { index in

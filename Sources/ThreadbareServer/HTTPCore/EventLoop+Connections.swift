@@ -30,14 +30,11 @@ extension EventLoop {
     }
 
     /// Unowned, not weak: a weak reference gives the loop a side table, and every retain and
-    /// release of it (several per request) then takes Swift's slow path. The loop takes its
-    /// entry out as it goes (`forgetHTTP`).
+    /// release of it (several per request) then takes Swift's slow path. An entry outlives its
+    /// loop, harmlessly: the listener calls back only while its loop turns, and the evhttp it
+    /// is keyed by is never freed (the process ends first).
     fileprivate struct LoopReference: @unchecked Sendable { unowned(unsafe) let loop: EventLoop }
     fileprivate static let byHTTP = Mutex<[UInt: LoopReference]>([:])
-
-    func forgetHTTP() {
-        _ = Self.byHTTP.withLock { $0.removeValue(forKey: UInt(bitPattern: http)) }
-    }
 
     /// evhttp's hook for making an accepted connection's bufferevent. The connection it is for
     /// does not exist yet, so it is adopted once this turn's accepting is done.

@@ -116,7 +116,6 @@ final class EventLoop: @unchecked Sendable {
             if let event { event_free(event) }
         }
         freeTimers()
-        forgetHTTP()
         close(doorbell)
     }
 
