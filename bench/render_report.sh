@@ -20,6 +20,6 @@ if [[ -z $browser ]]; then
 fi
 page=$(realpath "$dir/index.html")
 # A tall window: the screenshot is of the window, and the page is one long column.
-"$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1040,5200 \
+"$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1040,5800 \
     --screenshot="$dir/index.png" "file://$page" 2>/dev/null
 echo "wrote $dir/index.png"
