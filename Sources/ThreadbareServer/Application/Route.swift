@@ -50,13 +50,6 @@ public final class Route: Sendable {
         Route(name: name, pattern: pattern, methods: methods, summary: summary, guarded: guarded, handler: .application(handle))
     }
 
-    /// Application code that answers at once.
-    public static func responder(name: String, pattern: Pattern, methods: [HTTPMethod], summary: String, guarded: Set<HTTPMethod> = [],
-                                 _ respond: @escaping @Sendable (HTTPRequest, HandlerContext) throws(RequestError) -> HTTPResponse) -> Route {
-        Route(name: name, pattern: pattern, methods: methods, summary: summary, guarded: guarded,
-              handler: .application { request, context throws(RequestError) in .response(try respond(request, context)) })
-    }
-
     private init(name: String, pattern: Pattern, methods: [HTTPMethod], summary: String, guarded: Set<HTTPMethod>, handler: Handler) {
         self.name = name
         self.pattern = pattern

@@ -80,6 +80,7 @@ public final class MemcachedCache: CacheBackend {
     /// On a handler thread: the operation over a pooled blocking connection.
     public func perform(_ operation: CacheOperation) throws(CacheFailure) -> CacheOutcome {
         let command = try MemcachedCommand.make(operation)
+        if let answer = try command.answerWithoutSending() { return try settle(answer) }
         return try settle(try pool.withConnection { connection throws(CacheFailure) in try connection.run(command) })
     }
 
@@ -87,7 +88,12 @@ public final class MemcachedCache: CacheBackend {
     public func start(_ operation: CacheOperation, on loop: LoopHandle,
                       completion: @escaping @Sendable (Result<CacheOutcome, CacheFailure>) -> Void) {
         let command: MemcachedCommand
-        do { command = try MemcachedCommand.make(operation) } catch { return completion(.failure(error)) }
+        do {
+            command = try MemcachedCommand.make(operation)
+            if let answer = try command.answerWithoutSending() { return completion(.success(try settle(answer))) }
+        } catch {
+            return completion(.failure(error))
+        }
         client(for: loop).run(command) { [self] reply in
             completion(reply.flatMap { reply in Result { () throws(CacheFailure) in try settle(reply) } })
         }

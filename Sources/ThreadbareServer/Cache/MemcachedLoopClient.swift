@@ -10,13 +10,16 @@ import Glibc
 /// as it arrives and the completion runs on the loop. Every operation has the timeout to connect,
 /// write and read. As with the blocking pool, a connection that fails is closed, a failure on a
 /// reused one drops the idle ones and tries once more on a new connection, and after a failed
-/// connect operations fail at once for a short while.
+/// connect operations fail at once for a short while. An operation that waited the timeout for
+/// a connection fails with 503, as the blocking pool's does.
 ///
 /// Everything here runs on its loop's thread.
 final class MemcachedLoopClient: @unchecked Sendable {
     typealias Completion = @Sendable (Result<MemcachedReply, CacheFailure>) -> Void
 
-    private let loop: LoopHandle
+    /// Unowned: the loop outlives the cache's clients for the process's life, and a strong
+    /// reference would close a cycle (loop → service → cache → client → loop).
+    private unowned(unsafe) let loop: EventLoop
     private let host: String
     private let port: Int
     private let capacity: Int
@@ -24,13 +27,16 @@ final class MemcachedLoopClient: @unchecked Sendable {
     private let reachability: MemcachedReachability
     private var idle: [MemcachedLoopConnection] = []
     private var open = 0
-    private var waiting: [(MemcachedCommand, Completion)] = []
+    private var waiting: [(command: MemcachedCommand, since: UInt64, completion: Completion)] = []
+    private let timeoutNanoseconds: UInt64
     private var lastConnectFailure: (at: UInt64, failure: CacheFailure)?
-    /// The address, resolved once (numeric hosts need no lookup) and again after a failed connect.
+    /// The address, resolved at the first connect and kept: a lookup blocks, so the loop makes
+    /// it once (none at all for a numeric host).
     private var address: MemcachedAddress?
 
     init(loop: LoopHandle, host: String, port: Int, capacity: Int, timeoutMilliseconds: Int, reachability: MemcachedReachability) {
-        self.loop = loop
+        self.loop = loop.loop
+        timeoutNanoseconds = UInt64(timeoutMilliseconds) * 1_000_000
         self.host = host
         self.port = port
         self.capacity = capacity
@@ -43,13 +49,19 @@ final class MemcachedLoopClient: @unchecked Sendable {
     }
 
     func run(_ command: MemcachedCommand, completion: @escaping Completion) {
-        loop.loop.assertOnLoop()
+        loop.assertOnLoop()
+        // A connection memcached closed while it was idle.
+        while let last = idle.last, last.isDead {
+            idle.removeLast()
+            last.close()
+            open -= 1
+        }
         if let connection = idle.popLast() {
             exchange(command, on: connection, reused: true, completion)
         } else if open < capacity {
             connectAndRun(command, completion)
         } else {
-            waiting.append((command, completion))
+            waiting.append((command, MonotonicClock.now(), completion))
         }
     }
 
@@ -59,7 +71,7 @@ final class MemcachedLoopClient: @unchecked Sendable {
         }
         let connection: MemcachedLoopConnection
         do {
-            connection = try MemcachedLoopConnection(base: loop.loop.base, address: try resolved(), timeout: timeout,
+            connection = try MemcachedLoopConnection(base: loop.base, address: try resolved(), timeout: timeout,
                                                      describing: "\(host):\(port)")
         } catch {
             connectFailed(error)
@@ -82,7 +94,6 @@ final class MemcachedLoopClient: @unchecked Sendable {
 
     private func connectFailed(_ failure: CacheFailure) {
         lastConnectFailure = (MonotonicClock.now(), failure)
-        address = nil
         reachability.set(false)
     }
 
@@ -111,8 +122,12 @@ final class MemcachedLoopClient: @unchecked Sendable {
 
     private func serveWaiting() {
         while !waiting.isEmpty && (!idle.isEmpty || open < capacity) {
-            let (command, completion) = waiting.removeFirst()
-            run(command, completion: completion)
+            let next = waiting.removeFirst()
+            guard MonotonicClock.now() - next.since < timeoutNanoseconds else {
+                next.completion(.failure(CacheFailure(503, "all \(capacity) memcached connections of this loop stayed busy for \(timeoutNanoseconds / 1_000_000) ms")))
+                continue
+            }
+            run(next.command, completion: next.completion)
         }
     }
 
@@ -137,6 +152,8 @@ final class MemcachedLoopConnection: @unchecked Sendable {
     /// Called once the connect finishes: nil, or why it failed.
     var onConnect: ((CacheFailure?) -> Void)?
     private var closed = false
+    /// memcached closed it (or it failed) while it was idle; the client closes it.
+    private(set) var isDead = false
 
     init(base: OpaquePointer, address: MemcachedAddress, timeout: timeval, describing: String) throws(CacheFailure) {
         guard let bufferevent = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
@@ -224,6 +241,10 @@ final class MemcachedLoopConnection: @unchecked Sendable {
             onConnect = nil
             close()
             return connected(CacheFailure(503, "memcached at \(describing) is unreachable: \(reason)"))
+        }
+        guard command != nil else {
+            isDead = true
+            return
         }
         finish(.failure(failure))
     }

@@ -18,6 +18,14 @@ struct MemcachedCommand: Sendable {
     /// content-type header.
     static let maxEntryBytes = 1_048_576 - 512
 
+    /// The reply of a command that needs no round trip (a PUT too large for memcached), which
+    /// no connection should be taken for: memcached being down must not turn a 413 into a 503.
+    func answerWithoutSending() throws(CacheFailure) -> MemcachedReply? {
+        guard request.isEmpty else { return nil }
+        var nothing = MemcachedInput()
+        return try parse(&nothing)
+    }
+
     static func make(_ operation: CacheOperation) throws(CacheFailure) -> MemcachedCommand {
         switch operation {
         case .get(let key): return try get(key)
@@ -131,8 +139,6 @@ enum MemcachedReply: Sendable {
 struct MemcachedInput {
     private(set) var bytes: [UInt8] = []
     private var start = 0
-
-    var isEmpty: Bool { start == bytes.count }
 
     mutating func append(_ more: UnsafeRawBufferPointer) {
         if start > 0 && start == bytes.count {

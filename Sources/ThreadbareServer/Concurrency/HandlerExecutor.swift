@@ -70,11 +70,16 @@ struct ExecutionRules: Sendable {
 
     /// False, and counted, if the deadline answered the request first.
     func stillWanted(_ reply: ReplyHandle) -> Bool {
-        guard let deadline = reply.deadline else { return true }
-        if deadline.hasExpired || !deadline.claimForAnswer() {
-            server.status.lateHandlersDone.add(1)
-            return false
-        }
+        guard let deadline = reply.deadline, !deadline.claimForAnswer() else { return true }
+        server.status.lateHandlersDone.add(1)
+        return false
+    }
+
+    /// True, and counted, if the request's 504 went out before its next stretch of handler
+    /// code could start: the work is not done.
+    func expiredBeforeStart(_ reply: ReplyHandle) -> Bool {
+        guard let deadline = reply.deadline, deadline.hasExpired else { return false }
+        server.status.lateHandlersDone.add(1)
         return true
     }
 

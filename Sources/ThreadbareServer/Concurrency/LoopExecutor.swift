@@ -97,10 +97,7 @@ final class LoopExecutor: HandlerExecutor {
 
     /// Back on the loop after a wait, once the loop is free.
     private func resume(_ progress: LoopRequestProgress, _ hold: LoopLockHold, _ body: HandlerResult.Continuation) {
-        if let deadline = progress.reply.deadline, deadline.hasExpired {
-            rules.server.status.lateHandlersDone.add(1)
-            return
-        }
+        if rules.expiredBeforeStart(progress.reply) { return }
         progress.timing.loop += progress.reply.loop.busyThisTurn(now: MonotonicClock.now())
         proceed(progress, hold, step(hold, &progress.timing, deadline: progress.reply.deadline, body))
     }
@@ -110,10 +107,7 @@ final class LoopExecutor: HandlerExecutor {
     private func offloaded(_ progress: LoopRequestProgress, _ hold: LoopLockHold, _ work: HandlerResult.Continuation,
                            handedOver: UInt64) {
         let started = MonotonicClock.now()
-        if let deadline = progress.reply.deadline, deadline.hasExpired {
-            rules.server.status.lateHandlersDone.add(1)
-            return
-        }
+        if rules.expiredBeforeStart(progress.reply) { return }
         let session = LockSession(lock: hold.domain.lock)
         session.acquire()
         let result = rules.run(work, rules.context(session, hold.domain, progress.reply.deadline))

@@ -35,10 +35,7 @@ final class ThreadPoolExecutor: HandlerExecutor {
     private func run(_ job: HandlerJob, in domain: InterpreterDomain, handedOver: UInt64, loopWait: UInt64, _ reply: ReplyHandle) {
         let started = MonotonicClock.now()
         // Expired while queued: the client has its 504 and the work is not started.
-        if let deadline = reply.deadline, deadline.hasExpired {
-            rules.server.status.lateHandlersDone.add(1)
-            return
-        }
+        if rules.expiredBeforeStart(reply) { return }
         let session = LockSession(lock: domain.lock)
         session.acquire()
         let context = rules.context(session, domain, reply.deadline)

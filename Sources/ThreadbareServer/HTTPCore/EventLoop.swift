@@ -153,12 +153,14 @@ final class EventLoop: @unchecked Sendable {
     private func run() {
         let handle = LoopHandle(loop: self)
         while !stopRequested.load(ordering: .acquiring) {
-            guard event_base_loop(base, EVLOOP_ONCE) >= 0 else {
+            let failed = event_base_loop(base, EVLOOP_ONCE) < 0
+            turnStartedAt = 0
+            // Also on the way out: a loop thread must not end holding its lock.
+            service.loopTurnEnded(handle)
+            if failed {
                 logger.critical("event_base_loop failed; the loop stops")
                 return
             }
-            turnStartedAt = 0
-            service.loopTurnEnded(handle)
         }
     }
 
@@ -179,8 +181,11 @@ final class EventLoop: @unchecked Sendable {
         if turnStartedAt == 0 { turnStartedAt = now }
     }
 
+    /// The first callback of a turn to ask marks the turn's start, so whatever it runs counts
+    /// for the callbacks after it (a memcached reply, a timer, a deadline).
     func busyThisTurn(now: UInt64) -> UInt64 {
-        turnStartedAt == 0 || now < turnStartedAt ? 0 : now - turnStartedAt
+        markTurn(now: now)
+        return now < turnStartedAt ? 0 : now - turnStartedAt
     }
 
     // MARK: Cross-thread entry points

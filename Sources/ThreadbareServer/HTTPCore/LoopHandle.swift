@@ -57,11 +57,13 @@ enum LoopMail: Sendable {
 extension EventLoop {
     func callLater(milliseconds: Int, _ job: @escaping @Sendable () -> Void) {
         let timer = LoopTimer(loop: self, job: job)
-        timers[ObjectIdentifier(timer)] = timer
         timer.event = event_new(base, -1, 0, { _, _, arg in
             let timer = Unmanaged<LoopTimer>.fromOpaque(arg!).takeUnretainedValue()
             timer.loop.fire(timer)
         }, Unmanaged.passUnretained(timer).toOpaque())
+        // Out of memory: the job runs now rather than never.
+        guard timer.event != nil else { return job() }
+        timers[ObjectIdentifier(timer)] = timer
         var length = timeval(seconds: Double(milliseconds) / 1_000)
         event_add(timer.event, &length)
     }
