@@ -1,8 +1,9 @@
 import CLibevent
 
 /// The application as the HTTP core sees it: one call per request, on the loop thread that read
-/// it. The service must not block that thread; it answers through `reply` now or later, from
-/// any thread.
+/// it. Whatever the service runs there holds up every other connection of that loop (which an
+/// event-loop mode shows on purpose), so it must never block on I/O; it answers through `reply`
+/// now or later, from any thread.
 public protocol HTTPService: Sendable {
     /// True when requests need their Authorization header; otherwise the loop does not look.
     var readsAuthorization: Bool { get }
