@@ -1,6 +1,7 @@
 # Two commands set up and run everything on a fresh Debian machine:
 #   make demo   build release, then compare six modes side by side (installs what is missing)
 #   make test   unit and integration tests (installs what is missing)
+#   make demo-python  the modes beside their CPython counterparts (gunicorn, uvicorn from PyPI)
 # make serve serves one mode (CONFIG=config/gil.yaml ...) for curl and loadtest.
 
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
@@ -8,10 +9,13 @@ SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # the dynamic loader no longer relocates every page of Foundation and ICU at start.
 RELEASE = -c release --static-swift-stdlib
 CONFIG ?= config/nogil.yaml
-# memcached: the tests (and cache.backend: memcached) run a real one.
-APT_PACKAGES = libevent-dev pkg-config memcached
+# memcached: the tests (and cache.backend: memcached) run a real one. python3: a test serves the
+# reference app (loadtest/python) with Python's own wsgiref.
+APT_PACKAGES = libevent-dev pkg-config memcached python3
+# make demo-python and bench/fidelity.sh: gunicorn and uvicorn in a virtual environment.
+PYTHON_VENV = .build/python
 
-.PHONY: all setup build release demo serve test test-tsan test-asan fuzz bench clean
+.PHONY: all setup build release demo demo-python python-venv serve test test-tsan test-asan fuzz bench clean
 
 all: build
 
@@ -21,12 +25,12 @@ setup:
 	@if ! [ -x "$(SWIFT)" ]; then \
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
-	@if pkg-config --exists libevent 2>/dev/null && [ -x /usr/bin/memcached ]; then exit 0; fi; \
+	@if pkg-config --exists libevent 2>/dev/null && [ -x /usr/bin/memcached ] && command -v python3 >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "libevent 2.1 development files or memcached are missing. Run:"; \
+		echo "libevent 2.1 development files, memcached or python3 are missing. Run:"; \
 		echo "  sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
 	fi
 
@@ -41,6 +45,26 @@ release: setup
 # against it, the tables printed and the raw results written to report/.
 demo: release
 	$$($(SWIFT) build $(RELEASE) --show-bin-path)/loadtest compare --quick --out report
+
+# The four modes that model a Python server, each followed by that server running the same
+# endpoints in CPython (loadtest/python/targets.yaml): gil and gunicorn gthread, prefork and
+# gunicorn sync, async and uvicorn, prefork-async and gunicorn with uvicorn workers.
+demo-python: release python-venv
+	$$($(SWIFT) build $(RELEASE) --show-bin-path)/loadtest compare --quick --modes gil,prefork,async,prefork-async \
+		--targets loadtest/python/targets.yaml --out report-python
+
+# gunicorn and uvicorn from PyPI, pinned in loadtest/python/requirements.txt, in $(PYTHON_VENV).
+python-venv: setup
+	@if ! python3 -m venv --help >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+		else echo "python3's venv module is missing. Run:"; echo "  sudo apt-get install -y python3-venv"; exit 1; fi; \
+	fi
+	@if ! [ -x $(PYTHON_VENV)/bin/gunicorn ] || ! cmp -s loadtest/python/requirements.txt $(PYTHON_VENV)/requirements.txt; then \
+		echo "installing gunicorn and uvicorn into $(PYTHON_VENV)"; \
+		python3 -m venv $(PYTHON_VENV) && $(PYTHON_VENV)/bin/pip install -q -r loadtest/python/requirements.txt \
+			&& cp loadtest/python/requirements.txt $(PYTHON_VENV)/requirements.txt; \
+	fi
 
 serve: release
 	@echo "serving $(CONFIG); try: curl -s http://127.0.0.1:8080/ | head; Ctrl-C stops"

@@ -19,6 +19,10 @@ struct Compare: ParsableCommand {
     @Option(help: "The threadbare executable (default: the one beside this loadtest).") var threadbare: String?
     @Option(help: "The directory of the per-mode config files.") var configDir = "config"
     @Option(help: "Run nothing: print the tables and write the page again from a compare.json.") var from: String?
+    @Option(help: ArgumentHelp("A target file: servers that are not Threadbare, each started from its command and run after its counterpart mode, if that mode is among --modes (loadtest/python/targets.yaml: the CPython counterparts).", valueName: "file"))
+    var targets: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Passed to every mode's threadbare serve, e.g. --set switch_interval_ms=1.", valueName: "key=value"))
+    var assignments: [String] = []
 
     enum Length: String, EnumerableFlag {
         case quick, full
@@ -53,6 +57,29 @@ struct Compare: ParsableCommand {
             loaded.scenarios = loaded.scenarios.filter { wanted.contains($0.name) }
         }
         let binary = threadbare ?? Bundle.main.executableURL!.deletingLastPathComponent().appendingPathComponent("threadbare").path
+        var externals: [ExternalTarget] = []
+        if let targets {
+            do { externals = try ExternalTarget.load(path: targets) } catch { throw ValidationError("--targets: \(error)") }
+            let modeNames = modes.split(separator: ",").map(String.init)
+            for target in externals where modeNames.contains(target.name) || Self.knownModes.contains(target.name) {
+                throw ValidationError("--targets: target '\(target.name)' has a mode's name; name it after what it runs")
+            }
+            for target in externals {
+                if let counterpart = target.counterpart, !Self.knownModes.contains(counterpart) {
+                    throw ValidationError("--targets: target '\(target.name)': counterpart '\(counterpart)' is not a mode; known: \(Self.knownModes.joined(separator: ", "))")
+                }
+            }
+            // A target comes with its counterpart: --modes gil brings gil's, not prefork's.
+            let (kept, left) = (externals.filter { $0.counterpart.map(modeNames.contains) ?? true },
+                                externals.filter { !($0.counterpart.map(modeNames.contains) ?? true) })
+            for target in left {
+                FileHandle.standardError.write(Data("leaving out \(target.name): its counterpart \(target.counterpart!) is not among --modes\n".utf8))
+            }
+            externals = kept
+        }
+        for assignment in assignments where !assignment.contains("=") {
+            throw ValidationError("--set \(assignment): expected key=value")
+        }
         let outDirectory = URL(fileURLWithPath: out)
         let logs = outDirectory.appendingPathComponent("logs")
         do {
@@ -61,7 +88,9 @@ struct Compare: ParsableCommand {
             throw ValidationError("--out: cannot create \(logs.path): \(error.localizedDescription)")
         }
         let options = Comparison.Options(modes: modes.split(separator: ",").map(String.init), suite: loaded, full: length == .full,
-                                         binary: binary, configDirectory: configDir, logDirectory: logs)
+                                         binary: binary, configDirectory: configDir, logDirectory: logs,
+                                         serverArguments: assignments.flatMap { ["--set", $0] },
+                                         targets: externals, targetEnvironment: externals.isEmpty ? [:] : unitEnvironment(binary))
         // Ctrl-C or TERM: stop the server being measured (it is in a process group of its own
         // and would not hear it), then leave as an interrupted program does.
         var stoppers: [any DispatchSourceSignal] = []
@@ -84,6 +113,31 @@ struct Compare: ParsableCommand {
         try writeDistributions(comparison, in: outDirectory.appendingPathComponent("hgrm"))
         // Every mode and scenario reported above; a script still learns that one was missing.
         if comparison.modes.contains(where: { $0.failure != nil || !$0.scenarioFailures.isEmpty }) { throw ExitCode(1) }
+    }
+
+    /// THREADBARE_UNIT_NS for the targets: what one /cpu unit costs Threadbare here, so a
+    /// reference app can make its own unit cost the same. Kept if already set.
+    private func unitEnvironment(_ binary: String) -> [String: String] {
+        if let given = ProcessInfo.processInfo.environment["THREADBARE_UNIT_NS"] {
+            FileHandle.standardError.write(Data("one /cpu unit: \(given) ns (THREADBARE_UNIT_NS)\n".utf8))
+            return [:]
+        }
+        let measuring = Process(), output = Pipe()
+        measuring.executableURL = URL(fileURLWithPath: binary)
+        measuring.arguments = ["cpu-unit"]
+        measuring.standardOutput = output
+        guard (try? measuring.run()) != nil else {
+            FileHandle.standardError.write(Data("cannot run \(binary) cpu-unit: targets calibrate to their own default unit\n".utf8))
+            return [:]
+        }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        measuring.waitUntilExit()
+        guard measuring.terminationStatus == 0, let nanoseconds = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            FileHandle.standardError.write(Data("\(binary) cpu-unit failed: targets calibrate to their own default unit\n".utf8))
+            return [:]
+        }
+        FileHandle.standardError.write(Data("one /cpu unit: \(nanoseconds) ns on this machine (threadbare cpu-unit), passed to the targets as THREADBARE_UNIT_NS\n".utf8))
+        return ["THREADBARE_UNIT_NS": String(nanoseconds)]
     }
 
     /// Every load run's latency distribution, as MODE-SCENARIO-N-LOAD.hgrm (LOAD: c8 for 8

@@ -11,7 +11,7 @@ struct Threadbare: ParsableCommand {
         commandName: "threadbare",
         abstract: "One HTTP server, every way Python services use a machine's cores: gil, subinterpreters, prefork, nogil, async, prefork-async.",
         version: ServerStatus.version,
-        subcommands: [Serve.self, Config.self],
+        subcommands: [Serve.self, Config.self, CPUUnit.self],
         defaultSubcommand: Serve.self)
 }
 

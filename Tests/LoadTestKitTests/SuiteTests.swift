@@ -33,6 +33,28 @@ struct SuiteTests {
         ScenarioTests.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try Suite.parse(text, path: "s.yaml") }
     }
 
+    @Test func theShippedTargetsAreValid() throws {
+        let targets = try ExternalTarget.load(path: ScenarioTests.shipped.appendingPathComponent("python/targets.yaml").path)
+        #expect(targets.map(\.counterpart) == ["gil", "prefork", "async", "prefork-async"])
+        #expect(targets.allSatisfy { $0.command.contains("{port}") && $0.readyPath == "/health" })
+    }
+
+    @Test(arguments: [
+        ("targets:\n  - name: a\n", "t.yaml:2: a target needs command"),
+        ("targets:\n  - {name: a b, command: x}\n", "t.yaml:2: name: letters, digits"),
+        ("targets:\n  - {name: a, command: x, port: 8}\n", "t.yaml:2: a target: unknown key 'port'"),
+        ("targets:\n  - {name: a, command: x}\n  - {name: a, command: y}\n", "t.yaml:3: a second target named 'a'"),
+        ("targets:\n  - {name: a, command: x, url: \"https://h:{port}\"}\n", "t.yaml:2: url: 'https://h:1': only http://"),
+        ("targets:\n  - {name: a, command: x, ready_path: health}\n", "t.yaml:2: ready_path: must start with /"),
+        ("targets:\n  - {name: a, command: x, start_timeout: soon}\n", "t.yaml:2: start_timeout: expected a duration"),
+        ("targets:\n  - {name: a, command: x, environment: [A]}\n", "t.yaml:2: environment: expected a mapping"),
+        ("targets:\n  - {name: a, command: \" \"}\n", "t.yaml:2: command: is empty"),
+        ("targets: []\n", "t.yaml:1: targets: expected a list"),
+    ])
+    func targetFileMistakesNameTheFileAndLine(text: String, expected: String) {
+        ScenarioTests.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try ExternalTarget.parse(text, path: "t.yaml") }
+    }
+
     static func outcome(_ scenario: String, _ figures: [(ScenarioOutcome.Measure, Double?)], headline: ScenarioOutcome.Measure,
                         higherIsBetter: Bool, serverTime: [String: Double] = [:]) -> ScenarioOutcome {
         ScenarioOutcome(scenario: scenario, figures: figures.map { .init($0.0, $0.1) }, headline: headline,

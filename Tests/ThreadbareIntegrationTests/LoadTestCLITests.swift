@@ -198,6 +198,61 @@ extension LoadSensitive {
             #expect(badMode.status == 2 && badMode.stderr.contains("unknown mode 'turbo'"), "\(badMode.stderr)")
         }
 
+        /// An external target started from a command, Python's own wsgiref serving the
+        /// reference app: it runs the suite right after its counterpart mode, its row, memory
+        /// and stop are reported, and a target that cannot start is reported with its reason
+        /// while the rest run.
+        @Test func compareRunsAnExternalTargetBesideItsCounterpart() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("compare-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let suite = directory.appendingPathComponent("suite.yaml")
+            try """
+                quick: {duration: 300ms, warmup: 100ms}
+                scenarios:
+                  - {name: cpu, title: CPU scaling, kind: scaling, path: "/cpu?work=200", connections: [1, 2]}
+                  - {name: cache, title: Cache, kind: cache, path: "/cache/k{key}?compute=50", keys: {count: 50, zipf: 1}, connections: 2}
+                  - {name: memory, title: Memory, kind: memory, path: /health, connections: 2}
+                """.write(to: suite, atomically: true, encoding: .utf8)
+            let targets = directory.appendingPathComponent("targets.yaml")
+            try """
+                targets:
+                  - name: broken
+                    command: python3 -c "import sys; sys.exit('address already in use')"
+                    start_timeout: 10s
+                  - name: wsgiref
+                    counterpart: gil
+                    command: python3 \(repository.path)/loadtest/python/wsgi.py --port {port}
+                    ready_path: /health
+                """.write(to: targets, atomically: true, encoding: .utf8)
+            let out = directory.appendingPathComponent("report")
+            let run = try Self.loadtest(["compare", "--modes", "gil", "--targets", targets.path, "--suite", suite.path, "--out", out.path,
+                                         "--config-dir", repository.appendingPathComponent("config").path])
+            #expect(run.status == 1, "broken did not start: \(run.stdout)\n\(run.stderr)")
+            #expect(run.stderr.contains("passed to the targets as THREADBARE_UNIT_NS"), "\(run.stderr)")
+            #expect(run.stdout.contains("\ngil ") && run.stdout.contains("\nwsgiref "), "both rows: \(run.stdout)")
+            #expect(run.stdout.contains("## Against their counterparts"), "\(run.stdout)")
+            #expect(run.stdout.contains("wsgiref stopped on SIGTERM in "), "\(run.stdout)")
+            #expect(run.stdout.contains("broken was not measured: broken did not start: its command exited with status 1: address already in use"),
+                    "\(run.stdout)")
+            let json = try Self.json(try String(contentsOf: out.appendingPathComponent("compare.json"), encoding: .utf8))
+            let modes = try #require(json["modes"] as? [[String: Any]])
+            #expect(modes.map { $0["mode"] as? String } == ["gil", "wsgiref", "broken"], "each target after its counterpart, the rest at the end")
+            let reference = try #require(modes.first { $0["mode"] as? String == "wsgiref" })
+            #expect((reference["outcomes"] as? [Any])?.count == 3, "\(reference["scenario_failures"] ?? "")")
+            let external = try #require(reference["external"] as? [String: Any])
+            #expect(external["counterpart"] as? String == "gil")
+            #expect((external["stop"] as? String)?.hasPrefix("stopped on SIGTERM") == true, "\(external)")
+            let idle = try #require(reference["idle_memory"] as? [String: Any])
+            #expect(idle["processes"] as? Int == 1, "exec: python itself, no shell: \(idle)")
+            #expect((idle["pss_bytes"] as? Int ?? 0) > 1_000_000, "a Python process's memory: \(idle)")
+            // The reference app's /cache answered: a hit ratio like Threadbare's, not a blank.
+            let cache = try #require((reference["outcomes"] as? [[String: Any]])?.first { $0["scenario"] as? String == "cache" })
+            let hitRatio = (cache["figures"] as? [[String: Any]])?.first { ($0["measure"] as? [String: Any])?["hitRatio"] != nil }?["value"] as? Double
+            #expect((hitRatio ?? 0) > 10, "\(cache)")
+        }
+
         /// A mode whose configuration puts the cache in memcached: compare starts one for the
         /// mode's run, measures through it, counts it in the mode's memory, and stops it.
         @Test(.enabled(if: MemcachedServer.isInstalled))

@@ -17,6 +17,7 @@ public struct Comparison: Codable, Sendable {
     }
 
     public struct ModeResult: Codable, Sendable {
+        /// The mode, or an external target's name.
         public var mode: String
         /// Why the mode could not be measured at all (it did not start).
         public var failure: String?
@@ -24,15 +25,24 @@ public struct Comparison: Codable, Sendable {
         public var outcomes: [ScenarioOutcome]
         /// Scenario name → why it could not be measured.
         public var scenarioFailures: [String: String]
+        /// Set for an external target: what ran, beside which mode, and how it stopped.
+        public var external: ExternalRun?
 
         enum CodingKeys: String, CodingKey {
-            case mode, failure, outcomes
+            case mode, failure, outcomes, external
             case idleMemory = "idle_memory", scenarioFailures = "scenario_failures"
         }
 
         public func outcome(_ scenario: String) -> ScenarioOutcome? {
             outcomes.first { $0.scenario == scenario }
         }
+    }
+
+    public struct ExternalRun: Codable, Sendable {
+        public var counterpart: String?
+        public var command: String
+        /// How it stopped: on SIGTERM and how fast, or killed.
+        public var stop: String?
     }
 
     public var timing: String
@@ -49,65 +59,72 @@ public struct Comparison: Codable, Sendable {
         public var configDirectory: String
         /// Server logs go here.
         public var logDirectory: URL
+        /// Added to every mode's `threadbare serve` command line (`--set KEY=VALUE`).
+        public var serverArguments: [String]
+        /// Servers that are not Threadbare, each run after its counterpart mode (the rest at
+        /// the end), with `targetEnvironment` added to what their commands see.
+        public var targets: [ExternalTarget]
+        public var targetEnvironment: [String: String]
 
-        public init(modes: [String], suite: Suite, full: Bool, binary: String, configDirectory: String, logDirectory: URL) {
+        public init(modes: [String], suite: Suite, full: Bool, binary: String, configDirectory: String, logDirectory: URL,
+                    serverArguments: [String] = [], targets: [ExternalTarget] = [], targetEnvironment: [String: String] = [:]) {
+            self.serverArguments = serverArguments
             self.modes = modes
             self.suite = suite
             self.full = full
             self.binary = binary
             self.configDirectory = configDirectory
             self.logDirectory = logDirectory
+            self.targets = targets
+            self.targetEnvironment = targetEnvironment
         }
+
+        /// Modes and targets in the order they run: each target straight after its counterpart.
+        var runOrder: [Entrant] {
+            let placed = { (target: ExternalTarget) in target.counterpart.map { modes.contains($0) } ?? false }
+            return modes.flatMap { mode in [Entrant.mode(mode)] + targets.filter { $0.counterpart == mode }.map(Entrant.external) }
+                + targets.filter { !placed($0) }.map(Entrant.external)
+        }
+    }
+
+    enum Entrant {
+        case mode(String)
+        case external(ExternalTarget)
     }
 
     /// Runs the comparison; `say` hears what is happening, a line at a time.
     public static func run(_ options: Options, say: (String) -> Void) -> Comparison {
         let timing = options.full ? options.suite.full : options.suite.quick
         var results: [ModeResult] = []
-        for mode in options.modes {
-            var result = ModeResult(mode: mode, outcomes: [], scenarioFailures: [:])
-            let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
-            let log = options.logDirectory.appendingPathComponent("\(mode).log")
+        for entrant in options.runOrder {
+            let name: String, external: ExternalRun?
+            switch entrant {
+            case .mode(let mode): (name, external) = (mode, nil)
+            case .external(let target): (name, external) = (target.name, ExternalRun(counterpart: target.counterpart, command: target.command))
+            }
+            var result = ModeResult(mode: name, outcomes: [], scenarioFailures: [:], external: external)
+            let log = options.logDirectory.appendingPathComponent("\(name).log")
             let server: ServerUnderTest
             do {
-                server = try ServerUnderTest(mode: mode, binary: options.binary, config: config, log: log)
+                switch entrant {
+                case .mode(let mode):
+                    let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
+                    server = try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: options.serverArguments, log: log)
+                case .external(let target):
+                    server = try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log)
+                }
             } catch {
-                say("\(mode): \(error)")
+                say("\(name): \(error)")
                 result.failure = "\(error)"
                 results.append(result)
                 continue
             }
-            // Idle: started and settled, before any load.
-            Thread.sleep(forTimeInterval: 0.3)
-            let idle = server.memory()
-            result.idleMemory = idle
-            say("\(mode): listening on \(server.target.hostHeader), \(idle.processes) process\(idle.processes == 1 ? "" : "es")")
-            for entry in options.suite.scenarios {
-                if let exit = server.exit {
-                    // Died during an earlier scenario: nothing after it is measured.
-                    result.scenarioFailures[entry.name] = "the server \(exit) before this scenario"
-                    continue
-                }
-                server.settle()
-                let started = Date()
-                do {
-                    let outcome = try ScenarioOutcome.measure(entry, on: server, timing: timing, idleMemory: idle)
-                    result.outcomes.append(outcome)
-                    let headline = outcome.headlineValue.map { Self.format($0) } ?? "—"
-                    say(String(format: "%@: %@ done in %.1fs (%@ %@)", mode, entry.name, Date().timeIntervalSince(started), outcome.headline.label, headline))
-                } catch {
-                    result.scenarioFailures[entry.name] = "\(error)"
-                    say("\(mode): \(entry.name) failed: \(error)")
-                }
-                // Figures taken while the server was dying are not its figures, and a failure
-                // then is the death's.
-                if let exit = server.exit {
-                    result.outcomes.removeAll { $0.scenario == entry.name }
-                    result.scenarioFailures[entry.name] = "the server \(exit) during this scenario"
-                    say("\(mode): the server \(exit) during \(entry.name)")
-                }
+            measure(server, into: &result, scenarios: options.suite.scenarios, timing: timing, say: say)
+            let stopped = server.stop()
+            if result.external != nil {
+                result.external?.stop = stopped
+                say("\(name): \(stopped)")
             }
-            server.stop()
             results.append(result)
         }
         return Comparison(
@@ -118,6 +135,42 @@ public struct Comparison: Codable, Sendable {
                 return ScenarioInfo(name: entry.name, title: entry.title, question: entry.question, kind: entry.kind.name, slaP99Milliseconds: sla)
             },
             modes: results)
+    }
+
+    /// Every scenario against one started server, its idle memory first.
+    private static func measure(_ server: ServerUnderTest, into result: inout ModeResult, scenarios: [Suite.Entry],
+                                timing: Suite.Timing, say: (String) -> Void) {
+        let name = result.mode
+        // Idle: started and settled, before any load.
+        Thread.sleep(forTimeInterval: 0.3)
+        let idle = server.memory()
+        result.idleMemory = idle
+        say("\(name): listening on \(server.target.hostHeader), \(idle.processes) process\(idle.processes == 1 ? "" : "es")")
+        for entry in scenarios {
+            if let exit = server.exit {
+                // Died during an earlier scenario: nothing after it is measured.
+                result.scenarioFailures[entry.name] = "the server \(exit) before this scenario"
+                continue
+            }
+            server.settle()
+            let started = Date()
+            do {
+                let outcome = try ScenarioOutcome.measure(entry, on: server, timing: timing, idleMemory: idle)
+                result.outcomes.append(outcome)
+                let headline = outcome.headlineValue.map { Self.format($0) } ?? "—"
+                say(String(format: "%@: %@ done in %.1fs (%@ %@)", name, entry.name, Date().timeIntervalSince(started), outcome.headline.label, headline))
+            } catch {
+                result.scenarioFailures[entry.name] = "\(error)"
+                say("\(name): \(entry.name) failed: \(error)")
+            }
+            // Figures taken while the server was dying are not its figures, and a failure
+            // then is the death's.
+            if let exit = server.exit {
+                result.outcomes.removeAll { $0.scenario == entry.name }
+                result.scenarioFailures[entry.name] = "the server \(exit) during this scenario"
+                say("\(name): the server \(exit) during \(entry.name)")
+            }
+        }
     }
 
     public func json() -> String {

@@ -13,11 +13,41 @@ extension Comparison {
             lines.append(contentsOf: memoryNotes(scenario))
             blocks.append(lines.joined(separator: "\n"))
         }
+        let pairs = counterparts()
+        if !pairs.isEmpty { blocks.append(pairs.joined(separator: "\n")) }
+        let stops = modes.compactMap { mode in mode.external?.stop.map { "\(mode.mode) \($0)." } }
+        if !stops.isEmpty { blocks.append(stops.joined(separator: "\n")) }
         let missing = modes.filter { $0.failure != nil }
         if !missing.isEmpty {
             blocks.append(missing.map { "\($0.mode) was not measured: \($0.failure!)" }.joined(separator: "\n"))
         }
         return blocks.joined(separator: "\n\n")
+    }
+
+    /// Each external target beside its counterpart mode: every scenario's headline for both
+    /// and their ratio, mode over target (1.00 is a faithful model).
+    func counterparts() -> [String] {
+        var cells: [[String]] = [["scenario", "figure", "mode", "value", "counterpart", "value", "mode / counterpart"]]
+        for target in modes {
+            guard let counterpart = target.external?.counterpart, let mode = modes.first(where: { $0.mode == counterpart }) else { continue }
+            for scenario in scenarios {
+                guard let ours = mode.outcome(scenario.name), let theirs = target.outcome(scenario.name) else { continue }
+                let f = { (value: Double?) in value.map { Self.format($0) } ?? "—" }
+                let ratio = ours.headlineValue.flatMap { value in theirs.headlineValue.map { $0 == 0 ? "—" : String(format: "%.2f", value / $0) } } ?? "—"
+                let unit = ours.headline.unit.isEmpty || ours.headline.label.contains(ours.headline.unit) ? "" : " \(ours.headline.unit)"
+                cells.append([scenario.name, ours.headline.label + unit, mode.mode, f(ours.headlineValue), target.mode, f(theirs.headlineValue), ratio])
+            }
+        }
+        guard cells.count > 1 else { return [] }
+        let widths = cells[0].indices.map { column in cells.map { $0[column].count }.max() ?? 0 }
+        let rendered = cells.map { row in
+            row.enumerated().map { column, cell in
+                column < 3 || column == 4 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[column] - cell.count) + cell
+            }.joined(separator: "  ")
+        }
+        return ["## Against their counterparts — does each mode behave like the server it models?",
+                rendered[0], String(repeating: "-", count: rendered[0].count)] + rendered.dropFirst()
     }
 
     /// The modes that measured `scenario`, with their outcomes.

@@ -6,14 +6,18 @@ import Synchronization
 import Glibc
 #endif
 
-/// One `threadbare serve` that compare starts from a mode's config file, on a free port, with
-/// its output in a log file; stopped with SIGTERM (and SIGKILL if it will not go).
+/// One server compare measures: a `threadbare serve` started from a mode's config file, or an
+/// external target started from its command, each on a free port with its output in a log
+/// file; stopped with SIGTERM (and SIGKILL if it will not go).
 final class ServerUnderTest {
     let mode: String
     let target: Target
     private let process = Process()
     /// The memcached the mode's configuration needs, when compare started it.
     private let memcached: MemcachedSidecar?
+    /// An external target: its whole process group is signalled, and it has this long to stop.
+    private let stopTimeout: Double
+    private let signalsGroup: Bool
 
     struct StartFailure: Error, CustomStringConvertible {
         let description: String
@@ -21,19 +25,19 @@ final class ServerUnderTest {
 
     /// Starts `binary serve --config CONFIG --port 0` and waits (at most 20 s) for its
     /// `listening on` line.
-    init(mode: String, binary: String, config: String, log: URL) throws {
+    init(mode: String, binary: String, config: String, arguments: [String] = [], log: URL) throws {
         self.mode = mode
+        stopTimeout = 10
+        signalsGroup = false
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw StartFailure(description: "no threadbare executable at \(binary) (build it, or pass --threadbare)")
         }
         guard FileManager.default.fileExists(atPath: config) else { throw StartFailure(description: "no config file at \(config)") }
-        guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
-            throw StartFailure(description: "cannot write the log file \(log.path)")
-        }
+        try Self.createLog(log)
         memcached = try MemcachedSidecar.startIfNeeded(threadbare: binary, config: config)
         let output = Pipe()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--config", config, "--port", "0", "--host", "127.0.0.1"]
+        process.arguments = ["serve", "--config", config, "--port", "0", "--host", "127.0.0.1"] + arguments
         process.standardOutput = output
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardInput = FileHandle.nullDevice
@@ -60,14 +64,84 @@ final class ServerUnderTest {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
             memcached?.stop()
-            let logged = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             throw StartFailure(description: "\(mode) did not start (exit \(process.isRunning ? "-" : String(process.terminationStatus))): "
-                               + (logged.split(separator: "\n").suffix(3).joined(separator: " | ")))
+                               + Self.lastLines(of: log))
         }
         target = parsed
         Self.running.withLock { $0 = process.processIdentifier }
         // Drain what the server prints later, so it can never block on a full pipe.
         reader.readabilityHandler = { handle in _ = handle.availableData }
+    }
+
+    /// Starts an external target's command (`exec COMMAND` under /bin/sh) on a free port and waits until its
+    /// ready path answers anything HTTP, within its start timeout. `environment` is added to
+    /// compare's own, below the target's.
+    init(external: ExternalTarget, environment: [String: String], log: URL) throws {
+        mode = external.name
+        stopTimeout = external.stopTimeout
+        signalsGroup = true
+        memcached = nil
+        try Self.createLog(log)
+        let port = try Self.freePort()
+        do { target = try Target(url: external.filled(external.url, port: port)) } catch {
+            throw StartFailure(description: "url: \(error)")
+        }
+        var variables = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        variables["PORT"] = String(port)
+        for (name, value) in external.environment { variables[name] = external.filled(value, port: port) }
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // exec: the server itself, not a shell waiting for it, is the process compare watches.
+        process.arguments = ["-c", "exec " + external.filled(external.command, port: port)]
+        process.environment = variables
+        let output = try FileHandle(forWritingTo: log)
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        do { try process.run() } catch { throw StartFailure(description: "cannot run /bin/sh: \(error)") }
+        Self.running.withLock { $0 = process.processIdentifier }
+
+        let deadline = Date().addingTimeInterval(external.startTimeout)
+        while request(external.readyPath, timeout: 1) == nil {
+            if let exit {
+                throw StartFailure(description: "\(external.name) did not start: its command \(exit): " + Self.lastLines(of: log))
+            }
+            guard Date() < deadline else {
+                stop()
+                throw StartFailure(description: "\(external.name) did not answer \(external.readyPath) on \(target.hostHeader) within "
+                                   + "\(Comparison.format(external.startTimeout)) s: " + Self.lastLines(of: log))
+            }
+            usleep(100_000)
+        }
+    }
+
+    private static func createLog(_ log: URL) throws {
+        guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
+            throw StartFailure(description: "cannot write the log file \(log.path)")
+        }
+    }
+
+    /// What a server said last before it failed, for the reason compare reports.
+    private static func lastLines(of log: URL) -> String {
+        let logged = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        let lines = logged.split(separator: "\n").suffix(3)
+        return lines.isEmpty ? "(its log \(log.path) is empty)" : lines.joined(separator: " | ")
+    }
+
+    /// A port the kernel just handed out and took back: free unless another program takes it
+    /// in the moment before the target binds it.
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw StartFailure(description: "cannot make a socket to find a free port") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw StartFailure(description: "cannot find a free port: \(String(cString: strerror(errno)))") }
+        return UInt16(bigEndian: address.sin_port)
     }
 
     var pid: Int32 { process.processIdentifier }
@@ -84,7 +158,7 @@ final class ServerUnderTest {
     static let running = Mutex<pid_t?>(nil)
 
     func memory() -> ServerMemory {
-        let pids = [pid] + ProcessMemory.children(of: pid) + (memcached.map { [$0.pid] } ?? [])
+        let pids = [pid] + ProcessMemory.descendants(of: pid) + (memcached.map { [$0.pid] } ?? [])
         return ServerMemory(processes: pids.count,
                             anonymousPssByProcess: pids.map { ProcessMemory.anonymousProportionalBytes(of: String($0)) },
                       rssBytes: pids.reduce(0) { $0 + ProcessMemory.residentBytes(of: String($1)) },
@@ -95,11 +169,17 @@ final class ServerUnderTest {
     /// One GET on a connection of its own (`Connection: close`), for the server's /stats;
     /// nil if it did not answer 200 within two seconds.
     func get(_ path: String) -> [UInt8]? {
+        guard let (status, body) = request(path), status == 200 else { return nil }
+        return body
+    }
+
+    /// One GET: the status and body of the answer, or nil if none came within `timeout` seconds.
+    func request(_ path: String, timeout: Int = 2) -> (status: Int, body: [UInt8])? {
         guard let address = try? ResolvedAddress(target) else { return nil }
         let fd = address.makeSocket(flags: Int32(SOCK_CLOEXEC.rawValue))
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var limit = timeval(tv_sec: 2, tv_usec: 0)
+        var limit = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         guard address.withSockaddr({ connect(fd, $0, $1) }) == 0 else { return nil }
@@ -112,8 +192,11 @@ final class ServerUnderTest {
             if count <= 0 { break }
             answer += buffer[..<count]
         }
-        guard answer.starts(with: Array("HTTP/1.1 200".utf8)), let end = answer.firstRange(of: Array("\r\n\r\n".utf8)) else { return nil }
-        return Array(answer[end.upperBound...])
+        // "HTTP/1.x NNN": an HTTP/1.0 server (wsgiref) answers too.
+        guard answer.count >= 12, answer.starts(with: Array("HTTP/1.".utf8)),
+              let status = Int(String(decoding: answer[9..<12], as: UTF8.self)),
+              let end = answer.firstRange(of: Array("\r\n\r\n".utf8)) else { return nil }
+        return (status, Array(answer[end.upperBound...]))
     }
 
     /// Requests the server has finished over all its processes, and the requests waiting for
@@ -130,25 +213,55 @@ final class ServerUnderTest {
     /// behind them. Settled: nothing waits for a handler, and nothing but the /stats request
     /// itself was served in 100 ms. Gives up at once if the server has exited.
     func settle(limit: Double = 10) {
+        guard var last = progress() else {
+            // A server without Threadbare's /stats (a user's own): a pause is all there is.
+            Thread.sleep(forTimeInterval: 0.5)
+            return
+        }
         let deadline = Date().addingTimeInterval(limit)
-        var last = progress()
         while Date() < deadline && exit == nil {
             Thread.sleep(forTimeInterval: 0.1)
-            let now = progress()
-            if let now, let before = last, now.served - before.served <= 1 && now.queued == 0 { return }
+            guard let now = progress() else { continue }
+            if now.served - last.served <= 1 && now.queued == 0 { return }
             last = now
         }
     }
 
-    func stop() {
+    /// Stops the server (SIGTERM, then SIGKILL after its stop timeout) and says how it went.
+    /// An external target's whole process group hears the signals, so workers a crashed
+    /// arbiter left behind go too.
+    @discardableResult
+    func stop() -> String {
         Self.running.withLock { if $0 == process.processIdentifier { $0 = nil } }
         defer { memcached?.stop() }
-        guard process.isRunning else { return }
-        kill(pid, SIGTERM)
-        let deadline = Date().addingTimeInterval(10)
+        // Foundation makes the child a process group's leader; signal each process if not.
+        let group = signalsGroup && getpgid(pid) == pid
+        let family = signalsGroup ? ProcessMemory.descendants(of: pid) : []
+        let signal = { (number: Int32) in
+            if group { _ = kill(-self.pid, number) } else { _ = kill(self.pid, number); family.forEach { _ = kill($0, number) } }
+        }
+        // Once the leader is reaped its pid may be reused: only the group, or the processes
+        // seen below it, are killed then.
+        let sweep = {
+            guard self.signalsGroup else { return }
+            if group { _ = kill(-self.pid, SIGKILL) } else { family.forEach { _ = kill($0, SIGKILL) } }
+        }
+        guard process.isRunning else {
+            sweep()
+            return "had already \(exit ?? "exited")"
+        }
+        let started = Date()
+        signal(SIGTERM)
+        let deadline = started.addingTimeInterval(stopTimeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(pid, SIGKILL) }
+        let killed = process.isRunning
+        if killed { signal(SIGKILL) }
         process.waitUntilExit()
+        // What the group's leader left running when it went.
+        sweep()
+        let took = Comparison.format(Date().timeIntervalSince(started))
+        return killed ? "did not stop within \(Comparison.format(stopTimeout)) s of SIGTERM and was killed"
+            : "stopped on SIGTERM in \(took) s (\(exit ?? "exited"))"
     }
 
     deinit {

@@ -1,0 +1,292 @@
+"""Threadbare's endpoints, written once for the WSGI and the ASGI app.
+
+A handler answers at once, or says what it waits on, as Threadbare's handlers do: the WSGI
+app (gunicorn's sync and gthread workers) blocks its thread for a wait, the ASGI app (uvicorn)
+awaits it on the event loop. Same paths, parameters, answers and error messages as Threadbare;
+`/cpu`'s result differs, being another computation of the same cost.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+from scoreboard import Scoreboard
+from work import Calibration
+
+IO_MAX_MS = 10_000
+CPU_MAX_WORK = 1_000_000
+MAX_KEY_BYTES = 250
+MAX_TTL = 30 * 24 * 3600
+
+
+class Answer:
+    def __init__(self, status, body, content_type="application/json", headers=()):
+        self.status, self.body, self.content_type, self.headers = status, body, content_type, list(headers)
+
+
+class Waits:
+    """Wait ms milliseconds (a query, a call to another service), then answer with then()."""
+
+    def __init__(self, milliseconds, then):
+        self.milliseconds, self.then = milliseconds, then
+
+
+class Offloads:
+    """run_in_executor on an event loop; on a handler thread, simply run."""
+
+    def __init__(self, run):
+        self.run = run
+
+
+class RequestError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def json_answer(value, status=200, headers=()):
+    return Answer(status, json.dumps(value, separators=(",", ":")).encode(), headers=headers)
+
+
+class Query:
+    def __init__(self, text):
+        try:
+            self.pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+        except UnicodeDecodeError:
+            raise RequestError(400, "malformed query string")
+
+    def allow_only(self, known):
+        for name, _ in self.pairs:
+            if name not in known:
+                raise RequestError(400, f"unknown query parameter '{name[:64]}'")
+
+    def has(self, name):
+        return any(key == name for key, _ in self.pairs)
+
+    def integer(self, name, low, high, default=None):
+        found = [value for key, value in self.pairs if key == name]
+        if len(found) > 1:
+            raise RequestError(400, f"query parameter '{name}' is given more than once")
+        if not found:
+            if default is not None:
+                return default
+            raise RequestError(400, f"missing query parameter '{name}'")
+        text = found[0]
+        if not text.lstrip("-").isdigit() or text.startswith("+"):
+            raise RequestError(400, f"query parameter '{name}' must be an integer, got '{text[:64]}'")
+        value = int(text)
+        if not low <= value <= high:
+            raise RequestError(400, f"query parameter '{name}' must be between {low} and {high}, got {value}")
+        return value
+
+
+class Cache:
+    """One process's LRU cache, as Threadbare's `local` backend: max_entries, max_bytes, TTLs."""
+
+    def __init__(self, scoreboard, max_entries, max_bytes):
+        self.entries = OrderedDict()  # key -> (value, content_type, expires_at or None)
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.board = scoreboard
+
+    @staticmethod
+    def _size(key, value):
+        return len(key) + len(value)
+
+    def get(self, key):
+        with self.lock:
+            found = self.entries.get(key)
+            if found is not None and found[2] is not None and found[2] <= time.monotonic():
+                self._remove(key)
+                self.board.add("expirations")
+                found = None
+            if found is None:
+                self.board.add("misses")
+                return None
+            self.entries.move_to_end(key)
+            self.board.add("hits")
+            return found
+
+    def put(self, key, value, content_type, ttl):
+        with self.lock:
+            replaced = self._remove(key)
+            self.entries[key] = (value, content_type, time.monotonic() + ttl if ttl else None)
+            self.bytes += self._size(key, value)
+            while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+                oldest = next(iter(self.entries))
+                self._remove(oldest)
+                self.board.add("evictions")
+            self._publish()
+            return replaced
+
+    def delete(self, key):
+        with self.lock:
+            removed = self._remove(key)
+            self._publish()
+            return removed
+
+    def _remove(self, key):
+        found = self.entries.pop(key, None)
+        if found is None:
+            return False
+        self.bytes -= self._size(key, found[0])
+        return True
+
+    def _publish(self):
+        self.board.set(entries=len(self.entries), bytes=self.bytes)
+
+
+class Application:
+    def __init__(self, server):
+        self.server = server
+        self.started = time.monotonic()
+        interval = os.environ.get("SWITCH_INTERVAL_MS")
+        if interval:
+            try:
+                sys.setswitchinterval(float(interval) / 1000)
+            except ValueError:
+                sys.exit(f"SWITCH_INTERVAL_MS must be a positive number of milliseconds, got {interval!r}")
+        self.calibration = Calibration()
+        self.board = Scoreboard()
+        self.cache = Cache(self.board, int(os.environ.get("CACHE_MAX_ENTRIES", "10000")),
+                           int(os.environ.get("CACHE_MAX_BYTES", str(64 << 20))))
+        self.counts = {}
+        self.counts_lock = threading.Lock()
+        print(f"threadbare reference app ({server}, pid {os.getpid()}): {self.calibration.summary()}; "
+              f"switch interval {sys.getswitchinterval() * 1000:g} ms", file=sys.stderr, flush=True)
+
+    # Counting, around every request.
+    def began(self):
+        self.board.add("in_flight")
+
+    def ended(self, name, status):
+        self.board.add("in_flight", -1)
+        self.board.add("requests")
+        with self.counts_lock:
+            by_status = self.counts.setdefault(name, {})
+            by_status[str(status)] = by_status.get(str(status), 0) + 1
+
+    def respond(self, method, path, query, body, content_type):
+        """(endpoint name, Answer | Waits | Offloads)."""
+        try:
+            for name, methods, matches, handler in self.routes:
+                if matches(path):
+                    if method not in methods:
+                        raise RequestError(405, f"{method} is not allowed on {path}")
+                    return name, handler(self, method, path, Query(query), body, content_type)
+            raise RequestError(404, f"no endpoint at {path}")
+        except RequestError as error:
+            return "error", json_answer({"error": error.message, "status": error.status}, error.status)
+
+    def index(self, method, path, query, body, content_type):
+        query.allow_only(())
+        return json_answer({"name": "threadbare-reference", "server": self.server, "pid": os.getpid(),
+                            "python": sys.version.split()[0], "calibration": self.calibration.describe(),
+                            "endpoints": [route[0] for route in self.routes]})
+
+    def health(self, method, path, query, body, content_type):
+        return Answer(200, b"ok", "text/plain; charset=utf-8")
+
+    def io(self, method, path, query, body, content_type):
+        query.allow_only(("ms",))
+        milliseconds = query.integer("ms", 0, IO_MAX_MS)
+        return Waits(milliseconds, lambda: json_answer({"slept_ms": milliseconds}))
+
+    def cpu(self, method, path, query, body, content_type):
+        query.allow_only(("work", "release", "offload"))
+        work = query.integer("work", 0, CPU_MAX_WORK)
+        releases = query.integer("release", 0, 1, default=0) == 1
+        offloads = query.integer("offload", 0, 1, default=0) == 1
+
+        def compute():
+            state = self.calibration.compute_released(work) if releases else self.calibration.compute(work)
+            return Answer(200, ('{"work":%d,"result":"%016x"}' % (work, state & 0xFFFFFFFFFFFFFFFF)).encode())
+        return Offloads(compute) if offloads else compute()
+
+    def cache_stats(self, method, path, query, body, content_type):
+        query.allow_only(())
+        total, workers = self.board.total()
+        figures = {name: total[name] for name in ("entries", "bytes", "hits", "misses", "evictions", "expirations")}
+        limits = {"max_entries": self.cache.max_entries * len(workers), "max_bytes": self.cache.max_bytes * len(workers)}
+        answer = {**figures, **limits, "backend": "local"}
+        if len(workers) > 1:
+            each = [{**{name: worker[name] for name in figures}, "pid": worker["pid"]} for worker in workers]
+            answer["workers"] = {"each": each, "total": {**figures, **limits}}
+        return json_answer(answer)
+
+    def cache_entry(self, method, path, query, body, content_type):
+        if method == "PUT":
+            query.allow_only(("ttl",))
+        elif method == "GET":
+            if query.has("ttl") and not query.has("compute"):
+                raise RequestError(400, "ttl on a read needs compute: it is how long the value a miss computes is kept")
+            query.allow_only(("compute", "ttl"))
+        else:
+            query.allow_only(())
+        ttl = query.integer("ttl", 0, MAX_TTL) if query.has("ttl") else 0
+        key = decode_key(path[len("/cache/"):])
+        if method == "PUT":
+            replaced = self.cache.put(key, body, content_type or "application/octet-stream", ttl)
+            return json_answer({"key": key.decode(), "bytes": len(body)}, 200 if replaced else 201)
+        if method == "DELETE":
+            if not self.cache.delete(key):
+                raise RequestError(404, "no cache entry for this key")
+            return Answer(204, b"")
+        compute = query.integer("compute", 0, CPU_MAX_WORK) if query.has("compute") else None
+        found = self.cache.get(key)
+        if found is not None:
+            return Answer(200, found[0], found[1], [("X-Cache", "hit")] if compute is not None else [])
+        if compute is None:
+            raise RequestError(404, "no cache entry for this key")
+        # Read-through: a miss computes the value as Python code, under the GIL, and stores it.
+        value = b"%016x" % (self.calibration.compute(compute) & 0xFFFFFFFFFFFFFFFF)
+        self.cache.put(key, value, "text/plain; charset=utf-8", ttl)
+        return Answer(200, value, "text/plain; charset=utf-8", [("X-Cache", "miss")])
+
+    def stats(self, method, path, query, body, content_type):
+        query.allow_only(())
+        total, workers = self.board.total()
+        with self.counts_lock:
+            counts = json.loads(json.dumps(self.counts))
+        answer = {"server": self.server, "pid": os.getpid(), "uptime_s": time.monotonic() - self.started,
+                  "requests_total": total["requests"], "in_flight": total["in_flight"],
+                  # Requests waiting for a thread are in the server's socket or its executor, where
+                  # neither gunicorn nor uvicorn counts them.
+                  "queue_depth": 0,
+                  "requests": counts, "switch_interval_ms": sys.getswitchinterval() * 1000,
+                  "calibration": self.calibration.describe()}
+        if len(workers) > 1:
+            answer["workers"] = {"count": len(workers), "requests": total["requests"],
+                                 "each": [{"pid": worker["pid"], "requests": worker["requests"]} for worker in workers]}
+        return json_answer(answer)
+
+    routes = [
+        ("index", ("GET",), lambda path: path == "/", index),
+        ("health", ("GET",), lambda path: path == "/health", health),
+        ("io", ("GET",), lambda path: path == "/io", io),
+        ("cpu", ("GET",), lambda path: path == "/cpu", cpu),
+        ("cache_stats", ("GET",), lambda path: path == "/cache", cache_stats),
+        ("cache", ("GET", "PUT", "DELETE"), lambda path: path.startswith("/cache/"), cache_entry),
+        ("stats", ("GET",), lambda path: path == "/stats", stats),
+    ]
+
+
+def decode_key(raw):
+    """As Threadbare: percent-decoded, 1 to 250 bytes, no control characters, valid UTF-8."""
+    key = unquote_to_bytes(raw)
+    if not key:
+        raise RequestError(400, "empty cache key")
+    if len(key) > MAX_KEY_BYTES:
+        raise RequestError(400, f"cache key is {len(key)} bytes; the limit is {MAX_KEY_BYTES}")
+    if any(byte < 0x20 or byte == 0x7F for byte in key):
+        raise RequestError(400, "cache key contains a control character")
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(400, "cache key is not valid UTF-8")
+    return key
