@@ -34,14 +34,14 @@ make -s python-venv || die "could not set up the Python virtual environment"
 BIN=$("$SWIFT" build "${RELEASE[@]}" --show-bin-path)
 mkdir -p "$OUT"
 
-echo "machine: $(nproc) cores, $(uname -m); $(.build/python/bin/python --version), gunicorn $(.build/python/bin/gunicorn --version | awk '{print $2}'), uvicorn $(.build/python/bin/uvicorn --version | awk '{print $2}')"
+echo "machine: $(nproc) cores, $(uname -m); $(.build/python/bin/python --version), $(.build/python/bin/python -c "import gunicorn, uvicorn; print('gunicorn', gunicorn.__version__ + ', uvicorn', uvicorn.__version__)")"
 unit=$("$BIN/threadbare" cpu-unit)
-echo "one /cpu unit: $unit ns (threadbare cpu-unit), passed to the reference app as THREADBARE_UNIT_NS"
-export THREADBARE_UNIT_NS=$unit
+echo "one /cpu unit: $unit ns (threadbare cpu-unit), passed to the reference app as CPU_UNIT_NS"
+export CPU_UNIT_NS=$unit
 
 started=$SECONDS
 # Exit status 1 means something was not measured; the table says what, so go on.
-THREADBARE_UNIT_NS=$unit "$BIN/loadtest" compare "--$LENGTH" --suite bench/fidelity.yaml --modes gil,prefork,async,prefork-async \
+CPU_UNIT_NS=$unit "$BIN/loadtest" compare "--$LENGTH" --suite bench/fidelity.yaml --modes gil,prefork,async,prefork-async \
     --targets loadtest/python/targets.yaml --out "$OUT/switch-5ms" >"$OUT/switch-5ms.txt" 2>"$OUT/switch-5ms.log" || true
 SWITCH_INTERVAL_MS=1 "$BIN/loadtest" compare "--$LENGTH" --suite bench/fidelity.yaml --scenarios convoy-1,convoy-2,convoy-4 \
     --modes gil --set switch_interval_ms=1 --targets loadtest/python/targets.yaml \

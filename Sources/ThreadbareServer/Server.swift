@@ -32,6 +32,7 @@ public final class Server: Sendable {
         let metrics = MetricsExport()
         let domains = try InterpreterDomain.make(
             mode: mode, switchInterval: configuration.switchInterval, queueLimit: configuration.queueLimit,
+            lockedDispatch: mode.executor == .threads && configuration.dispatch == .locked,
             cache: { _ in try shared ?? configuration.makeCache(preloading: preloading) }, metrics: metrics)
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,

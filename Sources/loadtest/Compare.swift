@@ -115,11 +115,11 @@ struct Compare: ParsableCommand {
         if comparison.modes.contains(where: { $0.failure != nil || !$0.scenarioFailures.isEmpty }) { throw ExitCode(1) }
     }
 
-    /// THREADBARE_UNIT_NS for the targets: what one /cpu unit costs Threadbare here, so a
+    /// CPU_UNIT_NS for the targets: what one /cpu unit costs Threadbare here, so a
     /// reference app can make its own unit cost the same. Kept if already set.
     private func unitEnvironment(_ binary: String) -> [String: String] {
-        if let given = ProcessInfo.processInfo.environment["THREADBARE_UNIT_NS"] {
-            FileHandle.standardError.write(Data("one /cpu unit: \(given) ns (THREADBARE_UNIT_NS)\n".utf8))
+        if let given = ProcessInfo.processInfo.environment["CPU_UNIT_NS"] {
+            FileHandle.standardError.write(Data("one /cpu unit: \(given) ns (CPU_UNIT_NS)\n".utf8))
             return [:]
         }
         let measuring = Process(), output = Pipe()
@@ -136,8 +136,8 @@ struct Compare: ParsableCommand {
             FileHandle.standardError.write(Data("\(binary) cpu-unit failed: targets calibrate to their own default unit\n".utf8))
             return [:]
         }
-        FileHandle.standardError.write(Data("one /cpu unit: \(nanoseconds) ns on this machine (threadbare cpu-unit), passed to the targets as THREADBARE_UNIT_NS\n".utf8))
-        return ["THREADBARE_UNIT_NS": String(nanoseconds)]
+        FileHandle.standardError.write(Data("one /cpu unit: \(nanoseconds) ns on this machine (threadbare cpu-unit), passed to the targets as CPU_UNIT_NS\n".utf8))
+        return ["CPU_UNIT_NS": String(nanoseconds)]
     }
 
     /// Every load run's latency distribution, as MODE-SCENARIO-N-LOAD.hgrm (LOAD: c8 for 8

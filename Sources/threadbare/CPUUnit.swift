@@ -3,7 +3,7 @@ import Foundation
 import ThreadbareServer
 
 /// `threadbare cpu-unit`: what one `/cpu` unit costs on this machine, for a reference app that
-/// must make its own unit cost the same (loadtest/python reads it as THREADBARE_UNIT_NS).
+/// must make its own unit cost the same (loadtest/python reads it as CPU_UNIT_NS).
 struct CPUUnit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cpu-unit",

@@ -230,7 +230,7 @@ extension LoadSensitive {
             let run = try Self.loadtest(["compare", "--modes", "gil", "--targets", targets.path, "--suite", suite.path, "--out", out.path,
                                          "--config-dir", repository.appendingPathComponent("config").path])
             #expect(run.status == 1, "broken did not start: \(run.stdout)\n\(run.stderr)")
-            #expect(run.stderr.contains("passed to the targets as THREADBARE_UNIT_NS"), "\(run.stderr)")
+            #expect(run.stderr.contains("passed to the targets as CPU_UNIT_NS"), "\(run.stderr)")
             #expect(run.stdout.contains("\ngil ") && run.stdout.contains("\nwsgiref "), "both rows: \(run.stdout)")
             #expect(run.stdout.contains("## Against their counterparts"), "\(run.stdout)")
             #expect(run.stdout.contains("wsgiref stopped on SIGTERM in "), "\(run.stdout)")

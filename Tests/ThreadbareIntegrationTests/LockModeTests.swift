@@ -35,6 +35,34 @@ extension LoadSensitive {
             }
         }
 
+        /// gil's handler threads are gunicorn gthread's: a dispatcher thread takes the lock to
+        /// hand each request over, and again once it is answered (finish_request), unless one
+        /// wake-up does both. Counted by the lock itself, against the same file with
+        /// `dispatch: direct`, where only the handler thread takes it: for its work and once
+        /// more after sending.
+        @Test func gilHandsRequestsOverUnderTheLockAsGthreadsMainThreadDoes() throws {
+            let locked = try ServerProcess(["--config", AsyncModeTests.config("gil")])
+            defer { locked.stop() }
+            let direct = try ServerProcess(["--config", AsyncModeTests.config("gil"), "--set", "dispatch=direct"])
+            defer { direct.stop() }
+            func acquisitionsPerRequest(_ server: ServerProcess) throws -> Double {
+                let acquisitions = { () throws -> Int in try #require(try Self.lockDomains(server).first?["acquisitions"] as? Int) }
+                let before = try acquisitions()
+                let connection = try server.connect()
+                for _ in 0..<40 { #expect(try connection.request("GET", "/cpu?work=0").status == 200) }
+                // The last tidy-up follows the last reply.
+                Thread.sleep(forTimeInterval: 0.2)
+                return Double(try acquisitions() - before) / 40
+            }
+            #expect((try locked.json("/stats")["lock"] as? [String: Any])?["dispatch"] as? String == "locked")
+            #expect((try direct.json("/stats")["lock"] as? [String: Any])?["dispatch"] as? String == "direct")
+            #expect(try AsyncModeTests.threadNames(locked.pid).contains("tb-dispatch"))
+            #expect(try !AsyncModeTests.threadNames(direct.pid).contains("tb-dispatch"))
+            let handedOver = try acquisitionsPerRequest(locked), straight = try acquisitionsPerRequest(direct)
+            #expect(abs(straight - 2) < 0.1, "direct: \(straight) takes per request")
+            #expect(handedOver >= 3 && handedOver <= 4.05, "locked: \(handedOver) takes per request")
+        }
+
         @Test func nogilRunsCPURequestsTogetherAndNeverWaits() throws {
             let server = try ServerProcess(["--mode", "nogil", "--threads", "4"])
             defer { server.stop() }

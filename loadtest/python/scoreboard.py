@@ -31,8 +31,8 @@ def _alive(pid):
 class Scoreboard:
     def __init__(self):
         # The workers' parent: gunicorn's arbiter, uvicorn's supervisor, or whoever started a
-        # single-process server. THREADBARE_REFERENCE_GROUP names it explicitly.
-        group = os.environ.get("THREADBARE_REFERENCE_GROUP") or str(os.getppid())
+        # single-process server. SCOREBOARD_GROUP names it explicitly.
+        group = os.environ.get("SCOREBOARD_GROUP") or str(os.getppid())
         directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         self.path = os.path.join(directory, f"threadbare-reference-{os.getuid()}-{group}.board")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)

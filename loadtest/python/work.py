@@ -59,19 +59,19 @@ class Calibration:
     """How many loop iterations and hashed bytes make one unit, measured at start."""
 
     def __init__(self, unit_ns=None):
-        configured = os.environ.get("THREADBARE_UNIT_NS")
+        configured = os.environ.get("CPU_UNIT_NS")
         if unit_ns is not None:
             self.unit_ns, self.source = float(unit_ns), "argument"
         elif configured:
             try:
                 self.unit_ns = float(configured)
             except ValueError:
-                sys.exit(f"THREADBARE_UNIT_NS must be a number of nanoseconds, got {configured!r}")
+                sys.exit(f"CPU_UNIT_NS must be a number of nanoseconds, got {configured!r}")
             if not 1 <= self.unit_ns <= 1_000_000:
-                sys.exit(f"THREADBARE_UNIT_NS must be between 1 and 1000000 ns, got {configured}")
-            self.source = "THREADBARE_UNIT_NS"
+                sys.exit(f"CPU_UNIT_NS must be between 1 and 1000000 ns, got {configured}")
+            self.source = "CPU_UNIT_NS"
         else:
-            self.unit_ns, self.source = DEFAULT_UNIT_NS, "default (THREADBARE_UNIT_NS not set)"
+            self.unit_ns, self.source = DEFAULT_UNIT_NS, "default (CPU_UNIT_NS not set)"
         iterations = 20_000
         self.ns_per_iteration = _median_seconds(lambda: spin(iterations, 1)) * 1e9 / iterations
         hashed = 2 << 20

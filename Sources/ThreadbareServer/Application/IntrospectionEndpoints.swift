@@ -119,6 +119,9 @@ enum IntrospectionEndpoints {
         return [
             "model": .string(status.mode.lock.rawValue),
             "switch_interval_ms": status.mode.lock == .none ? .null : .number(intervalMilliseconds),
+            // Whether a dispatcher thread takes the lock to hand requests over (and so shows in
+            // the acquisitions), as gunicorn gthread's main thread does.
+            "dispatch": status.domains.first?.dispatcher == nil ? "direct" : "locked",
             "domains": .array(domains),
         ]
     }

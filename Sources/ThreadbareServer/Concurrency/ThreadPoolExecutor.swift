@@ -19,8 +19,19 @@ final class ThreadPoolExecutor: HandlerExecutor {
         let handedOver = MonotonicClock.now()
         let loopWait = reply.loop.busyThisTurn(now: handedOver)
         let reply = rules.armDeadline(reply, job)
+        guard let dispatcher = domain.dispatcher else {
+            submit(job, to: domain, handedOver: handedOver, loopWait: loopWait, dispatchWait: 0, reply)
+            return
+        }
+        dispatcher.dispatch { [self] waited in
+            submit(job, to: domain, handedOver: handedOver, loopWait: loopWait, dispatchWait: waited, reply)
+        }
+    }
+
+    private func submit(_ job: HandlerJob, to domain: InterpreterDomain, handedOver: UInt64, loopWait: UInt64, dispatchWait: UInt64,
+                        _ reply: ReplyHandle) {
         let accepted = domain.pool.submit { [self] in
-            run(job, in: domain, handedOver: handedOver, loopWait: loopWait, reply)
+            run(job, in: domain, handedOver: handedOver, loopWait: loopWait, dispatchWait: dispatchWait, reply)
         }
         if !accepted { rules.refuseQueueFull(job, reply) }
     }
@@ -32,7 +43,11 @@ final class ThreadPoolExecutor: HandlerExecutor {
     /// the GIL, and the thread takes the lock back afterwards, as Python code resumes after
     /// `send` returns. A request therefore takes the lock at least twice, and waits for it each
     /// time while another thread is busy computing.
-    private func run(_ job: HandlerJob, in domain: InterpreterDomain, handedOver: UInt64, loopWait: UInt64, _ reply: ReplyHandle) {
+    ///
+    /// With a dispatcher, the lock it waited for to hand the request over counts as the
+    /// request's: in `lock`, and in `app` rather than `queue`, as Python code of the server.
+    private func run(_ job: HandlerJob, in domain: InterpreterDomain, handedOver: UInt64, loopWait: UInt64, dispatchWait: UInt64,
+                     _ reply: ReplyHandle) {
         let started = MonotonicClock.now()
         // Expired while queued: the client has its 504 and the work is not started.
         if rules.expiredBeforeStart(reply) { return }
@@ -50,10 +65,15 @@ final class ThreadPoolExecutor: HandlerExecutor {
                 }
                 job.accounting.record(response, nanoseconds: finished - job.request.receivedAt)
                 session.release()
+                let queued = started - handedOver
                 reply.send(rules.named(response, domain),
-                           timing: ServerTiming(queue: started - handedOver, app: finished - started, lock: session.waited, loop: loopWait))
+                           timing: ServerTiming(queue: queued - min(queued, dispatchWait), app: finished - started + min(queued, dispatchWait),
+                                                lock: session.waited + min(queued, dispatchWait), loop: loopWait))
                 session.acquire()
                 session.release()
+                // gthread's finish_request: the main thread takes the GIL to put the connection
+                // back in its poller.
+                domain.dispatcher?.requestFinished()
                 return
             case .waits(let milliseconds, let then):
                 // A blocking call releases the interpreter lock, as CPython does around system calls.

@@ -31,6 +31,8 @@ public struct ConfigurationKey: Sendable {
         integer("loops", \.loops, 1...64, help: "event-loop threads per process, each with its own SO_REUSEPORT socket"),
         integer("threads", \.threads, 1...1_024,
                 help: "handler threads per process (executor: threads), or run_in_executor's pool (executor: loop; default min(32, cores + 4), as asyncio's)"),
+        choice("dispatch", \.dispatch,
+               help: "executor threads with a lock: locked (a dispatcher thread holds the lock to hand each batch of requests over, and again per finished request, as gunicorn gthread's main thread does; the default) or direct (the loop hands them over, as a server in C does)"),
         number("switch_interval_ms", \.switchIntervalMilliseconds, 0.001...1_000,
                help: "lock global or per-interpreter: how long a waiting thread lets the holder run before asking it to drop the lock (sys.setswitchinterval)"),
         integer("interpreters", \.interpreters, 1...64, help: "lock: per-interpreter: lock domains, each with its own lock, cache and share of the threads"),

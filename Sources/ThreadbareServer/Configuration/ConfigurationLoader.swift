@@ -154,6 +154,22 @@ public enum ConfigurationLoader {
             configuration.cacheRefcountTouch = configuration.lock != .none
             origins["cache.refcount_touch"] = "default for lock \(configuration.lock.rawValue)"
         }
+        // Handler threads behind a lock are gunicorn gthread's: its main thread hands requests
+        // over under the GIL. One thread (prefork's sync worker) accepts and handles alike, and
+        // free threads have no lock to wait for.
+        if let origin = origins["dispatch"], configuration.dispatch == .locked {
+            guard configuration.executor == .threads else {
+                throw ConfigurationError("\(origin): dispatch: locked hands requests to handler threads; executor is loop (\(origins["executor"] ?? "default")), which runs them on the loop")
+            }
+            guard configuration.lock != .none else {
+                throw ConfigurationError("\(origin): dispatch: locked needs a lock to hold; lock is none (\(origins["lock"] ?? "default"))")
+            }
+        } else if origins["dispatch"] == nil {
+            let locked = configuration.executor == .threads && configuration.lock != .none && configuration.threads > 1
+            configuration.dispatch = locked ? .locked : .direct
+            origins["dispatch"] = locked ? "default for handler threads behind a lock"
+                : "default for \(configuration.executor == .loop ? "executor loop" : configuration.lock == .none ? "lock none" : "one handler thread")"
+        }
     }
 
     /// Which layer a setting came from, by its origin: the file 1, the environment 2, the

@@ -14,6 +14,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var port = 8080
     public var loops = 1
     public var threads = 8
+    /// How requests reach the handler threads; the loader fills it in from the mode.
+    public var dispatch: DispatchModel = .direct
     public var switchIntervalMilliseconds = 5.0
     public var interpreters = 2
     /// Worker processes under a master; the loader makes it the machine's cores when `master`
