@@ -19,8 +19,8 @@ struct Compare: ParsableCommand {
     @Option(help: "The threadbare executable (default: the one beside this loadtest).") var threadbare: String?
     @Option(help: "The directory of the per-mode config files.") var configDir = "config"
     @Option(help: "Run nothing: print the tables and write the page again from a compare.json.") var from: String?
-    @Option(help: ArgumentHelp("A target file: servers that are not Threadbare, each started from its command and run after its counterpart mode, if that mode is among --modes (loadtest/python/targets.yaml: the CPython counterparts).", valueName: "file"))
-    var targets: String?
+    @Option(help: ArgumentHelp("A target file: servers that are not Threadbare, each started from its command and run beside its counterpart mode, if that mode is among --modes (loadtest/python/targets.yaml: the CPython counterparts). May be given more than once.", valueName: "file"))
+    var targets: [String] = []
     @Option(name: .customLong("set"), help: ArgumentHelp("Passed to every mode's threadbare serve, e.g. --set switch_interval_ms=1.", valueName: "key=value"))
     var assignments: [String] = []
 
@@ -58,8 +58,13 @@ struct Compare: ParsableCommand {
         }
         let binary = threadbare ?? Bundle.main.executableURL!.deletingLastPathComponent().appendingPathComponent("threadbare").path
         var externals: [ExternalTarget] = []
-        if let targets {
-            do { externals = try ExternalTarget.load(path: targets) } catch { throw ValidationError("--targets: \(error)") }
+        if !targets.isEmpty {
+            for file in targets {
+                do { externals += try ExternalTarget.load(path: file) } catch { throw ValidationError("--targets: \(error)") }
+            }
+            for (index, target) in externals.enumerated() where externals[..<index].contains(where: { $0.name == target.name }) {
+                throw ValidationError("--targets: two targets are named '\(target.name)'")
+            }
             let modeNames = modes.split(separator: ",").map(String.init)
             for target in externals where modeNames.contains(target.name) || Self.knownModes.contains(target.name) {
                 throw ValidationError("--targets: target '\(target.name)' has a mode's name; name it after what it runs")

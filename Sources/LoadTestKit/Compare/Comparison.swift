@@ -79,11 +79,12 @@ public struct Comparison: Codable, Sendable {
             self.targetEnvironment = targetEnvironment
         }
 
-        /// Modes and targets in the order they run: each target straight after its counterpart.
-        var runOrder: [Entrant] {
+        /// Modes and targets in the order they run, in groups that run side by side: each mode
+        /// with the targets that are its counterparts, then every other target on its own.
+        var runGroups: [[Entrant]] {
             let placed = { (target: ExternalTarget) in target.counterpart.map { modes.contains($0) } ?? false }
-            return modes.flatMap { mode in [Entrant.mode(mode)] + targets.filter { $0.counterpart == mode }.map(Entrant.external) }
-                + targets.filter { !placed($0) }.map(Entrant.external)
+            return modes.map { mode in [Entrant.mode(mode)] + targets.filter { $0.counterpart == mode }.map(Entrant.external) }
+                + targets.filter { !placed($0) }.map { [Entrant.external($0)] }
         }
     }
 
@@ -96,36 +97,41 @@ public struct Comparison: Codable, Sendable {
     public static func run(_ options: Options, say: (String) -> Void) -> Comparison {
         let timing = options.full ? options.suite.full : options.suite.quick
         var results: [ModeResult] = []
-        for entrant in options.runOrder {
-            let name: String, external: ExternalRun?
-            switch entrant {
-            case .mode(let mode): (name, external) = (mode, nil)
-            case .external(let target): (name, external) = (target.name, ExternalRun(counterpart: target.counterpart, command: target.command))
-            }
-            var result = ModeResult(mode: name, outcomes: [], scenarioFailures: [:], external: external)
-            let log = options.logDirectory.appendingPathComponent("\(name).log")
-            let server: ServerUnderTest
-            do {
+        for group in options.runGroups {
+            // Started together, so each scenario runs on a mode and then on its counterparts
+            // seconds apart: on a shared machine whose speed drifts, a pair is measured alike.
+            var running: [(server: ServerUnderTest, result: Int)] = []
+            for entrant in group {
+                let name: String, external: ExternalRun?
                 switch entrant {
-                case .mode(let mode):
-                    let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
-                    server = try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: options.serverArguments, log: log)
-                case .external(let target):
-                    server = try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log)
+                case .mode(let mode): (name, external) = (mode, nil)
+                case .external(let target): (name, external) = (target.name, ExternalRun(counterpart: target.counterpart, command: target.command))
                 }
-            } catch {
-                say("\(name): \(error)")
-                result.failure = "\(error)"
-                results.append(result)
-                continue
+                results.append(ModeResult(mode: name, outcomes: [], scenarioFailures: [:], external: external))
+                let log = options.logDirectory.appendingPathComponent("\(name).log")
+                do {
+                    switch entrant {
+                    case .mode(let mode):
+                        let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
+                        running.append((try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: options.serverArguments, log: log),
+                                        results.count - 1))
+                    case .external(let target):
+                        running.append((try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log), results.count - 1))
+                    }
+                } catch {
+                    say("\(name): \(error)")
+                    results[results.count - 1].failure = "\(error)"
+                }
             }
-            measure(server, into: &result, scenarios: options.suite.scenarios, timing: timing, say: say)
-            let stopped = server.stop()
-            if result.external != nil {
-                result.external?.stop = stopped
-                say("\(name): \(stopped)")
+            measure(running.map(\.server), into: &results, at: running.map(\.result), scenarios: options.suite.scenarios,
+                    timing: timing, say: say)
+            for (server, index) in running {
+                let stopped = server.stop()
+                if results[index].external != nil {
+                    results[index].external?.stop = stopped
+                    say("\(server.mode): \(stopped)")
+                }
             }
-            results.append(result)
         }
         return Comparison(
             timing: options.full ? "full" : "quick", cores: ProcessInfo.processInfo.activeProcessorCount,
@@ -137,38 +143,46 @@ public struct Comparison: Codable, Sendable {
             modes: results)
     }
 
-    /// Every scenario against one started server, its idle memory first.
-    private static func measure(_ server: ServerUnderTest, into result: inout ModeResult, scenarios: [Suite.Entry],
+    /// Every scenario against started servers, their idle memory first: each scenario on each
+    /// server in turn. `indices` are the servers' places in `results`.
+    private static func measure(_ servers: [ServerUnderTest], into results: inout [ModeResult], at indices: [Int], scenarios: [Suite.Entry],
                                 timing: Suite.Timing, say: (String) -> Void) {
-        let name = result.mode
+        guard !servers.isEmpty else { return }
         // Idle: started and settled, before any load.
         Thread.sleep(forTimeInterval: 0.3)
-        let idle = server.memory()
-        result.idleMemory = idle
-        say("\(name): listening on \(server.target.hostHeader), \(idle.processes) process\(idle.processes == 1 ? "" : "es")")
+        var idle: [ServerMemory] = []
+        for (server, index) in zip(servers, indices) {
+            let memory = server.memory()
+            idle.append(memory)
+            results[index].idleMemory = memory
+            say("\(server.mode): listening on \(server.target.hostHeader), \(memory.processes) process\(memory.processes == 1 ? "" : "es")")
+        }
         for entry in scenarios {
-            if let exit = server.exit {
-                // Died during an earlier scenario: nothing after it is measured.
-                result.scenarioFailures[entry.name] = "the server \(exit) before this scenario"
-                continue
-            }
-            server.settle()
-            let started = Date()
-            do {
-                let outcome = try ScenarioOutcome.measure(entry, on: server, timing: timing, idleMemory: idle)
-                result.outcomes.append(outcome)
-                let headline = outcome.headlineValue.map { Self.format($0) } ?? "—"
-                say(String(format: "%@: %@ done in %.1fs (%@ %@)", name, entry.name, Date().timeIntervalSince(started), outcome.headline.label, headline))
-            } catch {
-                result.scenarioFailures[entry.name] = "\(error)"
-                say("\(name): \(entry.name) failed: \(error)")
-            }
-            // Figures taken while the server was dying are not its figures, and a failure
-            // then is the death's.
-            if let exit = server.exit {
-                result.outcomes.removeAll { $0.scenario == entry.name }
-                result.scenarioFailures[entry.name] = "the server \(exit) during this scenario"
-                say("\(name): the server \(exit) during \(entry.name)")
+            for (position, (server, index)) in zip(servers, indices).enumerated() {
+                let name = server.mode
+                if let exit = server.exit {
+                    // Died during an earlier scenario: nothing after it is measured.
+                    results[index].scenarioFailures[entry.name] = "the server \(exit) before this scenario"
+                    continue
+                }
+                server.settle()
+                let started = Date()
+                do {
+                    let outcome = try ScenarioOutcome.measure(entry, on: server, timing: timing, idleMemory: idle[position])
+                    results[index].outcomes.append(outcome)
+                    let headline = outcome.headlineValue.map { Self.format($0) } ?? "—"
+                    say(String(format: "%@: %@ done in %.1fs (%@ %@)", name, entry.name, Date().timeIntervalSince(started), outcome.headline.label, headline))
+                } catch {
+                    results[index].scenarioFailures[entry.name] = "\(error)"
+                    say("\(name): \(entry.name) failed: \(error)")
+                }
+                // Figures taken while the server was dying are not its figures, and a failure
+                // then is the death's.
+                if let exit = server.exit {
+                    results[index].outcomes.removeAll { $0.scenario == entry.name }
+                    results[index].scenarioFailures[entry.name] = "the server \(exit) during this scenario"
+                    say("\(name): the server \(exit) during \(entry.name)")
+                }
             }
         }
     }
@@ -182,7 +196,7 @@ public struct Comparison: Codable, Sendable {
     /// Stops the server being measured, if any: for a signal handler when compare is
     /// interrupted, so no server is left listening.
     public static func stopRunningServer() {
-        if let pid = ServerUnderTest.running.withLock({ $0 }) { kill(pid, SIGTERM) }
+        for pid in ServerUnderTest.running.withLock({ $0 }) { kill(pid, SIGTERM) }
     }
 
     /// Three significant figures, and no more decimals than a reader wants.

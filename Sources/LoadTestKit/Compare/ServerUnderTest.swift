@@ -68,7 +68,7 @@ final class ServerUnderTest {
                                + Self.lastLines(of: log))
         }
         target = parsed
-        Self.running.withLock { $0 = process.processIdentifier }
+        Self.running.withLock { $0.append(process.processIdentifier) }
         // Drain what the server prints later, so it can never block on a full pipe.
         reader.readabilityHandler = { handle in _ = handle.availableData }
     }
@@ -98,7 +98,7 @@ final class ServerUnderTest {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { throw StartFailure(description: "cannot run /bin/sh: \(error)") }
-        Self.running.withLock { $0 = process.processIdentifier }
+        Self.running.withLock { $0.append(process.processIdentifier) }
 
         let deadline = Date().addingTimeInterval(external.startTimeout)
         while request(external.readyPath, timeout: 1) == nil {
@@ -153,9 +153,9 @@ final class ServerUnderTest {
             : "exited with status \(process.terminationStatus)"
     }
 
-    /// The server being measured, for a signal handler to stop when compare is interrupted:
-    /// Foundation starts it in a process group of its own, where a Ctrl-C does not reach it.
-    static let running = Mutex<pid_t?>(nil)
+    /// The servers being measured, for a signal handler to stop when compare is interrupted:
+    /// Foundation starts each in a process group of its own, where a Ctrl-C does not reach it.
+    static let running = Mutex<[pid_t]>([])
 
     func memory() -> ServerMemory {
         let pids = [pid] + ProcessMemory.descendants(of: pid) + (memcached.map { [$0.pid] } ?? [])
@@ -232,7 +232,7 @@ final class ServerUnderTest {
     /// arbiter left behind go too.
     @discardableResult
     func stop() -> String {
-        Self.running.withLock { if $0 == process.processIdentifier { $0 = nil } }
+        Self.running.withLock { $0.removeAll { $0 == process.processIdentifier } }
         defer { memcached?.stop() }
         // Foundation makes the child a process group's leader; signal each process if not.
         let group = signalsGroup && getpgid(pid) == pid
