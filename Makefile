@@ -55,7 +55,7 @@ demo-python: release python-venv
 
 # gunicorn and uvicorn from PyPI, pinned in loadtest/python/requirements.txt, in $(PYTHON_VENV).
 python-venv: setup
-	@if ! python3 -m venv --help >/dev/null 2>&1; then \
+	@if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 		else echo "python3's venv module is missing. Run:"; echo "  sudo apt-get install -y python3-venv"; exit 1; fi; \

@@ -45,7 +45,7 @@ struct SuiteTests {
         ("targets:\n  - {name: a, command: x, port: 8}\n", "t.yaml:2: a target: unknown key 'port'"),
         ("targets:\n  - {name: a, command: x}\n  - {name: a, command: y}\n", "t.yaml:3: a second target named 'a'"),
         ("targets:\n  - {name: a, command: x, url: \"https://h:{port}\"}\n", "t.yaml:2: url: 'https://h:1': only http://"),
-        ("targets:\n  - {name: a, command: x, ready_path: health}\n", "t.yaml:2: ready_path: must start with /"),
+        ("targets:\n  - {name: a, command: x, ready_path: health}\n", "t.yaml:2: ready_path: a path starting with /"),
         ("targets:\n  - {name: a, command: x, start_timeout: soon}\n", "t.yaml:2: start_timeout: expected a duration"),
         ("targets:\n  - {name: a, command: x, environment: [A]}\n", "t.yaml:2: environment: expected a mapping"),
         ("targets:\n  - {name: a, command: \" \"}\n", "t.yaml:2: command: is empty"),

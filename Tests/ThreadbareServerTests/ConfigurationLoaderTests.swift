@@ -108,6 +108,24 @@ struct ConfigurationLoaderTests {
     }
 
     /// A higher layer's mode overrides a lower layer's axes; in one layer they must agree.
+    /// Handler threads behind a lock default to the locked dispatcher; a file's `dispatch:
+    /// locked` gives way to a mode above it that has no lock, and contradicts one beside it.
+    @Test func dispatchFollowsTheModeAndGivesWayAsAnAxisDoes() throws {
+        let defaults = { (mode: String) throws in
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": mode], commandLine: []).configuration.dispatch
+        }
+        #expect(try defaults("gil") == .locked && defaults("subinterpreters") == .locked)
+        #expect(try defaults("nogil") == .direct && defaults("prefork") == .direct && defaults("async") == .direct)
+        let file = try temporaryFile("mode: gil\ndispatch: locked\n")
+        let overridden = try ConfigurationLoader.load(
+            file: file, environment: [:], commandLine: [ConfigurationSetting(key: "mode", text: "nogil", origin: "command line --mode")])
+        #expect(overridden.configuration.dispatch == .direct)
+        #expect(overridden.origins["dispatch"]?.hasPrefix("lock from mode nogil, over dispatch: locked from") == true)
+        let clash = try temporaryFile("mode: nogil\ndispatch: locked\n")
+        let error = #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(file: clash, environment: [:], commandLine: []) }
+        #expect(error?.description.contains(":2: dispatch: locked needs a lock to hold; lock is none") == true, "\(String(describing: error))")
+    }
+
     @Test func modeOverridesLowerLayersAndMustAgreeWithItsOwn() throws {
         let file = try temporaryFile("executor: threads\nlock: none\n")
         let overridden = try ConfigurationLoader.load(

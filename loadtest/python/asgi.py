@@ -11,6 +11,7 @@ loop.run_in_executor on the default thread pool.
 
 import asyncio
 import atexit
+from urllib.parse import unquote_to_bytes
 
 from endpoints import Application, Offloads, Waits
 
@@ -37,8 +38,10 @@ async def app(scope, receive, send):
             break
     content_type = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"content-type"), None)
     application.began()
-    name, result = application.respond(scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
-                                       body, content_type)
+    # raw_path is what the client sent; decoded once here, as PATH_INFO is by a WSGI server.
+    raw = scope.get("raw_path")
+    path = unquote_to_bytes(raw) if raw is not None else scope["path"].encode("utf-8")
+    name, result = application.respond(scope["method"], path, scope["query_string"].decode("latin-1"), body, content_type)
     if isinstance(result, Waits):
         await asyncio.sleep(result.milliseconds / 1000)
         result = result.then()

@@ -8,11 +8,12 @@ awaits it on the event loop. Same paths, parameters, answers and error messages 
 
 import json
 import os
+import re
 import sys
 import threading
 import time
 from collections import OrderedDict
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl
 
 from scoreboard import Scoreboard
 from work import Calibration
@@ -58,6 +59,8 @@ class Query:
             self.pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
         except UnicodeDecodeError:
             raise RequestError(400, "malformed query string")
+        if any("\0" in name or "\0" in value for name, value in self.pairs):
+            raise RequestError(400, "malformed query string")
 
     def allow_only(self, known):
         for name, _ in self.pairs:
@@ -76,7 +79,8 @@ class Query:
                 return default
             raise RequestError(400, f"missing query parameter '{name}'")
         text = found[0]
-        if not text.lstrip("-").isdigit() or text.startswith("+"):
+        # As Swift's Int(): an optional sign and ASCII digits, nothing else.
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
             raise RequestError(400, f"query parameter '{name}' must be an integer, got '{text[:64]}'")
         value = int(text)
         if not low <= value <= high:
@@ -90,6 +94,8 @@ class Cache:
     def __init__(self, scoreboard, max_entries, max_bytes):
         self.entries = OrderedDict()  # key -> (value, content_type, expires_at or None)
         self.max_entries, self.max_bytes = max_entries, max_bytes
+        # As Threadbare's local cache, whose 16 shards each hold a sixteenth of the bytes.
+        self.max_entry_bytes = max(1, max_bytes // 16)
         self.bytes = 0
         self.lock = threading.Lock()
         self.board = scoreboard
@@ -113,14 +119,19 @@ class Cache:
             return found
 
     def put(self, key, value, content_type, ttl):
+        """True if it replaced an entry; None if the entry is larger than the cache allows."""
+        if self._size(key, value) > self.max_entry_bytes:
+            return None
         with self.lock:
             replaced = self._remove(key)
             self.entries[key] = (value, content_type, time.monotonic() + ttl if ttl else None)
             self.bytes += self._size(key, value)
             while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
                 oldest = next(iter(self.entries))
+                expires = self.entries[oldest][2]
                 self._remove(oldest)
-                self.board.add("evictions")
+                # An expired entry that reaches the eviction end is an expiration, as in memcached.
+                self.board.add("expirations" if expires is not None and expires <= time.monotonic() else "evictions")
             self._publish()
             return replaced
 
@@ -148,13 +159,17 @@ class Application:
         interval = os.environ.get("SWITCH_INTERVAL_MS")
         if interval:
             try:
-                sys.setswitchinterval(float(interval) / 1000)
+                milliseconds = float(interval)
             except ValueError:
-                sys.exit(f"SWITCH_INTERVAL_MS must be a positive number of milliseconds, got {interval!r}")
+                milliseconds = float("nan")
+            # Threadbare's switch_interval_ms range; CPython's own floor is 1 µs.
+            if not 0.001 <= milliseconds <= 1000:
+                sys.exit(f"SWITCH_INTERVAL_MS must be 0.001 to 1000 milliseconds, got {interval!r}")
+            sys.setswitchinterval(milliseconds / 1000)
         self.calibration = Calibration()
         self.board = Scoreboard()
-        self.cache = Cache(self.board, int(os.environ.get("CACHE_MAX_ENTRIES", "10000")),
-                           int(os.environ.get("CACHE_MAX_BYTES", str(64 << 20))))
+        self.cache = Cache(self.board, _environment_integer("CACHE_MAX_ENTRIES", 10_000, 1, 100_000_000),
+                           _environment_integer("CACHE_MAX_BYTES", 64 << 20, 1, 1 << 40))
         self.counts = {}
         self.counts_lock = threading.Lock()
         print(f"threadbare reference app ({server}, pid {os.getpid()}): {self.calibration.summary()}; "
@@ -172,16 +187,25 @@ class Application:
             by_status[str(status)] = by_status.get(str(status), 0) + 1
 
     def respond(self, method, path, query, body, content_type):
-        """(endpoint name, Answer | Waits | Offloads)."""
+        """(endpoint name, Answer | Waits | Offloads). `path` is the path's bytes, already
+        percent-decoded once by the server (PATH_INFO, or ASGI's raw_path decoded here)."""
         try:
+            text = path.decode("latin-1")
             for name, methods, matches, handler in self.routes:
-                if matches(path):
+                if matches(text):
+                    if method == "HEAD" and "GET" in methods:
+                        method = "GET"
                     if method not in methods:
-                        raise RequestError(405, f"{method} is not allowed on {path}")
-                    return name, handler(self, method, path, Query(query), body, content_type)
-            raise RequestError(404, f"no endpoint at {path}")
-        except RequestError as error:
-            return "error", json_answer({"error": error.message, "status": error.status}, error.status)
+                        allow = ", ".join(methods + (("HEAD",) if "GET" in methods else ()))
+                        return "unmatched", json_answer({"error": f"method {method} not allowed here; allowed: {allow}", "status": 405},
+                                                        405, [("Allow", allow)])
+                    try:
+                        return name, handler(self, method, path, Query(query), body, content_type)
+                    except RequestError as error:
+                        return name, json_answer({"error": error.message, "status": error.status}, error.status)
+            return "unmatched", json_answer({"error": "no endpoint at this path; GET / lists them", "status": 404}, 404)
+        except Exception as error:  # a bug here must still be an answer, and counted
+            return "unmatched", json_answer({"error": f"internal error: {type(error).__name__}", "status": 500}, 500)
 
     def index(self, method, path, query, body, content_type):
         query.allow_only(())
@@ -213,7 +237,7 @@ class Application:
         total, workers = self.board.total()
         figures = {name: total[name] for name in ("entries", "bytes", "hits", "misses", "evictions", "expirations")}
         limits = {"max_entries": self.cache.max_entries * len(workers), "max_bytes": self.cache.max_bytes * len(workers)}
-        answer = {**figures, **limits, "backend": "local"}
+        answer = {**figures, **limits, "backend": "local", "max_entry_bytes": self.cache.max_entry_bytes}
         if len(workers) > 1:
             each = [{**{name: worker[name] for name in figures}, "pid": worker["pid"]} for worker in workers]
             answer["workers"] = {"each": each, "total": {**figures, **limits}}
@@ -229,9 +253,11 @@ class Application:
         else:
             query.allow_only(())
         ttl = query.integer("ttl", 0, MAX_TTL) if query.has("ttl") else 0
-        key = decode_key(path[len("/cache/"):])
+        key = checked_key(path[len(b"/cache/"):])
         if method == "PUT":
             replaced = self.cache.put(key, body, content_type or "application/octet-stream", ttl)
+            if replaced is None:
+                raise RequestError(413, f"entry of {len(key) + len(body)} bytes is larger than the cache allows per entry ({self.cache.max_entry_bytes})")
             return json_answer({"key": key.decode(), "bytes": len(body)}, 200 if replaced else 201)
         if method == "DELETE":
             if not self.cache.delete(key):
@@ -276,9 +302,18 @@ class Application:
     ]
 
 
-def decode_key(raw):
-    """As Threadbare: percent-decoded, 1 to 250 bytes, no control characters, valid UTF-8."""
-    key = unquote_to_bytes(raw)
+def _environment_integer(name, default, low, high):
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]+", text) or not low <= int(text) <= high:
+        sys.exit(f"{name} must be a whole number from {low} to {high}, got {text!r}")
+    return int(text)
+
+
+def checked_key(key):
+    """As Threadbare: the percent-decoded rest of the path, 1 to 250 bytes, no control
+    characters, valid UTF-8."""
     if not key:
         raise RequestError(400, "empty cache key")
     if len(key) > MAX_KEY_BYTES:

@@ -10,42 +10,52 @@ import fcntl
 import mmap
 import os
 import struct
+import sys
 import tempfile
 import threading
 
 FIELDS = ("requests", "in_flight", "hits", "misses", "entries", "bytes", "evictions", "expirations")
-_SLOT = struct.Struct("<q" + "q" * len(FIELDS))
+# pid, its start time (so a reused pid is not taken for the worker that had it), the figures.
+_SLOT = struct.Struct("<qq" + "q" * len(FIELDS))
 _SLOTS = 128
 
 
-def _alive(pid):
+def _started(pid):
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group():
+    """Who started this server's workers: gunicorn's arbiter or uvicorn's supervisor, whose
+    workers count together; a single-process server counts alone."""
+    if os.environ.get("SCOREBOARD_GROUP"):
+        return os.environ["SCOREBOARD_GROUP"]
+    import multiprocessing
+    if "gunicorn" in os.path.basename(sys.argv[0] if sys.argv else "") or multiprocessing.parent_process() is not None:
+        return str(os.getppid())
+    return str(os.getpid())
 
 
 class Scoreboard:
     def __init__(self):
         # The workers' parent: gunicorn's arbiter, uvicorn's supervisor, or whoever started a
         # single-process server. SCOREBOARD_GROUP names it explicitly.
-        group = os.environ.get("SCOREBOARD_GROUP") or str(os.getppid())
+        group = _group()
         directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
         self.path = os.path.join(directory, f"threadbare-reference-{os.getuid()}-{group}.board")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
-            os.ftruncate(fd, max(os.fstat(fd).st_size, _SLOT.size * _SLOTS))
-            self.map = mmap.mmap(fd, _SLOT.size * _SLOTS)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                self.offset = self._claim()
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.ftruncate(self.fd, max(os.fstat(self.fd).st_size, _SLOT.size * _SLOTS))
+            self.map = mmap.mmap(self.fd, _SLOT.size * _SLOTS)
+            self.offset = self._claim()
         finally:
-            os.close(fd)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.values = dict.fromkeys(FIELDS, 0)
         # gthread's handler threads count at once; += is not atomic under the GIL.
         self._lock = threading.Lock()
@@ -53,12 +63,12 @@ class Scoreboard:
 
     def _claim(self):
         """A slot that is free or was left by a process that has died."""
-        pid = os.getpid()
+        self.pid, self.started = os.getpid(), _started(os.getpid()) or 0
         for index in range(_SLOTS):
             offset = index * _SLOT.size
-            owner = _SLOT.unpack_from(self.map, offset)[0]
-            if owner == 0 or owner == pid or not _alive(owner):
-                _SLOT.pack_into(self.map, offset, pid, *([0] * len(FIELDS)))
+            owner, started = _SLOT.unpack_from(self.map, offset)[:2]
+            if owner == 0 or not self._alive(owner, started):
+                _SLOT.pack_into(self.map, offset, self.pid, self.started, *([0] * len(FIELDS)))
                 return offset
         raise SystemExit(f"{self.path}: all {_SLOTS} worker slots are taken")
 
@@ -72,15 +82,19 @@ class Scoreboard:
             self.values.update(fields)
             self._publish()
 
+    @staticmethod
+    def _alive(pid, started):
+        return _started(pid) == started
+
     def _publish(self):
-        _SLOT.pack_into(self.map, self.offset, os.getpid(), *(self.values[name] for name in FIELDS))
+        _SLOT.pack_into(self.map, self.offset, self.pid, self.started, *(self.values[name] for name in FIELDS))
 
     def workers(self):
         """Every live worker's figures, this one's included."""
         found = []
         for index in range(_SLOTS):
-            pid, *values = _SLOT.unpack_from(self.map, index * _SLOT.size)
-            if pid and _alive(pid):
+            pid, started, *values = _SLOT.unpack_from(self.map, index * _SLOT.size)
+            if pid and self._alive(pid, started):
                 found.append({"pid": pid, **dict(zip(FIELDS, values))})
         return found
 
@@ -89,5 +103,15 @@ class Scoreboard:
         return {name: sum(worker[name] for worker in workers) for name in FIELDS}, workers
 
     def release(self):
-        """At exit: the slot is free for the next worker."""
-        _SLOT.pack_into(self.map, self.offset, 0, *([0] * len(FIELDS)))
+        """At exit: the slot is free for the next worker, and the last one out removes the file."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            _SLOT.pack_into(self.map, self.offset, 0, 0, *([0] * len(FIELDS)))
+            others = any(self._alive(*_SLOT.unpack_from(self.map, index * _SLOT.size)[:2])
+                         for index in range(_SLOTS) if _SLOT.unpack_from(self.map, index * _SLOT.size)[0])
+            if not others:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)

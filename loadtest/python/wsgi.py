@@ -2,7 +2,7 @@
 
     gunicorn --chdir loadtest/python --workers 1 --threads 8 wsgi:app     (gil's counterpart)
     gunicorn --chdir loadtest/python --workers 2 wsgi:app                 (prefork's)
-    python3 loadtest/python/wsgi.py --port 8000 [--threads 8]             (no PyPI needed)
+    python3 loadtest/python/wsgi.py --port 8000 [--threads]               (no PyPI needed)
 
 A handler thread blocks for /io with time.sleep, which lets go of the GIL as a database
 driver's socket read does, and computes /cpu as Python code holding it.
@@ -10,6 +10,7 @@ driver's socket read does, and computes /cpu as Python code holding it.
 
 import argparse
 import atexit
+import signal
 import sys
 import time
 
@@ -33,7 +34,8 @@ def app(environ, start_response):
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length > 0 else b""
     application.began()
-    name, result = application.respond(method, environ.get("PATH_INFO", "/"), environ.get("QUERY_STRING", ""),
+    # PATH_INFO is the decoded path's bytes as latin-1 text (PEP 3333).
+    name, result = application.respond(method, environ.get("PATH_INFO", "/").encode("latin-1"), environ.get("QUERY_STRING", ""),
                                        body, environ.get("CONTENT_TYPE"))
     if isinstance(result, Waits):
         time.sleep(result.milliseconds / 1000)
@@ -64,6 +66,8 @@ if __name__ == "__main__":
         daemon_threads = True
 
     server = make_server(options.host, options.port, app, ThreadingServer if options.threads else WSGIServer, QuietHandler)
+    # SIGTERM ends the process the way Ctrl-C does, so the scoreboard slot is given back.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
     print(f"listening on http://{options.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

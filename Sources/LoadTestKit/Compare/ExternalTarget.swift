@@ -85,7 +85,9 @@ public struct ExternalTarget: Sendable, Equatable {
             }
         }
         let readyPath = try fields["ready_path"].map { node throws(Scenario.Invalid) in try reader.string(node, "ready_path") } ?? "/"
-        guard readyPath.hasPrefix("/") else { throw reader.error(fields["ready_path"]!, "ready_path: must start with /, got '\(readyPath)'") }
+        guard readyPath.hasPrefix("/"), !readyPath.contains(where: { $0 == " " || $0.isNewline }) else {
+            throw reader.error(fields["ready_path"]!, "ready_path: a path starting with /, percent-encoded (no spaces or line breaks), got '\(readyPath)'")
+        }
         return ExternalTarget(
             name: name,
             counterpart: try fields["counterpart"].map { node throws(Scenario.Invalid) in try reader.string(node, "counterpart") },

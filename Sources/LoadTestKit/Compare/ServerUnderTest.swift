@@ -18,6 +18,11 @@ final class ServerUnderTest {
     /// An external target: its whole process group is signalled, and it has this long to stop.
     private let stopTimeout: Double
     private let signalsGroup: Bool
+    /// The external target's process group, read once while it surely runs: after it exits its
+    /// pid may belong to someone else.
+    private var processGroup: pid_t?
+    /// How it stopped, once it has: stop() runs once, whoever calls it.
+    private var stopped: String?
 
     struct StartFailure: Error, CustomStringConvertible {
         let description: String
@@ -99,6 +104,8 @@ final class ServerUnderTest {
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { throw StartFailure(description: "cannot run /bin/sh: \(error)") }
         Self.running.withLock { $0.append(process.processIdentifier) }
+        // Foundation makes the child the leader of a process group of its own.
+        if getpgid(process.processIdentifier) == process.processIdentifier { processGroup = process.processIdentifier }
 
         let deadline = Date().addingTimeInterval(external.startTimeout)
         while request(external.readyPath, timeout: 1) == nil {
@@ -232,23 +239,24 @@ final class ServerUnderTest {
     /// arbiter left behind go too.
     @discardableResult
     func stop() -> String {
+        if let stopped { return stopped }
         Self.running.withLock { $0.removeAll { $0 == process.processIdentifier } }
         defer { memcached?.stop() }
-        // Foundation makes the child a process group's leader; signal each process if not.
-        let group = signalsGroup && getpgid(pid) == pid
-        let family = signalsGroup ? ProcessMemory.descendants(of: pid) : []
+        // Without a group of its own, the processes below it, seen while it still runs.
+        let family = signalsGroup && processGroup == nil && process.isRunning ? ProcessMemory.descendants(of: pid) : []
         let signal = { (number: Int32) in
-            if group { _ = kill(-self.pid, number) } else { _ = kill(self.pid, number); family.forEach { _ = kill($0, number) } }
+            if let group = self.processGroup { _ = kill(-group, number) } else { _ = kill(self.pid, number); family.forEach { _ = kill($0, number) } }
         }
-        // Once the leader is reaped its pid may be reused: only the group, or the processes
-        // seen below it, are killed then.
+        // A group's id is not handed out again while any member lives, so what the leader left
+        // running can be killed after it is gone.
         let sweep = {
             guard self.signalsGroup else { return }
-            if group { _ = kill(-self.pid, SIGKILL) } else { family.forEach { _ = kill($0, SIGKILL) } }
+            if let group = self.processGroup { _ = kill(-group, SIGKILL) } else { family.forEach { _ = kill($0, SIGKILL) } }
         }
         guard process.isRunning else {
             sweep()
-            return "had already \(exit ?? "exited")"
+            stopped = "had already \(exit ?? "exited")"
+            return stopped!
         }
         let started = Date()
         signal(SIGTERM)
@@ -257,11 +265,11 @@ final class ServerUnderTest {
         let killed = process.isRunning
         if killed { signal(SIGKILL) }
         process.waitUntilExit()
-        // What the group's leader left running when it went.
         sweep()
         let took = Comparison.format(Date().timeIntervalSince(started))
-        return killed ? "did not stop within \(Comparison.format(stopTimeout)) s of SIGTERM and was killed"
+        stopped = killed ? "did not stop within \(Comparison.format(stopTimeout)) s of SIGTERM and was killed"
             : "stopped on SIGTERM in \(took) s (\(exit ?? "exited"))"
+        return stopped!
     }
 
     deinit {

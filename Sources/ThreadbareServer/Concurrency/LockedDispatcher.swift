@@ -31,15 +31,17 @@ final class LockedDispatcher: @unchecked Sendable {
     private let lock: any InterpreterLock
     // Guarded by `mutex`; nil is a finished request to tidy up.
     private var queued: Deque<Handover?> = []
+    /// The dispatcher's own: the batch being handed over, swapped with `queued` so neither
+    /// is reallocated per wake-up.
+    private var batch: Deque<Handover?> = []
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var thread: OSThread?
-
     init(lock: any InterpreterLock, name: String) throws {
         self.lock = lock
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
-        thread = try OSThread(name: name) { [self] in run() }
+        // Runs for the life of the process, as the handler threads do.
+        _ = try OSThread(name: name) { [self] in run() }
     }
 
     /// From a loop thread: `handover` runs on the dispatcher, under the lock.
@@ -64,12 +66,12 @@ final class LockedDispatcher: @unchecked Sendable {
         while true {
             // Waiting here is `select`: the lock is not held.
             while queued.isEmpty { pthread_cond_wait(wake, mutex) }
-            let batch = queued
-            queued.removeAll(keepingCapacity: true)
+            swap(&batch, &queued)
             pthread_mutex_unlock(mutex)
             let waited = lock.acquire()
             for handover in batch { handover?(waited) }
             lock.release()
+            batch.removeAll(keepingCapacity: true)
             pthread_mutex_lock(mutex)
         }
     }

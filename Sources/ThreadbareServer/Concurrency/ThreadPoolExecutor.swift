@@ -33,7 +33,10 @@ final class ThreadPoolExecutor: HandlerExecutor {
         let accepted = domain.pool.submit { [self] in
             run(job, in: domain, handedOver: handedOver, loopWait: loopWait, dispatchWait: dispatchWait, reply)
         }
-        if !accepted { rules.refuseQueueFull(job, reply) }
+        guard !accepted else { return }
+        // Handed over by a dispatcher, the request may have had its 504 meanwhile: answer it once.
+        if let deadline = reply.deadline, !deadline.claimForAnswer() { return }
+        rules.refuseQueueFull(job, reply)
     }
 
     func loopTurnEnded(_ loop: LoopHandle) {}
@@ -50,7 +53,10 @@ final class ThreadPoolExecutor: HandlerExecutor {
                      _ reply: ReplyHandle) {
         let started = MonotonicClock.now()
         // Expired while queued: the client has its 504 and the work is not started.
-        if rules.expiredBeforeStart(reply) { return }
+        if rules.expiredBeforeStart(reply) {
+            domain.dispatcher?.requestFinished()
+            return
+        }
         let session = LockSession(lock: domain.lock)
         session.acquire()
         let context = rules.context(session, domain, reply.deadline)
@@ -61,14 +67,16 @@ final class ThreadPoolExecutor: HandlerExecutor {
                 let finished = MonotonicClock.now()
                 guard rules.stillWanted(reply) else {
                     session.release()
+                    domain.dispatcher?.requestFinished()
                     return
                 }
                 job.accounting.record(response, nanoseconds: finished - job.request.receivedAt)
                 session.release()
-                let queued = started - handedOver
+                // The hand-over's lock wait happened while queued: it moves from queue to lock.
+                let queued = started - handedOver, handoverWait = min(queued, dispatchWait)
                 reply.send(rules.named(response, domain),
-                           timing: ServerTiming(queue: queued - min(queued, dispatchWait), app: finished - started + min(queued, dispatchWait),
-                                                lock: session.waited + min(queued, dispatchWait), loop: loopWait))
+                           timing: ServerTiming(queue: queued - handoverWait, app: finished - started + handoverWait,
+                                                lock: session.waited + handoverWait, loop: loopWait))
                 session.acquire()
                 session.release()
                 // gthread's finish_request: the main thread takes the GIL to put the connection

@@ -158,11 +158,19 @@ public enum ConfigurationLoader {
         // over under the GIL. One thread (prefork's sync worker) accepts and handles alike, and
         // free threads have no lock to wait for.
         if let origin = origins["dispatch"], configuration.dispatch == .locked {
-            guard configuration.executor == .threads else {
-                throw ConfigurationError("\(origin): dispatch: locked hands requests to handler threads; executor is loop (\(origins["executor"] ?? "default")), which runs them on the loop")
-            }
-            guard configuration.lock != .none else {
-                throw ConfigurationError("\(origin): dispatch: locked needs a lock to hold; lock is none (\(origins["lock"] ?? "default"))")
+            let conflict: (key: String, reason: String)? =
+                configuration.executor != .threads ? ("executor", "hands requests to handler threads; executor is loop, which runs them on the loop")
+                : configuration.lock == .none ? ("lock", "needs a lock to hold; lock is none") : nil
+            if let conflict {
+                // config/gil.yaml's `dispatch: locked` gives way to `--mode nogil` above it, as
+                // its axes do; in the same layer or above, it is a contradiction.
+                let conflictOrigin = origins[conflict.key] ?? "default"
+                let conflictLayer = conflictOrigin.hasPrefix("mode ") ? modeLayer : layer(conflictOrigin)
+                guard layer(origin) < conflictLayer else {
+                    throw ConfigurationError("\(origin): dispatch: locked \(conflict.reason) (\(conflictOrigin))")
+                }
+                configuration.dispatch = .direct
+                origins["dispatch"] = "\(conflict.key) from \(conflictOrigin), over dispatch: locked from \(origin)"
             }
         } else if origins["dispatch"] == nil {
             let locked = configuration.executor == .threads && configuration.lock != .none && configuration.threads > 1
