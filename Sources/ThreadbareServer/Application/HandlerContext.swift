@@ -72,9 +72,9 @@ public final class ServerStatus: Sendable {
         self.routes = routes
     }
 
-    /// Requests waiting for a handler thread, over all domains.
+    /// Requests waiting for a handler thread, or for a dispatcher to hand them over, over all domains.
     func queueDepth() -> Int {
-        domains.reduce(0) { $0 + $1.pool.depth }
+        domains.reduce(0) { $0 + $1.pool.depth + ($1.dispatcher?.depth ?? 0) }
     }
 
     var uptimeSeconds: Double { Double(MonotonicClock.elapsed(since: startedAt)) / 1e9 }

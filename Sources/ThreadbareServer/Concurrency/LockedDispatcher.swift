@@ -49,6 +49,13 @@ final class LockedDispatcher: @unchecked Sendable {
         post(handover)
     }
 
+    /// Requests waiting for the dispatcher to hand them over: part of the queue `/stats` shows.
+    var depth: Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return queued.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
+    }
+
     /// From a handler thread, once its reply is sent.
     func requestFinished() {
         post(nil)
