@@ -48,13 +48,7 @@ public struct Scenario: Sendable {
 
     static func parse(_ text: String, path: String, target overriding: String? = nil) throws(Invalid) -> Scenario {
         let reader = YAMLReader(path: path)
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch {
-            throw Invalid(description: "\(path): not valid YAML: \(error)")
-        }
-        guard let root else { throw Invalid(description: "\(path): the file is empty") }
+        let root = try reader.document(text)
         let top = try reader.mapping(root, keys: topLevelKeys, what: "the scenario")
 
         let targetText: String

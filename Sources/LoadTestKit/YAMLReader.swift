@@ -5,6 +5,14 @@ import Yams
 struct YAMLReader {
     let path: String
 
+    /// The file's text as one YAML document: refused when it is not YAML or holds nothing.
+    func document(_ text: String) throws(Scenario.Invalid) -> Node {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch { throw Scenario.Invalid(description: "\(path): not valid YAML: \(error)") }
+        guard let root else { throw Scenario.Invalid(description: "\(path): the file is empty") }
+        return root
+    }
+
     func error(_ node: Node, _ reason: String) -> Scenario.Invalid {
         Scenario.Invalid(description: "\(path):\(node.mark?.line ?? 0): \(reason)")
     }

@@ -61,33 +61,33 @@ public enum ProcessMemory {
 
     /// The processes whose parent is `pid` (a prefork master's workers), from /proc/*/stat.
     public static func children(of pid: Int32) -> [Int32] {
-        parents().filter { $0.value == pid }.keys.sorted()
+        childrenByParent()[pid] ?? []
     }
 
     /// Every process below `pid`: its children, theirs, and so on (a shell, the gunicorn
     /// arbiter it started, the arbiter's workers), in no particular order.
     public static func descendants(of pid: Int32) -> [Int32] {
-        let parentOf = parents()
+        let childrenOf = childrenByParent()
         var found: [Int32] = [], frontier = [pid]
         while let next = frontier.popLast() {
-            let children = parentOf.filter { $0.value == next }.keys.sorted()
+            let children = childrenOf[next] ?? []
             found += children
             frontier += children
         }
         return found
     }
 
-    /// Every process's parent, from /proc/*/stat.
-    private static func parents() -> [Int32: Int32] {
+    /// Every process's children, sorted, from one pass over /proc/*/stat.
+    private static func childrenByParent() -> [Int32: [Int32]] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        var parentOf: [Int32: Int32] = [:]
-        for candidate in entries.compactMap({ Int32($0) }) {
+        var childrenOf: [Int32: [Int32]] = [:]
+        for candidate in entries.compactMap({ Int32($0) }).sorted() {
             // The fields after the command, which is in parentheses and may hold spaces.
             guard let stat = readProcFile("/proc/\(candidate)/stat"), let close = stat.lastIndex(of: ")") else { continue }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count > 1, let parent = Int32(fields[1]) { parentOf[candidate] = parent }
+            if fields.count > 1, let parent = Int32(fields[1]) { childrenOf[parent, default: []].append(candidate) }
         }
-        return parentOf
+        return childrenOf
     }
 
     /// A /proc file is generated on read and small; one read of 4 KiB holds these.

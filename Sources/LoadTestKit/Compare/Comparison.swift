@@ -91,6 +91,29 @@ public struct Comparison: Codable, Sendable {
     enum Entrant {
         case mode(String)
         case external(ExternalTarget)
+
+        var name: String {
+            switch self {
+            case .mode(let mode): mode
+            case .external(let target): target.name
+            }
+        }
+
+        /// What an external target's record starts with; nil for a mode.
+        var run: ExternalRun? {
+            guard case .external(let target) = self else { return nil }
+            return ExternalRun(counterpart: target.counterpart, command: target.command)
+        }
+
+        func start(_ options: Options, log: URL) throws -> ServerUnderTest {
+            switch self {
+            case .mode(let mode):
+                let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
+                return try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: options.serverArguments, log: log)
+            case .external(let target):
+                return try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log)
+            }
+        }
     }
 
     /// Runs the comparison; `say` hears what is happening, a line at a time.
@@ -102,24 +125,12 @@ public struct Comparison: Codable, Sendable {
             // seconds apart: on a shared machine whose speed drifts, a pair is measured alike.
             var running: [(server: ServerUnderTest, result: Int)] = []
             for entrant in group {
-                let name: String, external: ExternalRun?
-                switch entrant {
-                case .mode(let mode): (name, external) = (mode, nil)
-                case .external(let target): (name, external) = (target.name, ExternalRun(counterpart: target.counterpart, command: target.command))
-                }
-                results.append(ModeResult(mode: name, outcomes: [], scenarioFailures: [:], external: external))
-                let log = options.logDirectory.appendingPathComponent("\(name).log")
+                results.append(ModeResult(mode: entrant.name, outcomes: [], scenarioFailures: [:], external: entrant.run))
                 do {
-                    switch entrant {
-                    case .mode(let mode):
-                        let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
-                        running.append((try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: options.serverArguments, log: log),
-                                        results.count - 1))
-                    case .external(let target):
-                        running.append((try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log), results.count - 1))
-                    }
+                    running.append((try entrant.start(options, log: options.logDirectory.appendingPathComponent("\(entrant.name).log")),
+                                    results.count - 1))
                 } catch {
-                    say("\(name): \(error)")
+                    say("\(entrant.name): \(error)")
                     results[results.count - 1].failure = "\(error)"
                 }
             }

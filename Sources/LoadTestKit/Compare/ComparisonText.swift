@@ -39,15 +39,8 @@ extension Comparison {
             }
         }
         guard cells.count > 1 else { return [] }
-        let widths = cells[0].indices.map { column in cells.map { $0[column].count }.max() ?? 0 }
-        let rendered = cells.map { row in
-            row.enumerated().map { column, cell in
-                column < 3 || column == 4 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-                    : String(repeating: " ", count: widths[column] - cell.count) + cell
-            }.joined(separator: "  ")
-        }
-        return ["## Against their counterparts — does each mode behave like the server it models?",
-                rendered[0], String(repeating: "-", count: rendered[0].count)] + rendered.dropFirst()
+        return ["## Against their counterparts — does each mode behave like the server it models?"]
+            + Self.aligned(cells, leftAligned: [0, 1, 2, 4])
     }
 
     /// The modes that measured `scenario`, with their outcomes.
@@ -92,14 +85,20 @@ extension Comparison {
         for (mode, outcome) in rows {
             cells.append([mode] + outcome.figures.map(\.cell) + [ratioToBest(outcome, in: scenario.name)])
         }
-        let widths = headers.indices.map { column in cells.map { $0[column].count }.max() ?? 0 }
+        return Self.aligned(cells, leftAligned: [0]) + failures(scenario)
+    }
+
+    /// Rows of cells as text columns: the header, a rule under it, then the rows. Columns in
+    /// `leftAligned` hold names; the others hold figures and are aligned right.
+    static func aligned(_ cells: [[String]], leftAligned: Set<Int>) -> [String] {
+        let widths = cells[0].indices.map { column in cells.map { $0[column].count }.max() ?? 0 }
         let rendered = cells.map { row in
             row.enumerated().map { column, cell in
-                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                leftAligned.contains(column) ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
                     : String(repeating: " ", count: widths[column] - cell.count) + cell
             }.joined(separator: "  ")
         }
-        return [rendered[0], String(repeating: "-", count: rendered[0].count)] + rendered.dropFirst() + failures(scenario)
+        return [rendered[0], String(repeating: "-", count: rendered[0].count)] + rendered.dropFirst()
     }
 
     /// Memory per process, for the modes with more than one.

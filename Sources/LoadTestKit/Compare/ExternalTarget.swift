@@ -42,9 +42,7 @@ public struct ExternalTarget: Sendable, Equatable {
 
     static func parse(_ text: String, path: String) throws(Scenario.Invalid) -> [ExternalTarget] {
         let reader = YAMLReader(path: path)
-        let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch { throw Scenario.Invalid(description: "\(path): not valid YAML: \(error)") }
-        guard let root else { throw Scenario.Invalid(description: "\(path): the file is empty") }
+        let root = try reader.document(text)
         let top = try reader.mapping(root, keys: ["targets"], what: "the target file")
         guard let list = top["targets"]?.sequence, !list.isEmpty else {
             throw reader.error(top["targets"] ?? root, "targets: expected a list of targets")

@@ -80,9 +80,7 @@ public struct Suite: Sendable {
 
     static func parse(_ text: String, path: String) throws(Scenario.Invalid) -> Suite {
         let reader = YAMLReader(path: path)
-        let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch { throw Scenario.Invalid(description: "\(path): not valid YAML: \(error)") }
-        guard let root else { throw Scenario.Invalid(description: "\(path): the file is empty") }
+        let root = try reader.document(text)
         let top = try reader.mapping(root, keys: topLevelKeys, what: "the suite")
         let quick = try timing(top["quick"], reader: reader) ?? Timing(duration: 1, warmup: 0.2)
         let full = try timing(top["full"], reader: reader) ?? Timing(duration: 8, warmup: 2)
