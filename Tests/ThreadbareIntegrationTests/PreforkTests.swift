@@ -392,6 +392,35 @@ extension LoadSensitive {
             #expect(threads() == 1, "nor after a reload")
         }
 
+        /// config/prefork.yaml is gunicorn's sync worker: every answer closes its connection,
+        /// HTTP/1.0 keep-alive included, and a worker busy with one connection accepts no other,
+        /// so a connection opened meanwhile is served by the idle worker.
+        @Test func theSyncWorkerServesOneConnectionAtATime() throws {
+            let server = try ServerProcess(["--config", "config/prefork.yaml", "--workers", "2"])
+            defer { server.stop() }
+            let connection = try server.connect()
+            let reply = try connection.request("GET", "/health")
+            #expect(reply.status == 200 && reply.headers["connection"] == "close")
+            #expect(BoundedWait.eventually(within: 5) { connection.isClosedByServer() })
+
+            let oldClient = try server.connect()
+            try oldClient.send(Array("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".utf8))
+            let oldReply = try oldClient.readReply()
+            #expect(oldReply.status == 200)
+            #expect(oldReply.rawHead.lowercased().components(separatedBy: "connection:").count == 2, "one Connection header: \(oldReply.rawHead)")
+            #expect(oldReply.headers["connection"] == "close")
+
+            // With the kernel spreading connections by hash, or a worker accepting while busy,
+            // both slow requests land on one worker half the time or more.
+            for round in 0..<3 {
+                let workers = try concurrently(2) { index -> String in
+                    if index == 1 { Thread.sleep(forTimeInterval: 0.15) }
+                    return try #require(try server.get("/io?ms=400").headers["x-worker"])
+                }
+                #expect(workers[0] != workers[1], "round \(round): both on worker \(workers[0])")
+            }
+        }
+
         /// TTOU while every worker is busy with a slow request: the removed worker drains, and new
         /// connections meanwhile go to the others instead of waiting on its closing socket.
         @Test func removingAWorkerLosesNoNewConnection() throws {

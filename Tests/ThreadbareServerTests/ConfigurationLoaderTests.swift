@@ -144,6 +144,9 @@ struct ConfigurationLoaderTests {
             (["THREADBARE_EXECUTOR": "loop", "THREADBARE_LOCK": "per-interpreter", "THREADBARE_INTERPRETERS": "2", "THREADBARE_LOOPS": "1"],
              "loops 1 must equal interpreters 2"),
             (["THREADBARE_MODE": "fastest"], "expected one of nogil, gil, subinterpreters, prefork, async, prefork-async, nogil-async"),
+            (["THREADBARE_MODE": "prefork-async", "THREADBARE_ACCEPT_WHILE_BUSY": "false"],
+             "environment THREADBARE_ACCEPT_WHILE_BUSY: accept_while_busy: false counts handler threads, so it needs executor: threads; executor is loop"),
+            (["THREADBARE_MODE": "prefork", "THREADBARE_LOOPS": "2", "THREADBARE_ACCEPT_WHILE_BUSY": "false"], "accept_while_busy: false needs loops: 1"),
         ]
         for (environment, message) in cases {
             let error = #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(file: nil, environment: environment, commandLine: []) }
@@ -152,6 +155,16 @@ struct ConfigurationLoaderTests {
         let loops = try ConfigurationLoader.load(
             file: nil, environment: ["THREADBARE_EXECUTOR": "loop", "THREADBARE_LOCK": "per-interpreter", "THREADBARE_INTERPRETERS": "3"], commandLine: [])
         #expect(loops.configuration.loops == 3, "one loop per interpreter unless set")
+    }
+
+    /// gunicorn's sync worker: a worker holds as many connections as it has handler threads,
+    /// and none outlives its answer.
+    @Test func theSyncWorkerAcceptsUpToItsThreads() throws {
+        let sync = try ConfigurationLoader.load(
+            file: nil, environment: ["THREADBARE_MODE": "prefork", "THREADBARE_KEEPALIVE": "false", "THREADBARE_ACCEPT_WHILE_BUSY": "false"], commandLine: [])
+        #expect(sync.configuration.limits.acceptsUpTo == 1 && !sync.configuration.limits.keepAlive)
+        let plain = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "prefork"], commandLine: [])
+        #expect(plain.configuration.limits.acceptsUpTo == nil && plain.configuration.limits.keepAlive)
     }
 
     private func temporaryFile(_ text: String) throws -> String {

@@ -89,6 +89,15 @@ public enum ConfigurationLoader {
         where bytes > configuration.maxHeaderBytes {
             throw ConfigurationError("\(origins[name] ?? "default"): \(name): \(bytes) bytes exceeds limits.max_header_bytes \(configuration.maxHeaderBytes), which libevent enforces first (with a plain 400)")
         }
+        if !configuration.acceptWhileBusy {
+            let origin = origins["accept_while_busy"] ?? "default"
+            if configuration.executor != .threads {
+                throw ConfigurationError("\(origin): accept_while_busy: false counts handler threads, so it needs executor: threads; executor is \(configuration.executor.rawValue) (\(origins["executor"] ?? origins["mode"] ?? "default"))")
+            }
+            if configuration.loops != 1 {
+                throw ConfigurationError("\(origin): accept_while_busy: false needs loops: 1, the one loop that knows when a handler thread is free; loops is \(configuration.loops) (\(origins["loops"] ?? "default"))")
+            }
+        }
         do {
             _ = try configuration.makeMode()
         } catch {

@@ -35,6 +35,13 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var queueLimit = 1024
     public var backlog = 2048
     public var maxConnections = 1000
+    /// False: every response closes its connection (gunicorn's sync worker, nginx's
+    /// `keepalive_timeout 0`).
+    public var keepAlive = true
+    /// False: a process holds no more connections than it has handler threads and accepts the
+    /// next only when one closes, so a new connection waits in the listen backlog for whichever
+    /// process is free (gunicorn's sync worker, which accepts only when idle).
+    public var acceptWhileBusy = true
     /// Seconds a handler thread has to answer; 0 for no limit.
     public var requestTimeout = 30.0
     /// Seconds a request has to arrive whole, from its first byte; 0 for no limit.
@@ -78,6 +85,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         HTTPLimits(maxHeaderBytes: maxHeaderBytes,
                    head: RequestHeadLimits(requestLineBytes: requestLineBytes, fields: requestFields, fieldBytes: requestFieldBytes),
                    maxBodyBytes: maxBodyBytes, maxConnections: maxConnections,
+                   keepAlive: keepAlive, acceptsUpTo: acceptWhileBusy ? nil : threads,
                    requestTimeoutSeconds: requestTimeout, requestReadTimeoutSeconds: requestReadTimeout, timeoutSeconds: timeout)
     }
 

@@ -7,7 +7,7 @@ import Synchronization
 
 /// A loop's connections, from accept to close: counting them (silent ones too), the
 /// `max_connections` limit, each request's read deadline, and pausing accepts while accept(2)
-/// fails. All of it runs on the loop's thread.
+/// fails or while the loop holds all the connections it serves at once (`accept_while_busy`). All of it runs on the loop's thread.
 extension EventLoop {
     /// The callbacks evhttp and its listener call for a connection; set once, at start.
     func watchConnections(bound: OpaquePointer) {
@@ -48,7 +48,26 @@ extension EventLoop {
         bufferevent_incref(bufferevent)
         newcomers.append(bufferevent)
         if newcomers.count == 1 { event_active(adoptEvent, 0, 0) }
+        // The listener accepts until the backlog is empty, unless its callback disables it;
+        // this is that callback, so a burst stops at the connection that fills the loop.
+        if let acceptsUpTo, !acceptPausedWhileBusy, let boundSocket, heldConnections >= acceptsUpTo {
+            evconnlistener_disable(evhttp_bound_socket_get_listener(boundSocket))
+            acceptPausedWhileBusy = true
+        }
         return bufferevent
+    }
+
+    /// Connections open plus those accepted this turn and not yet adopted.
+    private var heldConnections: Int { counters.openConnections.current + newcomers.count }
+
+    /// Accepting resumes once the loop holds fewer than `acceptsUpTo` connections. A newcomer
+    /// that closed before it was adopted is never counted open, so adoption looks again too.
+    private func acceptIfNoLongerBusy() {
+        guard acceptPausedWhileBusy, let acceptsUpTo, heldConnections < acceptsUpTo else { return }
+        acceptPausedWhileBusy = false
+        // A failed accept's retry, if one is pending, enables the listener when it fires.
+        guard let boundSocket, event_pending(resumeAcceptingEvent, Int16(EV_TIMEOUT), nil) == 0 else { return }
+        evconnlistener_enable(evhttp_bound_socket_get_listener(boundSocket))
     }
 
     /// evhttp gives no word of a connection before its first request, nor of one that closes
@@ -71,6 +90,7 @@ extension EventLoop {
         }
         arrived.removeAll(keepingCapacity: true)
         spareNewcomers = arrived
+        acceptIfNoLongerBusy()
     }
 
     /// Counts a connection open and asks to hear of its close. One opened while the process has
@@ -127,7 +147,7 @@ extension EventLoop {
     static let acceptRetryMilliseconds = 100
 
     fileprivate func resumeAccepting() {
-        guard let boundSocket else { return }
+        guard let boundSocket, !acceptPausedWhileBusy else { return }
         evconnlistener_enable(evhttp_bound_socket_get_listener(boundSocket))
     }
 
@@ -141,5 +161,6 @@ extension EventLoop {
         entry.readDeadline?.cancel()
         if entry.unanswered { inFlight.subtract(1) }
         counters.openConnections.subtract(1)
+        acceptIfNoLongerBusy()
     }
 }

@@ -19,6 +19,8 @@ final class EventLoop: @unchecked Sendable {
     private let service: any HTTPService
     private let headLimits: RequestHeadLimits
     let maxConnections: Int
+    let keepAlive: Bool
+    let acceptsUpTo: Int?
     let logger = Logger(label: "threadbare.http")
     let inFlight: SharedCounter
     let counters: HTTPCounters
@@ -54,6 +56,8 @@ final class EventLoop: @unchecked Sendable {
     /// Accepting pauses while accept(2) fails (out of descriptors), then retries.
     var resumeAcceptingEvent: OpaquePointer?
     var acceptPausesThisEpisode = 0
+    /// Accepting pauses while the loop holds `acceptsUpTo` connections.
+    var acceptPausedWhileBusy = false
     /// `request_timeout` as a libevent common timeout: every deadline has the same length, so
     /// libevent keeps their timers in one queue in arming order instead of its heap.
     var requestTimeout: UnsafePointer<timeval>?
@@ -78,6 +82,8 @@ final class EventLoop: @unchecked Sendable {
         self.service = service
         headLimits = limits.head
         maxConnections = limits.maxConnections
+        keepAlive = limits.keepAlive
+        acceptsUpTo = limits.acceptsUpTo
         requestTimeout = Self.commonTimeout(base, seconds: limits.requestTimeoutSeconds)
         requestReadTimeout = Self.commonTimeout(base, seconds: limits.requestReadTimeoutSeconds)
 
@@ -347,6 +353,12 @@ final class EventLoop: @unchecked Sendable {
         // evhttp appends its own "Connection: keep-alive", which would contradict ours; such a
         // connection simply ends when the server exits.)
         if draining && request.pointee.minor >= 1 {
+            evhttp_add_header(headers, "Connection", "close")
+        }
+        if !keepAlive && !draining {
+            // Without the client's own Connection header evhttp adds no "keep-alive" of its own
+            // to an HTTP/1.0 answer, and ours is then the only word on it.
+            evhttp_remove_header(evhttp_request_get_input_headers(request), "Connection")
             evhttp_add_header(headers, "Connection", "close")
         }
         if !reply.headOnly && !response.body.isEmpty {
