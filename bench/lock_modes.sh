@@ -7,8 +7,9 @@
 #
 # Part 2, the convoy effect: sequential /io?ms=0 requests (one connection) per second, alone
 # and while a second connection keeps /cpu busy, under gil at switch intervals 5, 1 and
-# 0.1 ms (and nogil for reference). An I/O request must take the lock twice before it can
-# answer, and each time it waits about one switch interval behind the computing thread.
+# 0.1 ms (and nogil for reference). An I/O request takes the lock several times before it can
+# answer (its dispatcher's hand-over, its handler, and again after the sleep), and each
+# contended take waits up to a switch interval behind the computing thread.
 #
 # Servers and wrk share both cores: the point is what the server does with all of them.
 # Usage: bench/lock_modes.sh     env: DURATION (default 5s), WORK (default 1000, about 1 ms)
