@@ -16,6 +16,8 @@ from urllib.parse import unquote_to_bytes
 from endpoints import Application, Offloads, Waits
 
 application = Application("uvicorn")
+# uvicorn ends by raising SIGTERM again with its default action, so atexit handlers never run
+# there: the lifespan's shutdown gives the slot back first.
 atexit.register(application.board.release)
 
 
@@ -26,6 +28,7 @@ async def app(scope, receive, send):
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                application.board.release()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":

@@ -57,6 +57,7 @@ class Scoreboard:
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.values = dict.fromkeys(FIELDS, 0)
+        self.released = False
         # gthread's handler threads count at once; += is not atomic under the GIL.
         self._lock = threading.Lock()
         self._publish()
@@ -103,7 +104,11 @@ class Scoreboard:
         return {name: sum(worker[name] for worker in workers) for name in FIELDS}, workers
 
     def release(self):
-        """At exit: the slot is free for the next worker, and the last one out removes the file."""
+        """At exit: the slot is free for the next worker, and the last one out removes the file.
+        Only once: by a second call the slot may be another worker's."""
+        if self.released:
+            return
+        self.released = True
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             _SLOT.pack_into(self.map, self.offset, 0, 0, *([0] * len(FIELDS)))
