@@ -29,6 +29,22 @@ struct YAMLReader {
         return fields
     }
 
+    /// `top[key]` as a non-empty list of entries (`what` names one: "scenario", "target"), each
+    /// read by `entry`, no two with the same name. `root` is where a missing list is reported.
+    func uniquelyNamedList<Entry>(_ top: [String: Node], _ key: String, of what: String, root: Node, name: (Entry) -> String,
+                                  _ entry: (Node) throws(Scenario.Invalid) -> Entry) throws(Scenario.Invalid) -> [Entry] {
+        guard let list = top[key]?.sequence, !list.isEmpty else {
+            throw error(top[key] ?? root, "\(key): expected a list of \(key)")
+        }
+        var entries: [Entry] = []
+        for node in list {
+            let read = try entry(node)
+            guard !entries.contains(where: { name($0) == name(read) }) else { throw error(node, "a second \(what) named '\(name(read))'") }
+            entries.append(read)
+        }
+        return entries
+    }
+
     func string(_ node: Node, _ name: String) throws(Scenario.Invalid) -> String {
         guard let scalar = node.scalar else { throw error(node, "\(name): expected a single value") }
         return scalar.string

@@ -44,16 +44,9 @@ public struct ExternalTarget: Sendable, Equatable {
         let reader = YAMLReader(path: path)
         let root = try reader.document(text)
         let top = try reader.mapping(root, keys: ["targets"], what: "the target file")
-        guard let list = top["targets"]?.sequence, !list.isEmpty else {
-            throw reader.error(top["targets"] ?? root, "targets: expected a list of targets")
+        return try reader.uniquelyNamedList(top, "targets", of: "target", root: root, name: \.name) { node throws(Scenario.Invalid) in
+            try parseOne(node, reader: reader)
         }
-        var targets: [ExternalTarget] = []
-        for node in list {
-            let target = try parseOne(node, reader: reader)
-            guard !targets.contains(where: { $0.name == target.name }) else { throw reader.error(node, "a second target named '\(target.name)'") }
-            targets.append(target)
-        }
-        return targets
     }
 
     private static func parseOne(_ node: Node, reader: YAMLReader) throws(Scenario.Invalid) -> ExternalTarget {

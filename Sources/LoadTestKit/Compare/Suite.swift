@@ -84,14 +84,8 @@ public struct Suite: Sendable {
         let top = try reader.mapping(root, keys: topLevelKeys, what: "the suite")
         let quick = try timing(top["quick"], reader: reader) ?? Timing(duration: 1, warmup: 0.2)
         let full = try timing(top["full"], reader: reader) ?? Timing(duration: 8, warmup: 2)
-        guard let list = top["scenarios"]?.sequence, !list.isEmpty else {
-            throw reader.error(top["scenarios"] ?? root, "scenarios: expected a list of scenarios")
-        }
-        var scenarios: [Entry] = []
-        for node in list {
-            let entry = try scenario(node, reader: reader)
-            guard !scenarios.contains(where: { $0.name == entry.name }) else { throw reader.error(node, "a second scenario named '\(entry.name)'") }
-            scenarios.append(entry)
+        let scenarios = try reader.uniquelyNamedList(top, "scenarios", of: "scenario", root: root, name: \Entry.name) { node throws(Scenario.Invalid) in
+            try scenario(node, reader: reader)
         }
         return Suite(quick: quick, full: full, scenarios: scenarios)
     }
