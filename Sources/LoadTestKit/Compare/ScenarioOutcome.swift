@@ -201,10 +201,18 @@ extension ScenarioOutcome {
                                serverTimeMs: serverTime(last))
     }
 
-    /// The probe and the background load start together and run side by side.
+    /// The background load connects first, and the probe a moment later; then they run side by
+    /// side and end together. The order is fixed because it decides where connections land on a
+    /// server whose workers accept from one shared socket: a burst goes to whichever worker wakes
+    /// first, and the next connection to one that is not busy computing. Left to a race between
+    /// the two load threads, the same server put the probe beside the computing connections in
+    /// one run and apart from them in the next.
     private static func convoy(_ name: String, probe: Endpoint, rate: Double, probeConnections: Int, background: Endpoint,
                                backgroundConnections: Int, timing: Suite.Timing) throws -> ScenarioOutcome {
-        let busy = BackgroundLoad { try load([background], connections: backgroundConnections, timing: timing) }
+        let headStart = 0.1
+        let backgroundTiming = Suite.Timing(duration: timing.duration + headStart, warmup: timing.warmup)
+        let busy = BackgroundLoad { try load([background], connections: backgroundConnections, timing: backgroundTiming) }
+        Thread.sleep(forTimeInterval: headStart)
         let quick = try load([probe], connections: probeConnections, rate: rate, timing: timing)
         let behind = try busy.wait()
         let figures = [
