@@ -11,7 +11,10 @@
 # from what the Swift layer costs. Missing a target is reported, not an error; a server
 # that does not start, a failing wrk or any non-2xx response is (exit != 0).
 #
-# Usage: bench/http_core.sh        env: DURATION (default 10s), ROUNDS (3)
+# BASELINE=path/to/threadbare adds that binary's /health to the same rounds, with its ratio to
+# this build's: how a change moved the speed, measured side by side rather than a day apart.
+#
+# Usage: bench/http_core.sh        env: DURATION (default 10s), ROUNDS (3), BASELINE
 BENCH=http_core
 source "$(dirname "$0")/lib.sh"
 
@@ -41,6 +44,13 @@ WRK_PREFIX=(taskset -c 1)
 names=("C evhttp /health" "C evhttp --changelist" "threadbare /health" "threadbare /cpu?work=0" "async /cpu?work=0" "C evhttp again (noise)")
 urls=("$c_url/health" "$cl_url/health" "$tb_url/health" "$tb_url/cpu?work=0" "$tba_url/cpu?work=0" "$c2_url/health")
 targets=("" "" 0.95 0.60 0.95 "")
+if [[ -n ${BASELINE:-} ]]; then
+    [[ -x $BASELINE ]] || die "BASELINE is not an executable: '$BASELINE'"
+    start base "baseline threadbare" 0 "$BASELINE" serve --port 0 --loops 1
+    names+=("baseline /health")
+    urls+=("$base_url/health")
+    targets+=("")
+fi
 
 # bench URL DURATION : wrk pinned to core 1; sets $rps.
 bench() { wrk_rps "$1" "$2" -t1 -c64; }
@@ -76,5 +86,9 @@ for i in "${!urls[@]}"; do
         printf "%-24s | %14.0f | %10.2f | %14.2f | %s\n", n, m, r, m / cl, tgt }'
 done
 echo
+if [[ -n ${BASELINE:-} ]]; then
+    awk -v now="${medians[2]}" -v before="${medians[${#medians[@]} - 1]}" 'BEGIN {
+        printf "/health, this build over the baseline (%s): %.3f\n", ENVIRON["BASELINE"], now / before }'
+fi
 awk -v r="$rss_mb" 'BEGIN { printf "idle RSS threadbare: %.1f MB (target ≤ 20 MB) %s\n",
     r, (r <= 20) ? "ok" : "MISSED" }'

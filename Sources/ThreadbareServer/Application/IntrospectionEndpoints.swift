@@ -52,6 +52,8 @@ enum IntrospectionEndpoints {
             "connections_refused": .integer(status.counters.refusedConnections.current),
             "accept_pauses": .integer(status.counters.acceptPauses.current),
             "read_timeouts": .integer(status.counters.readTimeouts.current),
+            "refused_framing": .object(status.counters.framingRefusals.sorted { $0.key.rawValue < $1.key.rawValue }
+                .map { ($0.key.rawValue, .integer($0.value.current)) }),
             "log_lines_lost": .integer(LogFile.linesLost.load(ordering: .relaxed)),
             "request_timeouts": .integer(status.requestTimeouts.current),
             "handlers_past_deadline": .integer(max(0, status.requestTimeouts.current - status.lateHandlersDone.current)),

@@ -16,6 +16,7 @@ struct ConnectionTable {
         /// Opened while the process had `max_connections` open: its first request is refused.
         var overLimit = false
         var readDeadline: ConnectionReadDeadline?
+        var framing: FramingGuard?
     }
 
     private var entries: [Entry?] = []
@@ -64,6 +65,10 @@ struct ConnectionTable {
 
     mutating func setReadDeadline(_ deadline: ConnectionReadDeadline, for connection: OpaquePointer) {
         if let socket = slot(of: connection) { entries[socket]!.readDeadline = deadline }
+    }
+
+    mutating func setFraming(_ framing: FramingGuard, for connection: OpaquePointer) {
+        if let socket = slot(of: connection) { entries[socket]!.framing = framing }
     }
 
     func entry(for connection: OpaquePointer) -> Entry? {

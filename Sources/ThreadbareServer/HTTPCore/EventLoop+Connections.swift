@@ -100,6 +100,7 @@ extension EventLoop {
         if let replaced {
             if replaced.unanswered { inFlight.subtract(1) }
             replaced.readDeadline?.abandon()
+            replaced.framing?.abandon()
         } else {
             counters.openConnections.add(1)
         }
@@ -112,6 +113,9 @@ extension EventLoop {
             counters.refusedConnections.add(1)
         }
         if draining || overLimit { evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds) }
+        if let framing = FramingGuard(connection: connection, mostHeadBytes: maxHeaderBytes) {
+            connections.setFraming(framing, for: connection)
+        }
         if let requestReadTimeout, let deadline = ConnectionReadDeadline(
             connection: connection, base: base, length: requestReadTimeout, expired: { [unowned self] in self.readTimedOut($0) }) {
             connections.setReadDeadline(deadline, for: connection)
@@ -159,6 +163,7 @@ extension EventLoop {
     func closed(_ connection: OpaquePointer) {
         guard let entry = connections.remove(connection) else { return }
         entry.readDeadline?.cancel()
+        entry.framing?.cancel()
         if entry.unanswered { inFlight.subtract(1) }
         counters.openConnections.subtract(1)
         acceptIfNoLongerBusy()

@@ -19,6 +19,7 @@ final class EventLoop: @unchecked Sendable {
     private let service: any HTTPService
     private let headLimits: RequestHeadLimits
     let maxConnections: Int
+    let maxHeaderBytes: Int
     let keepAlive: Bool
     let acceptsUpTo: Int?
     let logger = Logger(label: "threadbare.http")
@@ -82,6 +83,7 @@ final class EventLoop: @unchecked Sendable {
         self.service = service
         headLimits = limits.head
         maxConnections = limits.maxConnections
+        maxHeaderBytes = limits.maxHeaderBytes
         keepAlive = limits.keepAlive
         acceptsUpTo = limits.acceptsUpTo
         requestTimeout = Self.commonTimeout(base, seconds: limits.requestTimeoutSeconds)
@@ -238,6 +240,7 @@ final class EventLoop: @unchecked Sendable {
         markTurn(now: receivedAt)
         var connectionNumber = index
         var overLimit = false
+        var framingRefusal: RequestFraming.Violation?
         if let connection = evhttp_request_get_connection(request) {
             let admitted = connections.admit(connection, withRequest: true)
             if admitted.isNew { opened(connection, replacing: admitted.replaced) }
@@ -245,6 +248,7 @@ final class EventLoop: @unchecked Sendable {
             if let entry = admitted.isNew ? connections.entry(for: connection) : admitted.entry {
                 connectionNumber = entry.number
                 overLimit = entry.overLimit
+                framingRefusal = entry.framing?.refusalOfNextRequest()
                 entry.readDeadline?.requestRead()
                 counters.mostInFlight.raise(to: inFlight.increment())
             }
@@ -256,6 +260,12 @@ final class EventLoop: @unchecked Sendable {
 
         let method = HTTPMethod(evhttp_request_get_command(request))
         let reply = ReplyHandle(loop: LoopHandle(loop: self), request: LoopConfinedRequest(pointer: request), headOnly: method == .head)
+        // Before anything else reads the request: it is the stand-in for one refused unread.
+        if let framingRefusal {
+            counters.framingRefusals[framingRefusal.reason]?.add(1)
+            service.refuse(receivedAt: receivedAt, status: framingRefusal.status, reason: framingRefusal.message, reply: reply)
+            return
+        }
         guard let method else {
             service.refuse(receivedAt: receivedAt, status: 501, reason: "this request method is not implemented", reply: reply)
             return

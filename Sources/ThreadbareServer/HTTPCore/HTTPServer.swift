@@ -64,6 +64,8 @@ public final class HTTPCounters: Sendable {
     public let refusedConnections = SharedCounter()
     public let acceptPauses = SharedCounter()
     public let readTimeouts = SharedCounter()
+    /// Messages refused for their framing or syntax (RFC 9112), by the rule they broke.
+    public let framingRefusals = Dictionary(uniqueKeysWithValues: RequestFraming.Reason.allCases.map { ($0, SharedCounter()) })
     public init() {}
 }
 
