@@ -11,7 +11,7 @@ RELEASE = -c release --static-swift-stdlib
 CONFIG ?= config/nogil.yaml
 # memcached: the tests (and cache.backend: memcached) run a real one. python3: a test serves the
 # reference app (loadtest/python) with Python's own wsgiref.
-APT_PACKAGES = libevent-dev pkg-config memcached python3
+APT_PACKAGES = libevent-dev pkg-config memcached python3 python3-venv
 # make demo-python and bench/fidelity.sh: gunicorn and uvicorn in a virtual environment.
 PYTHON_VENV = .build/python
 
@@ -25,12 +25,12 @@ setup:
 	@if ! [ -x "$(SWIFT)" ]; then \
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
-	@if pkg-config --exists libevent 2>/dev/null && [ -x /usr/bin/memcached ] && command -v python3 >/dev/null; then exit 0; fi; \
+	@if pkg-config --exists libevent 2>/dev/null && [ -x /usr/bin/memcached ] && python3 -c 'import venv, ensurepip' 2>/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "libevent 2.1 development files, memcached or python3 are missing. Run:"; \
+		echo "libevent 2.1 development files, memcached, python3 or its venv module are missing. Run:"; \
 		echo "  sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
 	fi
 
@@ -55,11 +55,6 @@ demo-python: release python-venv
 
 # gunicorn and uvicorn from PyPI, pinned in loadtest/python/requirements.txt, in $(PYTHON_VENV).
 python-venv: setup
-	@if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
-		else echo "python3's venv module is missing. Run:"; echo "  sudo apt-get install -y python3-venv"; exit 1; fi; \
-	fi
 	@if ! [ -x $(PYTHON_VENV)/bin/gunicorn ] || ! cmp -s loadtest/python/requirements.txt $(PYTHON_VENV)/requirements.txt; then \
 		echo "installing gunicorn and uvicorn into $(PYTHON_VENV)"; \
 		python3 -m venv $(PYTHON_VENV) && $(PYTHON_VENV)/bin/pip install -q -r loadtest/python/requirements.txt \
@@ -84,11 +79,12 @@ test-asan: setup
 	$(SWIFT) build --sanitize=address --product threadbare
 	LSAN_OPTIONS=suppressions=$(CURDIR)/.lsan-suppressions $(SWIFT) test --sanitize=address
 
-# The seeded property tests over the query, cache-key, router and configuration parsers, each for
-# FUZZ_SECONDS from a fresh seed (printed; FUZZ_SEED=N replays one).
+# The seeded property tests over the query, cache-key, router and configuration parsers, and the
+# differential test of the framing rules against h11, each for FUZZ_SECONDS from a fresh seed
+# (printed; FUZZ_SEED=N replays one).
 FUZZ_SECONDS ?= 60
 fuzz: setup
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(SWIFT) test --filter ParserPropertyTests
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(SWIFT) test --filter 'ParserPropertyTests|FramingDifferentialTests'
 
 bench: setup
 	bench/http_core.sh

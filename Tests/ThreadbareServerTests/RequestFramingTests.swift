@@ -64,6 +64,8 @@ struct RequestFramingTests {
         ("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, .requestLine),
         ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400, .requestLine),
         ("GET /\u{1} HTTP/1.1\r\nHost: a\r\n\r\n", 400, .requestLine),
+        ("GET /caf\u{E9} HTTP/1.1\r\nHost: a\r\n\r\n", 400, .requestLine),
+        ("PUT /k HTTP/1.1\r\nHost: a\r\nContent-Length: 0000000000000000005\r\n\r\n", 400, .contentLength),
         ("GET / http/1.1\r\nHost: a\r\n\r\n", 400, .requestLine),
         ("GET / HTTP/1.1\rHost: a\r\n\r\n", 400, .requestLine),
         ("GET / HTTP/1\r\nHost: a\r\n\r\n", 400, .requestLine),
@@ -108,7 +110,8 @@ struct RequestFramingTests {
         "x\r\nhello\r\n0\r\n\r\n", "-5\r\nhello\r\n0\r\n\r\n", "0x5\r\nhello\r\n0\r\n\r\n", " 5\r\nhello\r\n0\r\n\r\n",
         "5\r\nhelloX\r\n0\r\n\r\n", "5\r\nhello\n0\r\n\r\n", "5\nhello\r\n0\r\n\r\n", "5\rhello\r\n0\r\n\r\n",
         "5;\r\nhello\r\n0\r\n\r\n", "5;a=\r\nhello\r\n0\r\n\r\n", "5;a=\"b\r\nhello\r\n0\r\n\r\n", "5 x\r\nhello\r\n0\r\n\r\n",
-        "1000000000000000\r\n", "0\r\nX Bad: t\r\n\r\n", "0\r\nX-A: \u{0}\r\n\r\n",
+        "1000000000000000\r\n", "0\r\nX Bad: t\r\n\r\n", "0\r\nX-A: \u{0}\r\n\r\n", "0\r\nContent-Length: 5\r\n\r\n",
+        "0\r\nauthorization: Bearer x\r\n\r\n",
     ])
     func aMalformedChunkIsRefused(body: String) {
         guard case .refused(let violation) = Self.read([body]) else {

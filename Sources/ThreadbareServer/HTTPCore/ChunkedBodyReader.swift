@@ -13,7 +13,7 @@ public struct ChunkedBodyReader: Sendable {
 
     /// A chunk-size line or a trailer field line, extensions included.
     static let mostLineBytes = 4096
-    /// Hex digits of a chunk size, leading zeros aside: 15 fit in an Int.
+    /// Hex digits of a chunk size, leading zeros included: 15 fit in an Int.
     static let mostSizeDigits = 15
 
     private enum State: Sendable {
@@ -104,20 +104,29 @@ public struct ChunkedBodyReader: Sendable {
                 state = .finished
                 return nil
             }
-            return validTrailerField(line) ? nil : refuse("a trailer field breaks the header field rules")
+            guard validTrailerField(line) else { return refuse("a trailer field breaks the header field rules") }
+            let name = String(decoding: line.prefix { $0 != ASCII.colon }, as: UTF8.self).lowercased()
+            return Self.headerOnlyFields.contains(name) ? refuse("a trailer field may not be \(name)") : nil
         }
         let digits = line.prefix(while: ASCII.isHexDigit)
         guard !digits.isEmpty else { return refuse("a chunk size is not hex digits") }
-        let significant = digits.drop { $0 == UInt8(ascii: "0") }
-        guard significant.count <= Self.mostSizeDigits else { return refuse("a chunk size is too large") }
+        guard digits.count <= Self.mostSizeDigits else { return refuse("a chunk size has more than \(Self.mostSizeDigits) hex digits") }
         guard Self.validExtensions(line[digits.endIndex...]) else { return refuse("a chunk extension is malformed") }
         if digits.endIndex < line.endIndex {
             extensions.append((lineStart + digits.count)..<(lineStart + line.count))
         }
-        let size = significant.reduce(0) { $0 << 4 | Int(Self.hexValue($1)) }
+        let size = digits.reduce(0) { $0 << 4 | Int(Self.hexValue($1)) }
         state = size == 0 ? .trailerLine : .data(remaining: size)
         return nil
     }
+
+    /// Fields that frame, route, authorise or describe the request (RFC 9110 §6.5.1): libevent
+    /// adds trailer fields to the request's headers, so one of these in a trailer would reach the
+    /// application as if the client had sent it before the body.
+    static let headerOnlyFields: Set<String> = [
+        "content-length", "transfer-encoding", "host", "authorization", "content-type", "content-encoding", "content-range",
+        "expect", "trailer", "connection", "te", "upgrade", "keep-alive", "proxy-authorization", "cookie",
+    ]
 
     private func refuse(_ message: String) -> Progress {
         .refused(RequestFraming.Violation(400, .chunk, message))

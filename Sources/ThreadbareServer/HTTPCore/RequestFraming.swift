@@ -47,8 +47,8 @@ public enum RequestFraming {
         case headTooLarge = "head_too_large"
     }
 
-    /// The longest Content-Length or chunk size taken as a number: 18 decimal digits fit in an
-    /// Int, and no body here comes near.
+    /// The most digits a Content-Length may have, leading zeros included: 18 fit in an Int, and
+    /// no body here comes near.
     static let mostLengthDigits = 18
 
     /// `head` runs from the request line through the empty line that ends the fields. Empty
@@ -145,8 +145,9 @@ public enum RequestFraming {
         guard line[..<firstSpace].allSatisfy(ASCII.isTokenCharacter) else {
             return .failure(Violation(400, .requestLine, "the request method is not a token"))
         }
-        guard line[(firstSpace + 1)..<secondSpace].allSatisfy({ $0 > 0x20 && $0 != 0x7F }) else {
-            return .failure(Violation(400, .requestLine, "the request target holds whitespace or a control character"))
+        // A URI is visible ASCII (RFC 3986); other bytes are sent percent-encoded.
+        guard line[(firstSpace + 1)..<secondSpace].allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+            return .failure(Violation(400, .requestLine, "the request target holds a byte that is not visible ASCII"))
         }
         let version = line[(secondSpace + 1)...]
         let at = version.startIndex
@@ -181,11 +182,10 @@ public enum RequestFraming {
             guard !digits.isEmpty, digits.allSatisfy(ASCII.isDigit) else {
                 return .failure(Violation(400, .contentLength, "Content-Length is not a non-negative decimal number"))
             }
-            let significant = digits.drop { $0 == UInt8(ascii: "0") }
-            guard significant.count <= mostLengthDigits else {
-                return .failure(Violation(400, .contentLength, "Content-Length is too large"))
+            guard digits.count <= mostLengthDigits else {
+                return .failure(Violation(400, .contentLength, "Content-Length has more than \(mostLengthDigits) digits"))
             }
-            let number = significant.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+            let number = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
             if let length, length != number {
                 return .failure(Violation(400, .contentLength, "the request has different Content-Length values"))
             }
