@@ -69,6 +69,14 @@ struct FramingTests {
             #expect(try Self.refusedFraming(server)[reason] == before + 2, "\(message.debugDescription) counted under \(reason)")
             #expect(try server.get("/health").status == 200)
         }
+        // An HTTP/1.0 keep-alive client is told "close" once, with no "keep-alive" beside it.
+        let old = try server.connect()
+        try old.send(Array("GET /he alth HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".utf8))
+        let refused = try old.readReply()
+        #expect(refused.status == 400)
+        #expect(refused.rawHead.lowercased().components(separatedBy: "\r\n").filter { $0.hasPrefix("connection:") } == ["connection: close"],
+                "\(refused.rawHead)")
+        #expect(old.isClosedByServer())
         // Nothing refused reached a handler: no key was stored.
         #expect(try server.get("/cache/f").status == 404)
     }

@@ -31,7 +31,7 @@ struct ShutdownTests {
         #expect(reply.status == 200)
         #expect(reply.headers["content-length"] != nil)
         let connectionHeaders = reply.rawHead.lowercased().components(separatedBy: "\r\n").filter { $0.hasPrefix("connection:") }
-        #expect(connectionHeaders.count <= 1, "\(reply.rawHead)")
+        #expect(connectionHeaders == ["connection: close"], "\(reply.rawHead)")
         #expect(server.stop() == 0)
     }
 

@@ -359,17 +359,13 @@ final class EventLoop: @unchecked Sendable {
         for header in fixedHeaders {
             evhttp_add_header(headers, header.name, header.value)
         }
-        // While draining, ask HTTP/1.1 clients to close. (For an HTTP/1.0 keep-alive client
-        // evhttp appends its own "Connection: keep-alive", which would contradict ours; such a
-        // connection simply ends when the server exits.)
-        if draining && request.pointee.minor >= 1 {
-            evhttp_add_header(headers, "Connection", "close")
-        }
-        if !keepAlive && !draining {
-            // Without the client's own Connection header evhttp adds no "keep-alive" of its own
-            // to an HTTP/1.0 answer, and ours is then the only word on it.
+        // The connection ends with this answer while draining, without keep-alive, or when the
+        // service says so (a refusal). Without the client's own Connection header evhttp adds no
+        // "keep-alive" of its own to an HTTP/1.0 answer, so "close" is the only word on it.
+        let serviceCloses = response.headers.contains { $0.name == "Connection" && $0.value == "close" }
+        if draining || !keepAlive || serviceCloses {
             evhttp_remove_header(evhttp_request_get_input_headers(request), "Connection")
-            evhttp_add_header(headers, "Connection", "close")
+            if !serviceCloses { evhttp_add_header(headers, "Connection", "close") }
         }
         if !reply.headOnly && !response.body.isEmpty {
             response.body.withUnsafeBytes { bytes in
