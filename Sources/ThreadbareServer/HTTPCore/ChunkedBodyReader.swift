@@ -135,7 +135,7 @@ public struct ChunkedBodyReader: Sendable {
     private func validTrailerField(_ line: [UInt8]) -> Bool {
         guard let colon = line.firstIndex(of: ASCII.colon), colon > 0 else { return false }
         return line[..<colon].allSatisfy(ASCII.isTokenCharacter)
-            && line[(colon + 1)...].allSatisfy { $0 == ASCII.tab || ($0 >= 0x20 && $0 != 0x7F) }
+            && line[(colon + 1)...].allSatisfy(ASCII.isFieldValueCharacter)
     }
 
     /// `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ) BWS`, ext-val a token or a quoted
@@ -174,7 +174,7 @@ public struct ChunkedBodyReader: Sendable {
             switch byte {
             case ASCII.quote: return true
             case ASCII.backslash:
-                guard let escaped = rest.popFirst(), escaped == ASCII.tab || (escaped >= 0x20 && escaped != 0x7F) else { return false }
+                guard let escaped = rest.popFirst(), ASCII.isFieldValueCharacter(escaped) else { return false }
             case ASCII.tab, 0x20...0x7E, 0x80...0xFF: continue
             default: return false
             }

@@ -102,10 +102,7 @@ final class FramingGuard {
         let setAside = evbuffer_get_length(aside)
         if setAside > 0 {
             // The head's earlier bytes go back in front of the new ones.
-            evbuffer_remove_buffer(input, scratch, position)
-            evbuffer_add_buffer(scratch, aside)
-            evbuffer_add_buffer(scratch, input)
-            evbuffer_add_buffer(input, scratch)
+            pastFirst(position) { evbuffer_prepend_buffer(input, aside) }
             position += setAside
             length += setAside
         }
@@ -170,24 +167,28 @@ final class FramingGuard {
             }
         }
         if let cut {
-            evbuffer_remove_buffer(input, scratch, cut.at)
-            evbuffer_drain(input, evbuffer_get_length(input))
-            evbuffer_add_buffer(input, scratch)
-            if !cut.standIn.isEmpty { evbuffer_add(input, cut.standIn, cut.standIn.count) }
+            pastFirst(cut.at) {
+                evbuffer_drain(input, evbuffer_get_length(input))
+                evbuffer_add(input, cut.standIn, cut.standIn.count)
+            }
         }
         // From the last, so that the offsets of those before stay true. All of them lie before
         // the cut and before the message being read.
         for span in dropped.reversed() {
-            evbuffer_remove_buffer(input, scratch, span.lowerBound)
-            evbuffer_drain(input, span.count)
-            evbuffer_prepend_buffer(input, scratch)
+            pastFirst(span.lowerBound) { evbuffer_drain(input, span.count) }
         }
         if cut == nil, case .head = expecting, messageStart < length {
             // An incomplete head waits aside, where evhttp cannot start on it.
-            evbuffer_remove_buffer(input, scratch, messageStart - dropped.reduce(0) { $0 + $1.count })
-            evbuffer_add_buffer(aside, input)
-            evbuffer_add_buffer(input, scratch)
+            pastFirst(messageStart - dropped.reduce(0) { $0 + $1.count }) { evbuffer_add_buffer(aside, input) }
         }
+    }
+
+    /// Runs `body` on the input past its first `count` bytes, which wait in `scratch`
+    /// meanwhile and go back in front afterwards. Whole chains are moved, not copied.
+    private func pastFirst(_ count: Int, _ body: () -> Void) {
+        evbuffer_remove_buffer(input, scratch, count)
+        body()
+        evbuffer_prepend_buffer(input, scratch)
     }
 
     private func startHead() {
