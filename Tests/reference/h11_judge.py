@@ -1,13 +1,13 @@
 """The reference parser for FramingDifferentialTests: h11, as a server, judges each request.
 
-Reads one hex-encoded request per line on stdin and prints, per line, "accept" (h11 read the
-whole message, body included, without error), "reject" (h11 raised a protocol error) or
-"incomplete" (h11 wants more bytes)."""
+Reads one hex-encoded request per line from the file named by its argument and prints, per
+line, "accept" (h11 read the whole message, body included, without error), "reject" (h11 raised
+a protocol error) or "incomplete" (h11 wants more bytes)."""
 import sys
 
 import h11
 
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     data = bytes.fromhex(line.strip())
     connection = h11.Connection(our_role=h11.SERVER)
     verdict = "incomplete"

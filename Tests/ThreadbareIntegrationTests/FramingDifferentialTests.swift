@@ -194,50 +194,23 @@ struct FramingDifferentialTests {
         let venv = root.appendingPathComponent(".build/h11")
         let python = venv.appendingPathComponent("bin/python")
         let script = root.appendingPathComponent("Tests/reference/h11_judge.py")
-        if try run(python.path, ["-c", "import h11"]) != 0 {
-            // pip's lock: one test process at a time sets it up.
-            guard try run("/usr/bin/python3", ["-m", "venv", venv.path]) == 0,
-                  try run(python.path, ["-m", "pip", "install", "-q", "h11==0.16.0"]) == 0 else {
-                throw Failure("could not set up h11 in \(venv.path): python3's venv module (apt-get install python3-venv) and PyPI are needed")
+        let hasH11 = try FileManager.default.isExecutableFile(atPath: python.path) && runToCompletion(python, ["-c", "import h11"]).status == 0
+        if !hasH11 {
+            guard try runToCompletion(URL(fileURLWithPath: "/usr/bin/python3"), ["-m", "venv", venv.path]).status == 0,
+                  try runToCompletion(python, ["-m", "pip", "install", "-q", "h11==0.16.0"]).status == 0 else {
+                throw HTTPConnection.Failure("could not set up h11 in \(venv.path): python3's venv module (apt-get install python3-venv) and PyPI are needed")
             }
         }
         return { messages in
-            let process = Process()
-            process.executableURL = python
-            process.arguments = [script.path]
-            let input = Pipe(), output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            try process.run()
-            let lines = messages.map { $0.map { String(format: "%02x", $0) }.joined() }.joined(separator: "\n") + "\n"
-            // Written from another thread: h11's answers fill the other pipe meanwhile.
-            let writer = Thread { input.fileHandleForWriting.write(Data(lines.utf8)); try? input.fileHandleForWriting.close() }
-            writer.start()
-            let answers = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            let verdicts = answers.split(separator: "\n").compactMap { Verdict(rawValue: String($0)) }
-            guard process.terminationStatus == 0, verdicts.count == messages.count else {
-                throw Failure("h11_judge.py answered \(verdicts.count) of \(messages.count) (exit \(process.terminationStatus))")
+            let batch = FileManager.default.temporaryDirectory.appendingPathComponent("h11-batch-\(UUID().uuidString).hex")
+            defer { try? FileManager.default.removeItem(at: batch) }
+            try messages.map { $0.map { String(format: "%02x", $0) }.joined() }.joined(separator: "\n").write(to: batch, atomically: true, encoding: .utf8)
+            let judged = try runToCompletion(python, [script.path, batch.path], deadline: 120)
+            let verdicts = judged.stdout.split(separator: "\n").compactMap { Verdict(rawValue: String($0)) }
+            guard judged.status == 0, verdicts.count == messages.count else {
+                throw HTTPConnection.Failure("h11_judge.py answered \(verdicts.count) of \(messages.count) (exit \(judged.status)): \(judged.stderr)")
             }
             return verdicts
         }
-    }
-
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
-    }
-
-    @discardableResult
-    static func run(_ executable: String, _ arguments: [String]) throws -> Int32 {
-        guard FileManager.default.isExecutableFile(atPath: executable) else { return 127 }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
     }
 }
