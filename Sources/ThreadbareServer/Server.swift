@@ -37,7 +37,7 @@ public final class Server: Sendable {
         let status = ServerStatus(
             mode: mode, loops: configuration.loops, switchInterval: configuration.switchInterval, metrics: metrics,
             accounting: RequestAccounting(metrics: metrics), counters: counters, domains: domains, seat: seat, routes: Endpoints.all)
-        let server = ServerContext(limits: configuration.endpointLimits, status: status)
+        let server = ServerContext(limits: configuration.endpointLimits, status: status, interpreter: configuration.interpreterCost)
         let rules = ExecutionRules(domains: domains, server: server, queueLimit: configuration.queueLimit,
                                    requestTimeoutSeconds: configuration.requestTimeout)
         let executor: any HandlerExecutor = switch mode.executor {

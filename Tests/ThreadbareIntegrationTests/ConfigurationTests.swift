@@ -66,8 +66,9 @@ struct ConfigurationTests {
         ("- just\n- a list\n", ":1: expected a mapping of keys to values at the top level"),
         ("threads: [unclosed\n", "not valid YAML"),
         ("cache:\n  backend: redis\n", ":2: cache.backend: expected one of local, shm, memcached, got 'redis'"),
-        ("cache:\n  refcount_touch: maybe\n", ":2: cache.refcount_touch: expected true or false, got 'maybe'"),
-        ("cache:\n  max_entries: 10\n  preload: 20\n", ":3: cache.preload: 20 entries do not fit cache.max_entries 10"),
+        ("cache:\n  refcount: maybe\n", ":2: cache.refcount: expected one of immortal, plain, atomic, got 'maybe'"),
+        ("cache:\n  refcount_touch: true\n", ":2: cache.refcount_touch: retired; use cache.refcount: plain (was true)"),
+        ("cache:\n  backend: shm\n  max_entries: 10\n  preload: 20\n", ":4: cache.preload: 20 entries do not fit cache.max_entries 10"),
     ])
     func badFileIsRefusedNamingFileKeyAndReason(yaml: String, message: String) throws {
         let file = try temporaryConfig(yaml)

@@ -21,9 +21,9 @@ struct CacheTests {
         #expect(cache.statistics.bytes == 2 + 1)
     }
 
-    @Test func smallByteBudgetStillStoresEntries() {
+    @Test func smallByteBudgetStillStoresEntries() throws {
         let cache = ShardedCache(maxEntries: 10_000, maxBytes: 10)
-        #expect(cache.put(CacheKey("k"), entry(5)) == .created)
+        #expect(try cache.put(CacheKey("k"), entry(5)) == .created)
         #expect(cache.maxEntryBytes == 10)
     }
 
@@ -84,15 +84,49 @@ struct CacheTests {
         #expect(cache.statistics.misses == 1)
     }
 
-    @Test func shardsAddUpToTheConfiguredBudget() {
+    @Test func shardsAddUpToTheConfiguredBudget() throws {
         let cache = ShardedCache(maxEntries: 1_000, maxBytes: 1_000_000)
-        for index in 0..<5_000 { _ = cache.put(CacheKey("key-\(index)"), entry(10)) }
+        for index in 0..<5_000 { _ = try cache.put(CacheKey("key-\(index)"), entry(10)) }
         #expect(cache.statistics.entries == 1_000)
         let small = ShardedCache(maxEntries: 5, maxBytes: 1_000)
-        for index in 0..<20 { _ = small.put(CacheKey("key-\(index)"), entry(1)) }
+        for index in 0..<20 { _ = try small.put(CacheKey("key-\(index)"), entry(1)) }
         #expect(small.statistics.entries == 5)
         // Below 128 entries one shard keeps LRU exact: the last five stored are the ones kept.
-        #expect((15..<20).allSatisfy { small.get(CacheKey("key-\($0)")) != nil })
+        #expect(try (15..<20).allSatisfy { try small.get(CacheKey("key-\($0)")) != nil })
+    }
+
+    /// Start-up data is read without a lock and never evicted: a cache full of other entries
+    /// still has it, and it cannot be replaced or removed.
+    @Test func startupDataStaysOutsideTheBudgetAndIsReadOnly() throws {
+        let cache = ShardedCache(maxEntries: 5, maxBytes: 1_000, startup: StartupData(entries: 3, valueBytes: 16))
+        for index in 0..<20 { _ = try cache.put(CacheKey("key-\(index)"), entry(1)) }
+        #expect(cache.statistics.entries == 5)
+        #expect(try cache.get(CacheKey("preload-2"))?.value.count == 16)
+        #expect(try cache.get(CacheKey("preload-3")) == nil)
+        #expect(try cache.get(CacheKey("preload-02")) == nil, "only the name the preload gave it")
+        #expect(throws: CacheFailure.self) { try cache.put(CacheKey("preload-0"), entry(1)) }
+        #expect(throws: CacheFailure.self) { try cache.remove(CacheKey("preload-1")) }
+    }
+
+    /// `touches` reads of an entry write as many counts under plain and atomic and none under
+    /// immortal; atomic writes the owner's count plainly (biased counting, PEP 703).
+    @Test func readsWriteTheCountsTheModelSays() throws {
+        for model in ReferenceCounting.allCases {
+            let cache = ShardedCache(maxEntries: 10, maxBytes: 1_000, counting: model, startup: StartupData(entries: 1, valueBytes: 8))
+            _ = try cache.put(CacheKey("mine"), entry(4))
+            _ = try cache.get(CacheKey("mine"), touches: 7)
+            // Start-up data was made by this thread too; another thread is not its owner.
+            let other = Thread { _ = try? cache.get(CacheKey("preload-0"), touches: 5) }
+            other.start()
+            while !other.isFinished { usleep(1_000) }
+            let counts = cache.referenceCounts!.writes
+            let expected: (plain: Int, atomic: Int) = switch model {
+            case .immortal: (0, 0)
+            case .plain: (12, 0)
+            case .atomic: (7, 5)
+            }
+            #expect(counts == ReferenceWrites(plain: expected.plain, atomic: expected.atomic), "\(model)")
+        }
     }
 }
 

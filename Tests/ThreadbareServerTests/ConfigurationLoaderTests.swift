@@ -48,7 +48,7 @@ struct ConfigurationLoaderTests {
     @Test func renderedConfigurationReadsBack() throws {
         let loaded = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_THREADS": "3"], commandLine: [])
         let settings = try ConfigurationLoader.fileSettings(path: "rendered", text: loaded.rendered())
-        #expect(settings.count == ConfigurationKey.all.count)
+        #expect(settings.count == ConfigurationKey.all.filter { !$0.isRetired }.count)
         #expect(settings.first { $0.key == "threads" }?.text == "3")
     }
 
@@ -68,15 +68,41 @@ struct ConfigurationLoaderTests {
         }
     }
 
-    /// Reads write reference counts in the modes that model CPython with a GIL, not in nogil
-    /// (3.13t's immortal objects), unless a deployment says otherwise.
-    @Test func refcountTouchFollowsTheModeUnlessSet() throws {
-        for (mode, touches) in [("gil", true), ("subinterpreters", true), ("prefork", true), ("nogil", false)] {
+    /// Reads write counts plainly in the modes that model CPython with a GIL and atomically in
+    /// nogil (a free-threaded build's shared counts), unless a deployment says otherwise; plain
+    /// counts without a lock, and the retired key, are refused with what to write instead.
+    @Test func refcountFollowsTheModeUnlessSet() throws {
+        for (mode, model) in [("gil", ReferenceCounting.plain), ("subinterpreters", .plain), ("prefork", .plain), ("nogil", .atomic)] {
             let loaded = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": mode], commandLine: [])
-            #expect(loaded.configuration.cacheRefcountTouch == touches, "\(mode)")
+            #expect(loaded.configuration.cacheRefcount == model, "\(mode)")
         }
-        let set = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "nogil", "THREADBARE_CACHE_REFCOUNT_TOUCH": "true"], commandLine: [])
-        #expect(set.configuration.cacheRefcountTouch)
+        let set = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "nogil", "THREADBARE_CACHE_REFCOUNT": "immortal"], commandLine: [])
+        #expect(set.configuration.cacheRefcount == .immortal)
+        let plain = #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "nogil", "THREADBARE_CACHE_REFCOUNT": "plain"], commandLine: [])
+        }
+        #expect(plain?.description.contains("atomic") == true)
+        let retired = #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_CACHE_REFCOUNT_TOUCH": "true"], commandLine: [])
+        }
+        #expect(retired?.description.contains("cache.refcount: plain") == true)
+    }
+
+    /// The free-threaded build's own cost is on by default in nogil and absent with a lock;
+    /// set beside a lock it is refused, unless a higher layer switched the lock.
+    @Test func freeThreadingOverheadBelongsToLockNone() throws {
+        let nogil = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "nogil"], commandLine: [])
+        #expect(nogil.configuration.freeThreadingOverheadPercent == ConfigurationKey.freeThreading314t)
+        #expect(nogil.configuration.interpreterCost.extraRounds > 0)
+        let gil = try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "gil"], commandLine: [])
+        #expect(gil.configuration.interpreterCost.extraRounds == 0)
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_MODE": "gil", "THREADBARE_FREE_THREADING_OVERHEAD_PERCENT": "40"], commandLine: [])
+        }
+        let switched = try ConfigurationLoader.load(
+            file: nil, environment: ["THREADBARE_FREE_THREADING_OVERHEAD_PERCENT": "40"],
+            commandLine: [ConfigurationSetting(key: "mode", text: "gil", origin: "command line --mode")])
+        #expect(switched.configuration.freeThreadingOverheadPercent == 0)
     }
 
     @Test func subinterpretersNeedAThreadPerInterpreter() throws {

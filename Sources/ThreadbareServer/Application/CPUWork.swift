@@ -7,24 +7,39 @@
 public enum CPUWork {
     public static let roundsPerUnit = 300
 
-    /// Runs `units` units and returns the final state. `checkpoint` runs once per unit: the
-    /// place where a GIL-holding thread may be asked to let another run, or stopped.
+    /// Runs `units` units from `state` (a new chain when nil: the result depends only on the
+    /// total work, however it is split) and returns the final state. Each unit may cost
+    /// `extraRounds` more, on a chain of their own, so the result stays the same in every mode.
+    /// `checkpoint` runs once per unit: the place where a GIL-holding thread may be asked to
+    /// let another run, or stopped.
     @inline(__always)
-    public static func run<Stop: Error>(units: Int, checkpoint: () throws(Stop) -> Void) throws(Stop) -> UInt64 {
-        var state = 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: units)
+    public static func run<Stop: Error>(units: Int, from state: UInt64? = nil, extraRounds: Int = 0,
+                                        checkpoint: () throws(Stop) -> Void) throws(Stop) -> UInt64 {
+        var state = state ?? start(units: units)
+        var extra = state
         for _ in 0..<units {
             for _ in 0..<roundsPerUnit {
                 state = mix(state)
             }
+            for _ in 0..<extraRounds {
+                extra = mix(extra)
+            }
             try checkpoint()
         }
+        // Used, so the optimiser cannot drop the extra rounds; never true in practice.
+        if extraRounds > 0 && extra == 0x5EED { state ^= 1 }
         return state
+    }
+
+    /// The state a chain of `units` units starts from.
+    public static func start(units: Int) -> UInt64 {
+        0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: units)
     }
 
     /// The same with no check points: C code that needs no lock.
     @inline(__always)
-    public static func run(units: Int) -> UInt64 {
-        run(units: units) { () throws(Never) in }
+    public static func run(units: Int, from state: UInt64? = nil) -> UInt64 {
+        run(units: units, from: state) { () throws(Never) in }
     }
 
     @inline(__always)
@@ -48,4 +63,23 @@ public enum CPUWork {
             output.append(nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10)
         }
     }
+}
+
+/// What one unit of handler code costs the interpreter running it. A free-threaded build runs
+/// single-threaded Python slower than a GIL build (biased reference counting, per-object locks:
+/// PEP 703), so under `lock: none` each unit does `free_threading_overhead` more rounds: real
+/// extra work, which more threads share out as they share the rest. C code called from Python
+/// (`native`) runs the same in either build and pays none of it.
+public struct InterpreterCost: Sendable, Equatable {
+    /// Extra work per unit of Python, in percent of a unit.
+    public let overheadPercent: Double
+    /// CPUWork rounds each unit of Python costs beyond the unit itself.
+    public let extraRounds: Int
+
+    public init(overheadPercent: Double) {
+        self.overheadPercent = overheadPercent
+        extraRounds = Int((Double(CPUWork.roundsPerUnit) * overheadPercent / 100).rounded())
+    }
+
+    public static let gilBuild = InterpreterCost(overheadPercent: 0)
 }

@@ -20,6 +20,7 @@ enum CacheEndpoints {
             var answer = statistics.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit)
                 .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
             for (name, value) in cache.details { answer = answer.adding(name, value) }
+            if let counts = cache.referenceCounts { answer = answer.adding("refcount", counts.json) }
             let domains = context.status.domains
             if domains.count > 1 && !cache.isSharedByProcesses {
                 answer = answer.adding("interpreters", interpretersJSON(domains))
@@ -33,7 +34,7 @@ enum CacheEndpoints {
 
     static let entry = Route.application(
         name: "cache", pattern: .prefix("/cache/"), methods: [.get, .put, .delete],
-        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)",
+        summary: "GET the stored bytes (compute=N: read through, computing a missing value with N work units; touches=N: the handler reads the object N times, writing its reference count as cache.refcount says), PUT a body (201 created, 200 replaced; ttl=S: expires after S seconds), DELETE (204)",
         guarded: [.put, .delete]
     ) { request, context throws(RequestError) in
         let parameters = try QueryParameters(request.query)
@@ -43,7 +44,7 @@ enum CacheEndpoints {
             guard parameters.has("compute") || !parameters.has("ttl") else {
                 throw RequestError(400, "ttl on a read needs compute: it is how long the value a miss computes is kept")
             }
-            try parameters.allowOnly(["compute", "ttl"])
+            try parameters.allowOnly(["compute", "ttl", "touches"])
         default: try parameters.allowOnly([])
         }
         let timeToLive = parameters.has("ttl") ? try parameters.integer("ttl", in: 0...maxTimeToLive) : 0
@@ -69,7 +70,11 @@ enum CacheEndpoints {
             }
         default:
             let compute = parameters.has("compute") ? try parameters.integer("compute", in: 0...context.limits.cpuMaxWork) : nil
-            return .awaitsCache(.get(key)) { outcome, context throws(RequestError) in
+            if parameters.has("touches") && context.cache.referenceCounts == nil {
+                throw RequestError(400, "touches reads a shared object, and cache.backend \(context.cache.name) gives each read a copy of its own")
+            }
+            let touches = try parameters.integer("touches", in: 0...context.limits.cpuMaxWork, default: 1)
+            return .awaitsCache(.get(key, touches: touches)) { outcome, context throws(RequestError) in
                 guard case .entry(let found) = try settled(outcome, context) else { throw mismatch }
                 if let found {
                     return .response(HTTPResponse(status: 200, contentType: found.contentType, body: found.value,
@@ -79,7 +84,7 @@ enum CacheEndpoints {
                 // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
                 // computes the value as handler code (under the lock, with its check points),
                 // stores it and answers with it.
-                let value = Array(CPUWork.hex(try CPUWork.run(units: compute) { () throws(RequestError) in try context.checkpoint() }).utf8)
+                let value = Array(CPUWork.hex(try context.runPython(units: compute)).utf8)
                 let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
                 return .awaitsCache(.put(key, computed, timeToLive: timeToLive)) { outcome, context throws(RequestError) in
                     // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.

@@ -3,6 +3,8 @@
 public struct ServerContext: Sendable {
     public let limits: EndpointLimits
     public let status: ServerStatus
+    /// What a unit of handler code costs this build of the interpreter.
+    public let interpreter: InterpreterCost
 }
 
 /// What application code may use besides: its lock session and its domain's cache (the objects
@@ -26,6 +28,22 @@ public struct HandlerContext: Sendable {
         if let deadline, deadline.hasExpired {
             throw RequestError(504, "request_timeout passed; the handler stopped at a check point")
         }
+    }
+
+    /// `units` of work in Python: holding the lock, at this build's cost per unit, with a check
+    /// point after each. Continues the chain `state` when given.
+    public func runPython(units: Int, from state: UInt64? = nil) throws(RequestError) -> UInt64 {
+        lock.lock.statistics.recordWork(heldUnits: units)
+        return try CPUWork.run(units: units, from: state, extraRounds: server.interpreter.extraRounds) { () throws(RequestError) in
+            try checkpoint()
+        }
+    }
+
+    /// `units` of work in a C extension that lets go of the lock for them (hashlib, numpy):
+    /// no check points, since nothing needs the lock back until it returns.
+    public func runNative(units: Int, from state: UInt64? = nil) -> UInt64 {
+        lock.lock.statistics.recordWork(releasedUnits: units)
+        return lock.withReleased { CPUWork.run(units: units, from: state) }
     }
 }
 

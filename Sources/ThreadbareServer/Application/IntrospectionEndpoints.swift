@@ -113,6 +113,10 @@ enum IntrospectionEndpoints {
                 "acquisitions": .integer(figures.acquisitions), "handovers": .integer(figures.handovers),
                 "drop_requests": .integer(figures.dropRequests), "drops_honoured": .integer(figures.dropsHonoured),
                 "most_holders": .integer(figures.mostHolders),
+                // Handler code letting go of the lock itself (blocking calls, C extensions), and
+                // the /cpu work units run holding it and without it.
+                "releases": .integer(figures.releases), "released_ms": .number(Double(figures.releasedNanoseconds) / 1e6),
+                "work_units": ["held": .integer(figures.heldUnits), "released": .integer(figures.releasedUnits)],
                 "wait": summary(figures.wait), "hold": summary(figures.hold),
             ]
         }

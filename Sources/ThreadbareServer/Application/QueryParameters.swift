@@ -76,12 +76,7 @@ public struct QueryParameters: Sendable {
     }
 
     public func integer(_ name: String, in range: ClosedRange<Int>, default fallback: Int? = nil) throws(RequestError) -> Int {
-        var found: String?
-        for pair in pairs where pair.name == name {
-            guard found == nil else { throw RequestError(400, "query parameter '\(name)' is given more than once") }
-            found = pair.value
-        }
-        guard let text = found else {
+        guard let text = try value(name) else {
             if let fallback { return fallback }
             throw RequestError(400, "missing query parameter '\(name)'")
         }
@@ -92,6 +87,31 @@ public struct QueryParameters: Sendable {
             throw RequestError(400, "query parameter '\(name)' must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
         }
         return value
+    }
+
+    /// A share from 0 to 1, written as decimal digits (`0.9`, `1`, `.5`): no exponent, sign,
+    /// `nan` or `inf`, which Double's own parser would take.
+    public func fraction(_ name: String, default fallback: Double) throws(RequestError) -> Double {
+        guard let text = try value(name) else { return fallback }
+        let digits = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard !text.isEmpty, text != ".", digits.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+              let value = Double(text) else {
+            throw RequestError(400, "query parameter '\(name)' must be a decimal from 0 to 1, got '\(Self.clip(text))'")
+        }
+        guard (0...1).contains(value) else {
+            throw RequestError(400, "query parameter '\(name)' must be from 0 to 1, got \(Self.clip(text))")
+        }
+        return value
+    }
+
+    /// The one value of `name`, or nil when it is absent.
+    private func value(_ name: String) throws(RequestError) -> String? {
+        var found: String?
+        for pair in pairs where pair.name == name {
+            guard found == nil else { throw RequestError(400, "query parameter '\(name)' is given more than once") }
+            found = pair.value
+        }
+        return found
     }
 
     /// Echoed input is cut short so an error body never grows with what a client sends.

@@ -17,8 +17,13 @@ public protocol CacheBackend: AnyObject, Sendable {
     /// lock around it, as CPython's socket calls release the GIL.
     var blocksOnNetwork: Bool { get }
 
-    /// A live entry, or nil (an expired one counts as a miss and an expiration, and is dropped).
-    func get(_ key: CacheKey) throws(CacheFailure) -> CacheEntry?
+    /// What reading an entry writes into it, and the count of such writes; nil where a read
+    /// gets a copy of its own (memcached), which no other thread shares.
+    var referenceCounts: ReferenceCountTally? { get }
+
+    /// A live entry, or nil (an expired one counts as a miss and an expiration, and is
+    /// dropped), read `touches` times by the handler, as a handler walking the object reads it.
+    func get(_ key: CacheKey, touches: Int) throws(CacheFailure) -> CacheEntry?
     /// `timeToLive` in seconds; 0 keeps the entry until it is evicted or removed.
     func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int) throws(CacheFailure) -> CachePutOutcome
     func remove(_ key: CacheKey) throws(CacheFailure) -> Bool
@@ -35,6 +40,13 @@ public protocol CacheBackend: AnyObject, Sendable {
     /// (the default); memcached sends it on the loop's own connections.
     func start(_ operation: CacheOperation, on loop: LoopHandle,
                completion: @escaping @Sendable (Result<CacheOutcome, CacheFailure>) -> Void)
+}
+
+extension CacheBackend {
+    /// Read once, as a handler that returns the value does.
+    public func get(_ key: CacheKey) throws(CacheFailure) -> CacheEntry? {
+        try get(key, touches: 1)
+    }
 }
 
 /// Why a cache operation could not be done: the HTTP status and the reason.

@@ -3,7 +3,8 @@
 /// loop, started there with its answer coming back to the loop, as an asyncio client
 /// (aiomcache) awaits its socket.
 public enum CacheOperation: Sendable {
-    case get(CacheKey)
+    /// Read `touches` times by the handler.
+    case get(CacheKey, touches: Int)
     case put(CacheKey, CacheEntry, timeToLive: Int)
     case remove(CacheKey)
     case statistics
@@ -21,7 +22,7 @@ extension CacheBackend {
     /// The operation, done now on this thread.
     public func perform(_ operation: CacheOperation) throws(CacheFailure) -> CacheOutcome {
         switch operation {
-        case .get(let key): .entry(try get(key))
+        case .get(let key, let touches): .entry(try get(key, touches: touches))
         case .put(let key, let entry, let timeToLive): .stored(try put(key, entry, timeToLive: timeToLive))
         case .remove(let key): .removed(try remove(key))
         case .statistics: .statistics(try statistics)

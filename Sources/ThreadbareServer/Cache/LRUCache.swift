@@ -6,8 +6,8 @@ import Glibc
 ///
 /// Each entry's key, content type and value live in one allocation of their own, outside Swift's
 /// reference counting (`StoredEntry`); nodes and the index hold only plain words. So reading an
-/// entry writes nothing near its bytes, unless `refcountTouch` asks it to, and that choice alone
-/// decides whether a prefork worker's reads copy the pages it inherited (see `StoredEntry`).
+/// entry writes nothing near its bytes but the counts `cache.refcount` says, and that choice
+/// alone decides whether a prefork worker's reads copy the pages it inherited (see `StoredEntry`).
 ///
 /// Nodes live in an array and are linked into a recency list by index, so a hit moves an entry
 /// to the front without allocating. The index maps a key's stable hash to the first node with
@@ -28,9 +28,8 @@ final class LRUCache {
 
     let maxEntries: Int
     let maxBytes: Int
-    /// Every read writes the count in the entry's header, as CPython's reference counting
-    /// writes every object it touches.
-    let refcountTouch: Bool
+    /// What a read writes in the entry's header.
+    let counting: ReferenceCounting
     private var index: [UInt64: Int] = [:]
     private var nodes: [Node] = []
     private var freeSlots: [Int] = []
@@ -38,10 +37,10 @@ final class LRUCache {
     private var oldest = -1
     private(set) var statistics = CacheStatistics()
 
-    init(maxEntries: Int, maxBytes: Int, refcountTouch: Bool = false) {
+    init(maxEntries: Int, maxBytes: Int, counting: ReferenceCounting = .immortal) {
         self.maxEntries = maxEntries
         self.maxBytes = maxBytes
-        self.refcountTouch = refcountTouch
+        self.counting = counting
     }
 
     deinit {
@@ -52,7 +51,9 @@ final class LRUCache {
         }
     }
 
-    func get(_ key: CacheKey, now: UInt64 = MonotonicClock.now()) -> CacheEntry? {
+    /// A live entry, read `touches` times: under its shard's mutex, since an entry may be
+    /// evicted or replaced the moment it is let go.
+    func get(_ key: CacheKey, touches: Int = 1, writes: inout ReferenceWrites, now: UInt64 = MonotonicClock.now()) -> CacheEntry? {
         guard let slot = find(key, hash: key.stableHash) else {
             statistics.misses += 1
             return nil
@@ -65,8 +66,14 @@ final class LRUCache {
         }
         statistics.hits += 1
         moveToFront(slot)
-        if refcountTouch { nodes[slot].stored.touch() }
+        writes = nodes[slot].stored.read(times: touches, counting)
         return nodes[slot].stored.entry
+    }
+
+    /// The same, read once, for callers that do not count the writes.
+    func get(_ key: CacheKey, now: UInt64 = MonotonicClock.now()) -> CacheEntry? {
+        var writes = ReferenceWrites()
+        return get(key, writes: &writes, now: now)
     }
 
     func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int = 0, now: UInt64 = MonotonicClock.now()) -> CachePutOutcome {
@@ -167,31 +174,32 @@ final class LRUCache {
 }
 
 /// One entry's bytes in a single allocation, laid out as CPython lays out an object: a header
-/// whose first word counts references, then the data.
+/// whose first words count references (`ObjectHeader`), then the data.
 ///
 /// A prefork worker inherits its master's preloaded entries copy-on-write. Whether it keeps
-/// sharing those pages depends on whether reading an entry writes to it: CPython's reference
-/// counting does (every read of an object increments and decrements `ob_refcnt`), CPython
-/// 3.13t's immortal objects do not. Swift's own reference counting would write too, so the
-/// bytes are kept out of it: reads copy them out and write nothing, unless `touch` is called.
+/// sharing those pages depends on whether reading an entry writes to it (`cache.refcount`).
+/// Swift's own reference counting would write too, so the bytes are kept out of it: reads
+/// copy them out and write only what `ReferenceCounting.read` writes.
 struct StoredEntry {
     private let base: UnsafeMutableRawPointer
 
-    private struct Header {
-        var references: Int
+    private struct Lengths {
         var keyLength: Int32
         var contentTypeLength: Int32
         var valueLength: Int
     }
 
+    private static let dataOffset = ObjectHeader.bytes + MemoryLayout<Lengths>.stride
+
     init(key: [UInt8], entry: CacheEntry) {
         let contentType = Array(entry.contentType.utf8)
-        let header = Header(references: 1, keyLength: Int32(key.count), contentTypeLength: Int32(contentType.count),
-                            valueLength: entry.value.count)
-        base = .allocate(byteCount: MemoryLayout<Header>.stride + key.count + contentType.count + entry.value.count,
-                         alignment: MemoryLayout<Header>.alignment)
-        base.storeBytes(of: header, as: Header.self)
-        var cursor = base + MemoryLayout<Header>.stride
+        base = .allocate(byteCount: Self.dataOffset + key.count + contentType.count + entry.value.count,
+                         alignment: MemoryLayout<Int>.alignment)
+        ObjectHeader.initialize(at: base)
+        (base + ObjectHeader.bytes).storeBytes(
+            of: Lengths(keyLength: Int32(key.count), contentTypeLength: Int32(contentType.count), valueLength: entry.value.count),
+            as: Lengths.self)
+        var cursor = base + Self.dataOffset
         for part in [key, contentType, entry.value] {
             part.withUnsafeBytes { if let start = $0.baseAddress { cursor.copyMemory(from: start, byteCount: $0.count) } }
             cursor += part.count
@@ -200,28 +208,27 @@ struct StoredEntry {
 
     func deallocate() { base.deallocate() }
 
-    private var header: Header { base.load(as: Header.self) }
+    private var lengths: Lengths { (base + ObjectHeader.bytes).load(as: Lengths.self) }
 
     /// Key plus value bytes, as the cache's budget counts them.
-    var size: Int { Int(header.keyLength) + header.valueLength }
+    var size: Int { Int(lengths.keyLength) + lengths.valueLength }
 
     func hasKey(_ key: [UInt8]) -> Bool {
-        let length = Int(header.keyLength)
+        let length = Int(lengths.keyLength)
         guard length == key.count else { return false }
-        return key.withUnsafeBytes { length == 0 || memcmp(base + MemoryLayout<Header>.stride, $0.baseAddress!, length) == 0 }
+        return key.withUnsafeBytes { length == 0 || memcmp(base + Self.dataOffset, $0.baseAddress!, length) == 0 }
     }
 
     var entry: CacheEntry {
-        let header = self.header
-        let start = base + MemoryLayout<Header>.stride + Int(header.keyLength)
-        let contentType = String(decoding: UnsafeRawBufferPointer(start: start, count: Int(header.contentTypeLength)), as: UTF8.self)
-        let value = Array(UnsafeRawBufferPointer(start: start + Int(header.contentTypeLength), count: header.valueLength))
+        let lengths = self.lengths
+        let start = base + Self.dataOffset + Int(lengths.keyLength)
+        let contentType = String(decoding: UnsafeRawBufferPointer(start: start, count: Int(lengths.contentTypeLength)), as: UTF8.self)
+        let value = Array(UnsafeRawBufferPointer(start: start + Int(lengths.contentTypeLength), count: lengths.valueLength))
         return CacheEntry(value: value, contentType: contentType)
     }
 
-    /// A read as CPython makes it: the reference count goes up (and, when the reader is done,
-    /// down again; the page is dirty either way, so once is enough).
-    func touch() {
-        base.storeBytes(of: base.load(as: Int.self) &+ 1, as: Int.self)
+    /// `times` reads of this object by handler code, as `counting` makes them.
+    func read(times: Int, _ counting: ReferenceCounting) -> ReferenceWrites {
+        counting.read(ObjectHeader(at: base), times: times)
     }
 }

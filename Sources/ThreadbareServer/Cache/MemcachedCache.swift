@@ -55,8 +55,11 @@ public final class MemcachedCache: CacheBackend {
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
-    public func get(_ key: CacheKey) throws(CacheFailure) -> CacheEntry? {
-        guard case .entry(let entry) = try perform(.get(key)) else { throw Self.unexpected("a reply to mg") }
+    /// Each value arrives as a copy of the request's own: nothing another thread shares.
+    public var referenceCounts: ReferenceCountTally? { nil }
+
+    public func get(_ key: CacheKey, touches: Int) throws(CacheFailure) -> CacheEntry? {
+        guard case .entry(let entry) = try perform(.get(key, touches: touches)) else { throw Self.unexpected("a reply to mg") }
         return entry
     }
 

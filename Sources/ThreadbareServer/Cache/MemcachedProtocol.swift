@@ -28,7 +28,7 @@ struct MemcachedCommand: Sendable {
 
     static func make(_ operation: CacheOperation) throws(CacheFailure) -> MemcachedCommand {
         switch operation {
-        case .get(let key): return try get(key)
+        case .get(let key, _): return try get(key)
         case .put(let key, let entry, let timeToLive): return try put(key, entry, timeToLive: timeToLive)
         case .remove(let key): return try remove(key)
         case .statistics: return statistics

@@ -8,7 +8,7 @@ import Glibc
 /// reads and writes the same entries, as uWSGI's cache2 and nginx's shared zones do.
 ///
 /// Layout: the keys hash (`stableHash`, the same in every process) to buckets of `ways` fixed-size
-/// slots. A slot holds a reference count (written by reads when `refcountTouch`, like
+/// slots. A slot holds a reference count (written by reads as `cache.refcount` says, like
 /// `StoredEntry`'s; here the page is shared, so the write costs no copy), the key, the content
 /// type and the value, so an entry larger than a slot is refused (413), and a bucket keeps at most `ways - 1` entries: the free way is where the
 /// next write goes. Eviction is LRU within the bucket (a per-bucket use counter), which is
@@ -70,7 +70,7 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     public let maxBytes: Int
     /// Reference count, key, content type and value, per slot.
     public let slotBytes: Int
-    public let refcountTouch: Bool
+    public let referenceCounts: ReferenceCountTally?
     public var name: String { "shm" }
     public var isSharedByProcesses: Bool { true }
     public var blocksOnNetwork: Bool { false }
@@ -98,12 +98,12 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
     /// Maps and initializes the segment: `maxEntries` (rounded up to whole buckets) slots of
     /// `maxBytes / maxEntries` bytes (plus the reference count), at least 256. Untouched pages
     /// cost nothing until written.
-    public init(maxEntries: Int, maxBytes: Int, refcountTouch: Bool = false) throws {
+    public init(maxEntries: Int, maxBytes: Int, counting: ReferenceCounting = .immortal) throws {
         precondition(maxEntries >= 1 && maxBytes >= 1)
         bucketCount = (maxEntries + Self.ways - 2) / (Self.ways - 1)
         self.maxEntries = bucketCount * (Self.ways - 1)
         self.maxBytes = maxBytes
-        self.refcountTouch = refcountTouch
+        referenceCounts = ReferenceCountTally(model: counting)
         slotBytes = max(Self.minimumSlotBytes, (maxBytes / maxEntries + Self.referenceBytes + 63) / 64 * 64)
         let slotCount = bucketCount * Self.ways
         let headerBytes = Self.aligned(MemoryLayout<Header>.stride)
@@ -145,7 +145,7 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
 
     // MARK: CacheBackend
 
-    public func get(_ key: CacheKey) -> CacheEntry? {
+    public func get(_ key: CacheKey, touches: Int) -> CacheEntry? {
         let hash = key.stableHash
         let now = MonotonicClock.now()
         return withBucket(for: hash) { bucket in
@@ -161,10 +161,9 @@ public final class SharedMemoryCache: CacheBackend, @unchecked Sendable {
             }
             count(\.hits)
             slots[slot].lastUsed = tick(bucket)
-            if refcountTouch {
-                let references = slotStart(slot)
-                references.storeBytes(of: references.load(as: UInt64.self) &+ 1, as: UInt64.self)
-            }
+            // Under the bucket's mutex: another process may free the slot once it is let go.
+            let count = UnsafeAtomic<Int>(at: slotStart(slot).assumingMemoryBound(to: UnsafeAtomic<Int>.Storage.self))
+            referenceCounts!.add(referenceCounts!.model.read(count: count, times: touches))
             return read(slot)
         }
     }

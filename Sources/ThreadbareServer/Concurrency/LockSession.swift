@@ -29,7 +29,11 @@ public final class LockSession: @unchecked Sendable {
     /// it back afterwards: Py_BEGIN_ALLOW_THREADS … Py_END_ALLOW_THREADS.
     public func withReleased<T>(_ body: () throws -> T) rethrows -> T {
         release()
-        defer { acquire() }
+        let released = MonotonicClock.now()
+        defer {
+            lock.statistics.recordReleased(nanoseconds: MonotonicClock.now() - released)
+            acquire()
+        }
         return try body()
     }
 }

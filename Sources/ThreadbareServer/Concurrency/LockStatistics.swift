@@ -20,6 +20,12 @@ public final class LockStatistics: Sendable {
     /// keeps the second at 1, and with no lock it shows how many threads ran handler code at once.
     private let holders = Atomic<Int>(0)
     private let mostHolders = Atomic<Int>(0)
+    /// Handler code's own releases (blocking calls, C extensions) and their time, and the work
+    /// units run holding the lock and without it: what `/cpu?native=F` splits.
+    private let releases = Atomic<Int>(0)
+    private let releasedNanoseconds = Atomic<Int>(0)
+    private let heldUnits = Atomic<Int>(0)
+    private let releasedUnits = Atomic<Int>(0)
     /// How long the holder had held the lock when a waiter asked it to drop, at the least. The
     /// switch-number rule keeps this at a full interval or more for threads that only compute. Signed, because
     /// `Atomic<UInt64>.min` in Swift 6.3.1 compares as signed and never replaces `UInt64.max`.
@@ -80,6 +86,21 @@ public final class LockStatistics: Sendable {
         holdTimer.recordNanoseconds(Int64(clamping: held))
     }
 
+    /// Handler code let go of the lock for `nanoseconds` around a blocking call or C code.
+    func recordReleased(nanoseconds: UInt64) {
+        releases.add(1, ordering: .relaxed)
+        releasedNanoseconds.add(Int(clamping: nanoseconds), ordering: .relaxed)
+    }
+
+    /// Work units run in Python (holding the lock) or in C with it released.
+    func recordWork(heldUnits units: Int) {
+        heldUnits.add(units, ordering: .relaxed)
+    }
+
+    func recordWork(releasedUnits units: Int) {
+        releasedUnits.add(units, ordering: .relaxed)
+    }
+
     func recordDropRequest(holderTenure: UInt64) {
         dropRequests.add(1, ordering: .relaxed)
         dropRequestCounter.increment()
@@ -100,6 +121,10 @@ public final class LockStatistics: Sendable {
         public var dropRequests: Int
         public var dropsHonoured: Int
         public var mostHolders: Int
+        public var releases: Int
+        public var releasedNanoseconds: Int
+        public var heldUnits: Int
+        public var releasedUnits: Int
         /// Nanoseconds; nil before the first drop request.
         public var shortestTenureAtDropRequest: UInt64?
         public var wait: Summary
@@ -122,6 +147,8 @@ public final class LockStatistics: Sendable {
             domain: domain, acquisitions: acquisitions.load(ordering: .relaxed),
             handovers: handovers.load(ordering: .relaxed), dropRequests: dropRequests.load(ordering: .relaxed),
             dropsHonoured: dropsHonoured.load(ordering: .relaxed), mostHolders: mostHolders.load(ordering: .relaxed),
+            releases: releases.load(ordering: .relaxed), releasedNanoseconds: releasedNanoseconds.load(ordering: .relaxed),
+            heldUnits: heldUnits.load(ordering: .relaxed), releasedUnits: releasedUnits.load(ordering: .relaxed),
             shortestTenureAtDropRequest: tenure == .max ? nil : UInt64(tenure), wait: wait, hold: hold)
     }
 

@@ -6,6 +6,8 @@ public struct ConfigurationKey: Sendable {
     public let help: String
     let assign: @Sendable (inout ServerConfiguration, String) throws(ConfigurationValueError) -> Void
     let render: @Sendable (ServerConfiguration) -> String
+    /// Gone, kept only to say what replaced it: never printed or listed.
+    var isRetired = false
 
     /// The environment variable for this key: THREADBARE_ and the name in capitals, dots as `_`.
     public var environmentName: String {
@@ -35,6 +37,8 @@ public struct ConfigurationKey: Sendable {
                help: "executor threads with a lock: locked (a dispatcher thread holds the lock to hand each batch of requests over, and again per finished request, as gunicorn gthread's main thread does; the default) or direct (the loop hands them over, as a server in C does)"),
         number("switch_interval_ms", \.switchIntervalMilliseconds, 0.001...1_000,
                help: "lock global or per-interpreter: how long a waiting thread lets the holder run before asking it to drop the lock (sys.setswitchinterval)"),
+        number("free_threading_overhead_percent", \.freeThreadingOverheadPercent, 0...1_000, unit: "percent",
+               help: "lock none: extra work per unit of Python, as a free-threaded build runs single-threaded code slower (default \(Self.freeThreading314t) for CPython 3.14t; about 40 for 3.13t)"),
         integer("interpreters", \.interpreters, 1...64, help: "lock: per-interpreter: lock domains, each with its own lock, cache and share of the threads"),
         choice("accept", \.accept, among: ["reuseport", "shared"],
                help: "master: reuseport (a SO_REUSEPORT socket per worker) or shared (one socket all workers accept on)"),
@@ -80,9 +84,13 @@ public struct ConfigurationKey: Sendable {
         integer("cache.preload", \.cachePreload, 0...10_000_000,
                 help: "entries made at start (preload-0, preload-1, ...), before the fork in prefork so workers share them copy-on-write"),
         integer("cache.preload_bytes", \.cachePreloadBytes, 0...1_048_576, help: "value bytes of each preloaded entry"),
-        boolean("cache.refcount_touch", \.cacheRefcountTouch,
-                help: "every read writes a counter beside the entry, as CPython's reference counting does (default true; false in nogil)"),
+        choice("cache.refcount", \.cacheRefcount,
+               help: "what a read of a cached object writes: immortal (nothing), plain (a GIL build's count, under its lock) or atomic (a free-threaded build's shared count); default plain with a lock, atomic with lock none"),
+        retired("cache.refcount_touch", becauseOf: "cache.refcount: plain (was true) or immortal (was false); atomic, a free-threaded build's shared count, is new"),
     ]
+
+    /// CPython 3.14t's single-thread cost against the GIL build, in percent (see config/nogil.yaml).
+    public static let freeThreading314t = 7.0
 
     public static func named(_ name: String) -> ConfigurationKey? {
         all.first { $0.name == name }
@@ -138,6 +146,13 @@ public struct ConfigurationKey: Sendable {
             guard !text.isEmpty else { throw ConfigurationValueError("must not be empty") }
             configuration[keyPath: path] = text
         }, render: { yamlScalar($0[keyPath: path]) })
+    }
+
+    /// A key that is gone: setting it says what replaced it.
+    static func retired(_ name: String, becauseOf replacement: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: "retired: use \(replacement)", assign: { _, _ throws(ConfigurationValueError) in
+            throw ConfigurationValueError("retired; use \(replacement)")
+        }, render: { _ in "" }, isRetired: true)
     }
 
     /// A value `config check` never prints: it shows whether one is set.

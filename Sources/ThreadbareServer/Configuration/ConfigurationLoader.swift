@@ -28,7 +28,7 @@ public struct LoadedConfiguration: Sendable {
     /// origin.
     public func rendered() -> String {
         var lines = ["# threadbare effective configuration; precedence: command line > environment > file > default"]
-        let keys = ConfigurationKey.all
+        let keys = ConfigurationKey.all.filter { !$0.isRetired }
         for key in keys where key.section == nil {
             if key.name == "mode" && key.render(configuration) == "custom" {
                 lines.append("# mode: no preset is this combination; master, executor and lock spell it out")
@@ -82,7 +82,8 @@ public enum ConfigurationLoader {
             origins[key.name] = setting.origin
         }
         try applyMode(to: &configuration, origins: &origins)
-        if configuration.cachePreload > configuration.cacheMaxEntries {
+        // The local cache keeps start-up data apart; the shared ones hold it as entries.
+        if configuration.cacheBackend != "local" && configuration.cachePreload > configuration.cacheMaxEntries {
             throw ConfigurationError("\(origins["cache.preload"] ?? "default"): cache.preload: \(configuration.cachePreload) entries do not fit cache.max_entries \(configuration.cacheMaxEntries)")
         }
         for (name, bytes) in [("limits.request_line", configuration.requestLineBytes), ("limits.request_field_size", configuration.requestFieldBytes)]
@@ -156,12 +157,29 @@ public enum ConfigurationLoader {
             size("threads", \.threads, 1, "default with a master: gunicorn's sync worker")
         case .threads: break
         }
-        // CPython 3.13t makes shared objects immortal (or biases their counts to the owning
-        // thread), so its reads leave shared pages alone; with a GIL every read writes a
-        // reference count.
-        if origins["cache.refcount_touch"] == nil {
-            configuration.cacheRefcountTouch = configuration.lock != .none
-            origins["cache.refcount_touch"] = "default for lock \(configuration.lock.rawValue)"
+        // A free-threaded build's own cost belongs to lock none. Set beside another lock in a
+        // lower layer (config/nogil.yaml under --mode gil), it gives way, as its axes do.
+        if let origin = origins["free_threading_overhead_percent"], configuration.lock != .none {
+            let lockOrigin = origins["lock"] ?? "default"
+            let lockLayer = lockOrigin.hasPrefix("mode ") ? modeLayer : layer(lockOrigin)
+            guard layer(origin) < lockLayer else {
+                throw ConfigurationError("\(origin): free_threading_overhead_percent: is what a free-threaded build costs, so it needs lock: none; lock is \(configuration.lock.rawValue) (\(lockOrigin))")
+            }
+            configuration.freeThreadingOverheadPercent = 0
+            origins["free_threading_overhead_percent"] = "lock \(configuration.lock.rawValue) from \(lockOrigin), over \(origin)"
+        } else if origins["free_threading_overhead_percent"] == nil {
+            configuration.freeThreadingOverheadPercent = configuration.lock == .none ? ConfigurationKey.freeThreading314t : 0
+            origins["free_threading_overhead_percent"] = configuration.lock == .none ? "default for lock none: CPython 3.14t" : "default for lock \(configuration.lock.rawValue): a GIL build"
+        }
+        // With a lock, a read writes the object's count plainly, under the lock; a free-threaded
+        // build writes the shared count of an object other threads made atomically (PEP 703).
+        if let origin = origins["cache.refcount"] {
+            if configuration.cacheRefcount == .plain && configuration.lock == .none {
+                throw ConfigurationError("\(origin): cache.refcount: plain counts under a lock, and lock is none (\(origins["lock"] ?? "default")): a free-threaded build writes shared counts atomically (atomic) or not at all (immortal)")
+            }
+        } else {
+            configuration.cacheRefcount = configuration.lock == .none ? .atomic : .plain
+            origins["cache.refcount"] = "default for lock \(configuration.lock.rawValue)"
         }
         // Handler threads behind a lock are gunicorn gthread's: its main thread hands requests
         // over under the GIL. One thread (prefork's sync worker) accepts and handles alike, and

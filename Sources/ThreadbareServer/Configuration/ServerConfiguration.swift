@@ -17,6 +17,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// How requests reach the handler threads; the loader fills it in from the mode.
     public var dispatch: DispatchModel = .direct
     public var switchIntervalMilliseconds = 5.0
+    /// lock none: how much slower a free-threaded build runs single-threaded Python than a GIL
+    /// build, in percent of each work unit. The loader sets it from the lock unless it is set.
+    public var freeThreadingOverheadPercent = ConfigurationKey.freeThreading314t
     public var interpreters = 2
     /// Worker processes under a master; the loader makes it the machine's cores when `master`
     /// is true and nothing set it.
@@ -72,10 +75,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var cacheMemcachedTimeoutMilliseconds = 500
     public var cachePreload = 0
     public var cachePreloadBytes = 1024
-    /// Reads write a counter beside the entry, as CPython's reference counting does. False
-    /// in nogil, the default mode (3.13t's shared objects are immortal or biased); the loader
-    /// makes it true in the other modes unless set.
-    public var cacheRefcountTouch = false
+    /// What a read of a cache entry writes into it; the loader sets it from the lock unless
+    /// it is set: atomic with lock none, plain with a lock.
+    public var cacheRefcount: ReferenceCounting = .atomic
 
     public init() {}
 
@@ -93,19 +95,25 @@ public struct ServerConfiguration: Sendable, Equatable {
         EndpointLimits(ioMaxMilliseconds: ioMaxMilliseconds, cpuMaxWork: cpuMaxWork)
     }
 
+    public var interpreterCost: InterpreterCost { InterpreterCost(overheadPercent: freeThreadingOverheadPercent) }
+
     public var switchInterval: Duration { .nanoseconds(Int64((switchIntervalMilliseconds * 1e6).rounded())) }
 
     /// A cache as `cache.*` describes it, with the preloaded entries put in unless `preloading`
     /// is false (a prefork master did it before forking).
     public func makeCache(preloading: Bool = true) throws -> any CacheBackend {
-        let cache: any CacheBackend = switch cacheBackend {
-        case "shm": try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
-        case "memcached": try MemcachedCache(address: cacheMemcachedAddress, connections: cacheMemcachedConnections,
-                                             timeoutMilliseconds: cacheMemcachedTimeoutMilliseconds)
-        default: ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, refcountTouch: cacheRefcountTouch)
+        switch cacheBackend {
+        case "shm", "memcached":
+            let cache: any CacheBackend = cacheBackend == "shm"
+                ? try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, counting: cacheRefcount)
+                : try MemcachedCache(address: cacheMemcachedAddress, connections: cacheMemcachedConnections,
+                                     timeoutMilliseconds: cacheMemcachedTimeoutMilliseconds)
+            if preloading { try CachePreload.fill(cache, entries: cachePreload, valueBytes: cachePreloadBytes) }
+            return cache
+        default:
+            let startup = preloading && cachePreload > 0 ? StartupData(entries: cachePreload, valueBytes: cachePreloadBytes) : nil
+            return ShardedCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, counting: cacheRefcount, startup: startup)
         }
-        if preloading { try CachePreload.fill(cache, entries: cachePreload, valueBytes: cachePreloadBytes) }
-        return cache
     }
 
     /// What a prefork master makes before it forks, for its workers to inherit: the shm
