@@ -229,35 +229,41 @@ extension LoadSensitive {
             #expect(present.count >= 7, "a full cache keeps at least a bucket's worth")
         }
 
-        /// Entries preloaded before the fork start shared by every worker. Reading all of them
-        /// through each worker copies their pages into it when reads write a reference count
-        /// in each entry (CPython with a GIL, plain; or atomic), and leaves them shared when
-        /// they do not (immortal objects).
+        /// Start-up data preloaded before the fork starts shared by every worker. Reading all of
+        /// it through each worker copies its pages into that worker when reads write a reference
+        /// count in each entry (CPython with a GIL, plain; or atomic), and leaves them shared
+        /// when they do not (immortal objects). nogil's threads read the one copy their process
+        /// made at start, and copy nothing, whatever the reads write.
         @Test(.disabled(if: underSanitizer, "a sanitizer's shadow memory and allocator write pages the server only reads"),
-              arguments: ["plain", "atomic", "immortal"])
-        func preloadedPagesStaySharedUnlessReadsTouchThem(counting: String) throws {
+              arguments: [("prefork", "plain"), ("prefork", "atomic"), ("prefork", "immortal"), ("nogil", "atomic")])
+        func startUpDataIsCopiedByWorkersWhoseReadsWriteCounts(mode: String, counting: String) throws {
             let entries = 4_000, valueBytes = 1_024
-            let server = try ServerProcess(["--mode", "prefork", "--workers", "2", "--set", "cache.preload=\(entries)",
-                                            "--set", "cache.preload_bytes=\(valueBytes)", "--set", "cache.refcount=\(counting)"])
+            let server = try ServerProcess(["--mode", mode, "--set", "cache.preload=\(entries)", "--set", "cache.preload_bytes=\(valueBytes)",
+                                            "--set", "cache.refcount=\(counting)"] + (mode == "prefork" ? ["--workers", "2"] : ["--threads", "2"]))
             defer { server.stop() }
+            /// Private dirty bytes of each serving process: the workers, or the one process.
             func privateDirty() throws -> [String: Int] {
-                let workers = try #require(try server.json("/stats")["workers"] as? [String: Any])
+                let stats = try server.json("/stats")
+                guard let workers = stats["workers"] as? [String: Any] else {
+                    let memory = try #require(stats["memory"] as? [String: Any])
+                    return ["\(stats["pid"] ?? "")": try #require(memory["private_dirty_bytes"] as? Int)]
+                }
                 let each = try #require(workers["each"] as? [[String: Any]])
                 return Dictionary(uniqueKeysWithValues: try each.map { worker in
                     let memory = try #require(worker["memory"] as? [String: Any])
                     return ("\(worker["pid"] ?? "")", try #require(memory["private_dirty_bytes"] as? Int))
                 })
             }
-            // One connection per worker (each connection stays with the worker that accepted it).
-            var byWorker: [String: HTTPConnection] = [:]
-            for _ in 0..<40 where byWorker.count < 2 {
+            // Two connections, one per prefork worker (each stays with the worker that accepted it).
+            var connections: [String: HTTPConnection] = [:]
+            for attempt in 0..<40 where connections.count < 2 {
                 let connection = try server.connect()
-                let worker = try #require(try connection.request("GET", "/health").headers["x-worker"])
-                if byWorker[worker] == nil { byWorker[worker] = connection }
+                let worker = try connection.request("GET", "/health").headers["x-worker"] ?? "thread \(attempt)"
+                if connections[worker] == nil { connections[worker] = connection }
             }
-            #expect(byWorker.count == 2)
+            #expect(connections.count == 2)
             let before = try privateDirty()
-            for connection in byWorker.values {
+            for connection in connections.values {
                 for index in 0..<entries {
                     let reply = try connection.request("GET", "/cache/preload-\(index)")
                     #expect(reply.status == 200 && reply.body.count == valueBytes)
@@ -265,12 +271,13 @@ extension LoadSensitive {
             }
             let after = try privateDirty()
             let preloaded = entries * valueBytes
-            for worker in byWorker.keys {
-                let growth = try #require(after[worker]) - (try #require(before[worker]))
-                if counting != "immortal" {
-                    #expect(growth > preloaded * 7 / 10, "worker \(worker) copied \(growth) bytes of \(preloaded) preloaded")
+            #expect(after.count == (mode == "prefork" ? 2 : 1))
+            for process in after.keys {
+                let growth = try #require(after[process]) - (try #require(before[process]))
+                if mode == "prefork" && counting != "immortal" {
+                    #expect(growth > preloaded * 7 / 10, "\(process) copied \(growth) bytes of \(preloaded) preloaded")
                 } else {
-                    #expect(growth < preloaded * 3 / 10, "worker \(worker) copied \(growth) bytes of \(preloaded) preloaded")
+                    #expect(growth < preloaded * 3 / 10, "\(process) copied \(growth) bytes of \(preloaded) preloaded")
                 }
             }
         }

@@ -59,7 +59,7 @@ enum IntrospectionEndpoints {
             "handlers_past_deadline": .integer(max(0, status.requestTimeouts.current - status.lateHandlersDone.current)),
             "requests_total": .integer(status.accounting.total), "requests": .object(requests),
             "memory": memoryJSON(ProcessMemory.rollup()),
-            "lock": lockJSON(status),
+            "lock": lockJSON(status, interpreter: context.interpreter),
             "workers": status.seat.map { workersJSON($0, status) } ?? .null,
         ])
     }
@@ -100,7 +100,7 @@ enum IntrospectionEndpoints {
     }
 
     /// The lock model and, per domain, what its lock did. Times in milliseconds.
-    private static func lockJSON(_ status: ServerStatus) -> JSONValue {
+    private static func lockJSON(_ status: ServerStatus, interpreter: InterpreterCost) -> JSONValue {
         func milliseconds(_ nanoseconds: UInt64) -> JSONValue { .number(Double(nanoseconds) / 1e6) }
         func summary(_ summary: LockStatistics.Summary) -> JSONValue {
             ["count": .integer(Int(summary.count)), "mean_ms": .number(summary.mean / 1e6), "p50_ms": milliseconds(summary.p50),
@@ -125,6 +125,8 @@ enum IntrospectionEndpoints {
         return [
             "model": .string(status.mode.lock.rawValue),
             "switch_interval_ms": status.mode.lock == .none ? .null : .number(intervalMilliseconds),
+            // A free-threaded build's own cost: extra work in every unit of Python.
+            "free_threading_overhead_percent": .number(interpreter.overheadPercent),
             // Whether a dispatcher thread takes the lock to hand requests over (and so shows in
             // the acquisitions), as gunicorn gthread's main thread does.
             "dispatch": status.domains.first?.dispatcher == nil ? "direct" : "locked",
