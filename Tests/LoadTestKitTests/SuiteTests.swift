@@ -9,7 +9,13 @@ import Testing
 struct SuiteTests {
     @Test func theShippedSuiteIsValid() throws {
         let suite = try Suite.load(path: ScenarioTests.shipped.appendingPathComponent("suite.yaml").path)
-        #expect(suite.scenarios.map(\.kind.name) == [.scaling, .scaling, .convoy, .capacity, .cache, .memory] as [ScenarioKind])
+        #expect(suite.scenarios.map(\.kind.name) == [.scaling, .scaling, .convoy, .capacity, .cache, .native, .hot, .memory] as [ScenarioKind])
+        // Every mode carries start-up data, and the memory scenario reads all of it.
+        let settings = Dictionary(uniqueKeysWithValues: suite.serverSettings.map { ($0.key, $0.value) })
+        let entries = try #require(settings["cache.preload"].flatMap(Int.init))
+        #expect(entries * (settings["cache.preload_bytes"].flatMap(Int.init) ?? 0) >= 16 << 20)
+        guard case .memory(let reads, _) = suite.scenarios.last!.kind else { Issue.record("the last scenario is memory"); return }
+        #expect(reads.keys?.count == entries && reads.name.contains("/cache/preload-{key}"))
         #expect(suite.scenarios.allSatisfy { !$0.question.isEmpty })
         #expect(suite.quick.duration < suite.full.duration)
     }
@@ -28,6 +34,13 @@ struct SuiteTests {
         ("scenarios:\n  - {name: c, kind: cache, path: \"/cache/{key}\", keys: {zipf: 1}}\n", "s.yaml:2: keys: needs a count"),
         ("scenarios:\n  - {name: a, kind: scaling, path: /, connections: [1, 8, 4]}\n", "s.yaml:2: connections: must rise, but 4 follows 8"),
         ("scenarios:\n  - name: m\n    kind: capacity\n    sla_p99_ms: 5\n    endpoints: [{path: /}]\n    rates: [400, 100]\n", "s.yaml:6: rates: must rise"),
+        ("scenarios:\n  - {name: n, kind: native, path: /cpu, native: [0, 1]}\n", "s.yaml:2: a native scenario needs connections"),
+        ("scenarios:\n  - {name: n, kind: native, path: /cpu, native: [0, 1.5], connections: 4}\n", "s.yaml:2: native: expected a number from 0.0 to 1"),
+        ("scenarios:\n  - {name: n, kind: native, path: /cpu, native: [0.5, 0.5], connections: 4}\n", "s.yaml:2: native: must rise"),
+        ("scenarios:\n  - {name: n, kind: native, path: \"/cpu?native=1\", native: [0], connections: 4}\n", "s.yaml:2: path: native is the scenario's"),
+        ("scenarios:\n  - {name: h, kind: hot, path: /cache/x}\n", "s.yaml:2: a hot scenario needs connections"),
+        ("server: [a]\nscenarios:\n  - {name: a, kind: memory, path: /}\n", "s.yaml:1: server: expected settings"),
+        ("server: {\"a b\": 1}\nscenarios:\n  - {name: a, kind: memory, path: /}\n", "s.yaml:1: server: a setting's name"),
     ])
     func mistakesNameTheFileAndLine(text: String, expected: String) {
         ScenarioTests.expectRefusal(text, startingWith: expected) { text throws(Scenario.Invalid) in _ = try Suite.parse(text, path: "s.yaml") }
@@ -93,5 +106,34 @@ struct SuiteTests {
         let parser = XMLParser(data: Data(page.utf8))
         #expect(parser.parse(), "the page is well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
         #expect(page.contains("<polyline") && page.contains("nogil wins"), "a line per mode and the verdict")
+    }
+
+    /// The native scenario's sentence sets each mode's speedup beside Amdahl's law, and the hot
+    /// object's says why a mode does not scale, from the reference counts its reads write.
+    @Test func nativeAndHotVerdictsExplainThemselvesFromTheNumbers() {
+        let native = Comparison.ScenarioInfo(name: "native", title: "Native", question: "", kind: .native)
+        let hot = Comparison.ScenarioInfo(name: "hot", title: "Hot", question: "", kind: .hot)
+        func nativeOutcome(_ speedups: [Double]) -> ScenarioOutcome {
+            Self.outcome("native", zip([0, 50, 90, 100], speedups).map { (.nativeSpeedup(percent: $0, connections: 4), $1) },
+                         headline: .nativeSpeedup(percent: 90, connections: 4), higherIsBetter: true, serverTime: ["lock": 3, "work": 1])
+        }
+        func hotOutcome(_ scaling: Double, model: String) -> ScenarioOutcome {
+            var outcome = Self.outcome("hot", [(.throughput(connections: 1), 1000), (.throughput(connections: 8), 1000 * scaling), (.scaling, scaling)],
+                                       headline: .throughput(connections: 8), higherIsBetter: true)
+            outcome.note = "cache.refcount: \(model)"
+            return outcome
+        }
+        let comparison = Comparison(timing: "quick", cores: 2, scenarios: [native, hot], modes: [
+            .init(mode: "gil", outcomes: [nativeOutcome([1, 1.2, 1.3, 1.9]), hotOutcome(1.0, model: "plain")], scenarioFailures: [:]),
+            .init(mode: "nogil", outcomes: [nativeOutcome([1.8, 1.9, 1.9, 1.9]), hotOutcome(0.6, model: "atomic")], scenarioFailures: [:]),
+        ])
+        let nativeVerdict = comparison.verdict(native) ?? ""
+        #expect(nativeVerdict.contains("90% of each request's time") && nativeVerdict.contains("nogil scales 1.90×")
+                && nativeVerdict.contains("Amdahl's law allows 1.82×") && nativeVerdict.contains("gil reaches 1.30×"), "\(nativeVerdict)")
+        #expect(comparison.text().contains("allows 1.00× at native 0, 1.33× at native 0.5, 1.82× at native 0.9, 2.00× at native 1"),
+                "\(comparison.text())")
+        let hotVerdict = comparison.verdict(hot) ?? ""
+        #expect(hotVerdict.contains("gil serves the most") && hotVerdict.contains("nogil reaches 0.600×")
+                && hotVerdict.contains("shared reference count atomically"), "\(hotVerdict)")
     }
 }

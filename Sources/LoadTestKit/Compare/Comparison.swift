@@ -49,6 +49,13 @@ public struct Comparison: Codable, Sendable {
     public var cores: Int
     public var scenarios: [ScenarioInfo]
     public var modes: [ModeResult]
+    /// The suite's `server:` settings every mode ran with.
+    public var serverSettings: [String: String]?
+
+    enum CodingKeys: String, CodingKey {
+        case timing, cores, scenarios, modes
+        case serverSettings = "server_settings"
+    }
 
     public struct Options: Sendable {
         public var modes: [String]
@@ -109,7 +116,9 @@ public struct Comparison: Codable, Sendable {
             switch self {
             case .mode(let mode):
                 let config = URL(fileURLWithPath: options.configDirectory).appendingPathComponent("\(mode).yaml").path
-                return try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: options.serverArguments, log: log)
+                // The suite's settings first, so compare's own --set can override them.
+                let settings = options.suite.serverSettings.flatMap { ["--set", "\($0.key)=\($0.value)"] }
+                return try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: settings + options.serverArguments, log: log)
             case .external(let target):
                 return try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log)
             }
@@ -151,7 +160,9 @@ public struct Comparison: Codable, Sendable {
                 if case .capacity(_, _, _, let limit) = entry.kind { sla = limit }
                 return ScenarioInfo(name: entry.name, title: entry.title, question: entry.question, kind: entry.kind.name, slaP99Milliseconds: sla)
             },
-            modes: results)
+            modes: results,
+            serverSettings: options.suite.serverSettings.isEmpty ? nil
+                : Dictionary(options.suite.serverSettings.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }))
     }
 
     /// Every scenario against started servers, their idle memory first: each scenario on each
@@ -208,6 +219,11 @@ public struct Comparison: Codable, Sendable {
     /// interrupted, so no server is left listening.
     public static func stopRunningServer() {
         for pid in ServerUnderTest.running.withLock({ $0 }) { kill(pid, SIGTERM) }
+    }
+
+    /// A share as it was written: 0, 0.5, 0.9, 1.
+    static func share(_ value: Double) -> String {
+        String(format: "%g", value)
     }
 
     /// Three significant figures, and no more decimals than a reader wants.

@@ -11,6 +11,7 @@ extension Comparison {
             lines.append(contentsOf: table(scenario))
             if let sentence = verdict(scenario) { lines.append(sentence) }
             lines.append(contentsOf: memoryNotes(scenario))
+            lines.append(contentsOf: amdahlNote(scenario))
             blocks.append(lines.joined(separator: "\n"))
         }
         let pairs = counterparts()
@@ -107,6 +108,26 @@ extension Comparison {
         return measured(scenario.name).compactMap { mode, outcome in outcome.note.map { "\(mode): \($0)" } }
     }
 
+    /// What Amdahl's law allows each share of native work, for the native scenario.
+    func amdahlNote(_ scenario: ScenarioInfo) -> [String] {
+        guard scenario.kind == .native, let outcome = measured(scenario.name).first?.outcome,
+              case .nativeSpeedup(_, let connections) = outcome.headline else { return [] }
+        let cores = min(connections, self.cores)
+        let allowed = outcome.figures.compactMap { figure -> String? in
+            guard case .nativeSpeedup(let percent, _) = figure.measure else { return nil }
+            return "\(Self.format(ScenarioOutcome.amdahl(native: Double(percent) / 100, cores: cores)))× at native \(Self.share(Double(percent) / 100))"
+        }
+        return ["Amdahl's law, 1/((1 − F) + F/\(cores)) for \(connections) connections on \(self.cores) cores, allows "
+                + allowed.joined(separator: ", ") + "; the lock's own cost comes on top."]
+    }
+
+    /// The start-up data every mode carried, from the suite's server settings, if any.
+    var startupDataMegabytes: Double? {
+        guard let settings = serverSettings, let entries = settings["cache.preload"].flatMap(Int.init), entries > 0 else { return nil }
+        let bytes = settings["cache.preload_bytes"].flatMap(Int.init) ?? 1024
+        return Double(entries * bytes) / 1_048_576
+    }
+
     private func failures(_ scenario: ScenarioInfo) -> [String] {
         modes.compactMap { mode in mode.scenarioFailures[scenario.name].map { "\(mode.mode): failed: \($0)" } }
     }
@@ -174,6 +195,31 @@ extension Comparison {
             return "\(winner) \(plural ? "need" : "needs") the least memory of \(plural ? "their" : "its") own under load (anonymous Pss: heap, stacks, copied pages), "
                 + "\(whose)\(f(best.value)) MB over \(count(processes(best.outcome))); "
                 + "\(worst.mode) needs \(f(worst.value)) MB (\(f(worst.value / max(best.value, 0.001)))×) over \(count(processes(worst.outcome)))."
+                + (startupDataMegabytes.map { " Every mode started with \(f($0)) MB of start-up data, made before the fork under a master: one process's threads share one copy, each subinterpreter builds its own, and a worker whose reads write reference counts copies every page it reads." } ?? "")
+        case .native:
+            guard case .nativeSpeedup(let percent, let connections) = best.outcome.headline else { return nil }
+            let share = Double(percent) / 100
+            let allowed = ScenarioOutcome.amdahl(native: share, cores: min(connections, cores))
+            return "With \(Self.share(100 * share))% of each request's time in a C extension that lets go of the lock (numpy, hashlib) and the rest in Python, "
+                + "\(winner) \(plural ? "scale" : "scales") \(whose)\(f(best.value))× from 1 to \(connections) connections, where Amdahl's law allows \(f(allowed))×; "
+                + "\(worst.mode) reaches \(f(worst.value))×\(Self.whereTimeWent(worst.outcome)): every return to Python must take the lock back."
+        case .hot:
+            let model = { (outcome: ScenarioOutcome) in outcome.note?.replacingOccurrences(of: "cache.refcount: ", with: "") ?? "" }
+            let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }
+            let why = { (mode: String, outcome: ScenarioOutcome) -> String in
+                if processes(mode) > 1 { return "each worker reads a copy of its own" }
+                switch model(outcome) {
+                case "atomic": return "each read increments and decrements the object's shared reference count atomically, so the cores pass its cache line back and forth"
+                case "plain": return "its reads write the count under the lock, one thread at a time"
+                case "immortal": return "the object is immortal, so reads write nothing"
+                default: return "cache.refcount \(model(outcome))"
+                }
+            }
+            let scale = { (outcome: ScenarioOutcome) in outcome.value(.scaling).map { "\(f($0))×" } ?? "—" }
+            let steps = best.outcome.throughputByConnections.map(\.connections)
+            return "Every connection reading one shared object, \(winner) \(plural ? "serve" : "serves") the most, \(whose)\(f(best.value)) req/s at \(steps.last ?? 1) connections, "
+                + "\(scale(best.outcome)) its rate at \(steps.first ?? 1) (\(why(best.mode, best.outcome))); \(worst.mode) reaches \(scale(worst.outcome)) "
+                + "(\(f(worst.value)) req/s): \(why(worst.mode, worst.outcome))."
         case .cache:
             let hits = { (outcome: ScenarioOutcome) in outcome.value(.hitRatio).map { "\(f($0))% of reads hitting" } ?? "no hit ratio" }
             let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }

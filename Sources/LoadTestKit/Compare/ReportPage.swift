@@ -89,7 +89,7 @@ extension Comparison {
         let rows = measured(scenario.name)
         guard !rows.isEmpty else { return "" }
         switch scenario.kind {
-        case .scaling:
+        case .scaling, .hot:
             // Throughput against concurrency, one line per mode.
             let series = rows.map { mode, outcome in
                 (mode, outcome.throughputByConnections.compactMap { step in step.value.map { (Double(step.connections), $0) } })
@@ -108,6 +108,13 @@ extension Comparison {
         case .cache:
             return barChart(rows.map { mode, outcome in (mode, [("hit ratio %", outcome.value(.hitRatio) ?? 0)]) },
                             title: "share of reads that hit the cache, %")
+        case .native:
+            return barChart(rows.map { mode, outcome in
+                (mode, outcome.figures.compactMap { figure in
+                    guard case .nativeSpeedup = figure.measure else { return nil }
+                    return (figure.label, figure.value ?? 0)
+                })
+            }, title: "speedup over one connection, by the share of the work in a C extension that releases the lock")
         case .memory:
             return barChart(rows.map { mode, outcome in
                 (mode, [("idle", outcome.value(.idleOwn) ?? 0), ("loaded", outcome.value(.loadedOwn) ?? 0)])

@@ -16,6 +16,8 @@ public struct ScenarioOutcome: Codable, Sendable {
         case sustained
         case processes, idleRSS, loadedRSS, idleOwn, loadedOwn
         case hitRatio, entries
+        /// Rate at a scenario's connections over the rate at one, with `percent`% of the work native.
+        case nativeSpeedup(percent: Int, connections: Int)
 
         /// The column heading.
         public var label: String {
@@ -40,6 +42,7 @@ public struct ScenarioOutcome: Codable, Sendable {
             case .loadedOwn: "loaded own"
             case .hitRatio: "hit ratio"
             case .entries: "entries"
+            case .nativeSpeedup(let percent, _): "native \(Comparison.share(Double(percent) / 100))"
             }
         }
 
@@ -48,7 +51,7 @@ public struct ScenarioOutcome: Codable, Sendable {
             case .throughput, .busyThroughput, .sustained: "req/s"
             case .p99, .quickP50, .quickP99, .quickLockWait, .quickLoopWait, .p99AtRate: "ms"
             case .lockShare, .hitRatio: "%"
-            case .scaling: "×"
+            case .scaling, .nativeSpeedup: "×"
             case .idleRSS, .loadedRSS, .idleOwn, .loadedOwn: "MB"
             case .processes, .entries: ""
             }
@@ -138,7 +141,48 @@ extension ScenarioOutcome {
                               server: server, idle: idleMemory)
         case .cache(let endpoint, let connections):
             return try cache(entry.name, endpoint.on(server.target), connections: connections, timing: timing, server: server)
+        case .native(let endpoint, let shares, let connections):
+            return try native(entry.name, endpoint.on(server.target), shares: shares, connections: connections, timing: timing)
+        case .hot(let endpoint, let connections):
+            var outcome = try scaling(entry.name, endpoint.on(server.target), connections: connections, timing: timing)
+            outcome.note = referenceCounting(server).map { "cache.refcount: \($0)" }
+            return outcome
         }
+    }
+
+    /// What the server's cache reads write (`GET /cache`'s refcount model), if it says.
+    private static func referenceCounting(_ server: ServerUnderTest) -> String? {
+        guard let body = server.get("/cache"), let stats = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else { return nil }
+        return (stats["refcount"] as? [String: Any])?["model"] as? String
+    }
+
+    /// Amdahl's law: the speedup on `cores` of work whose share `native` runs in parallel.
+    public static func amdahl(native: Double, cores: Int) -> Double {
+        1 / ((1 - native) + native / Double(max(1, cores)))
+    }
+
+    /// Each share at one connection and at `connections`: the speedup between them. The share
+    /// just under 1 is the headline: wholly native work scales with or without a lock.
+    private static func native(_ name: String, _ endpoint: Endpoint, shares: [Double], connections: Int,
+                               timing: Suite.Timing) throws -> ScenarioOutcome {
+        var figures: [Figure] = [], reports: [Report] = []
+        var explaining: [String: Double] = [:]
+        let headline = shares.last { $0 < 1 } ?? shares[shares.count - 1]
+        for share in shares {
+            let separator = endpoint.target.pathAndQuery.contains("?") ? "&" : "?"
+            var shared = endpoint
+            shared.target = try Target(url: "http://\(endpoint.target.hostHeader)\(endpoint.target.pathAndQuery)\(separator)native=\(Comparison.share(share))")
+            shared.name = endpoint.name + "\(separator)native=\(Comparison.share(share))"
+            let alone = try load([shared], connections: 1, timing: timing)
+            let together = try load([shared], connections: connections, timing: timing)
+            reports += [alone, together]
+            let first = successRate(alone)
+            figures.append(Figure(.nativeSpeedup(percent: Int((share * 100).rounded()), connections: connections), first > 0 ? successRate(together) / first : nil))
+            if share == headline { explaining = serverTime(together) }
+        }
+        return ScenarioOutcome(scenario: name, figures: figures, headline: .nativeSpeedup(percent: Int((headline * 100).rounded()), connections: connections),
+                               higherIsBetter: true, reports: reports, serverTimeMs: explaining,
+                               note: nil)
     }
 
     private static func load(_ endpoints: [Endpoint], connections: Int, rate: Double? = nil, timing: Suite.Timing) throws -> Report {

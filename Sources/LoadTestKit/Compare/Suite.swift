@@ -13,12 +13,19 @@ import Yams
 /// - `memory`: the server's memory (every process, RSS and Pss) idle and under a load.
 /// - `cache`: read-through reads of `{key}`s drawn by Zipf's law. How often does each mode's
 ///   cache hit, and what does that do to its throughput?
+/// - `native`: one path at 1 connection and at `connections`, with the share `native` of its
+///   work in a C extension that lets go of the lock. How close to Amdahl's law does it scale?
+/// - `hot`: like `scaling`, for reads of one object every thread shares. What do its reference
+///   counts cost?
+///
+/// `server:` settings go to every mode's server, as `--set KEY=VALUE` before compare's own:
+/// the start-up data every mode carries, for one.
 ///
 /// Endpoints are paths: compare starts each server itself, on a port of its own.
 /// A scenario's kind without its settings: what the tables, sentences and charts of a kind
 /// are chosen by.
 public enum ScenarioKind: String, Codable, Sendable {
-    case scaling, convoy, capacity, memory, cache
+    case scaling, convoy, capacity, memory, cache, native, hot
 }
 
 public struct Suite: Sendable {
@@ -34,6 +41,8 @@ public struct Suite: Sendable {
         case capacity(endpoints: [Endpoint], rates: [Double], connections: Int, slaP99Milliseconds: Double)
         case memory(endpoint: Endpoint, connections: Int)
         case cache(endpoint: Endpoint, connections: Int)
+        case native(endpoint: Endpoint, shares: [Double], connections: Int)
+        case hot(endpoint: Endpoint, connections: [Int])
 
         public var name: ScenarioKind {
             switch self {
@@ -42,6 +51,8 @@ public struct Suite: Sendable {
             case .capacity: .capacity
             case .memory: .memory
             case .cache: .cache
+            case .native: .native
+            case .hot: .hot
             }
         }
     }
@@ -56,19 +67,23 @@ public struct Suite: Sendable {
     public var quick: Timing
     public var full: Timing
     public var scenarios: [Entry]
+    /// `server:`: settings for every mode's server, in the order given.
+    public var serverSettings: [(key: String, value: String)] = []
 
     /// Where suite endpoints point until compare knows a server's port.
     static let placeholder = try! Target(url: "http://127.0.0.1:1")
 
-    static let topLevelKeys = ["quick", "full", "scenarios"]
+    static let topLevelKeys = ["quick", "full", "server", "scenarios"]
     static let timingKeys = ["duration", "warmup"]
     static let commonKeys = ["name", "title", "question", "kind"]
     static let kindKeys: [String: [String]] = [
         "scaling": ["path", "connections"],
         "convoy": ["probe", "background"],
         "capacity": ["endpoints", "rates", "connections", "sla_p99_ms"],
-        "memory": ["path", "connections"],
+        "memory": ["path", "keys", "connections"],
         "cache": ["path", "keys", "connections"],
+        "native": ["path", "native", "connections"],
+        "hot": ["path", "connections"],
     ]
 
     public static func load(path: String) throws(Scenario.Invalid) -> Suite {
@@ -87,7 +102,19 @@ public struct Suite: Sendable {
         let scenarios = try reader.uniquelyNamedList(top, "scenarios", of: "scenario", root: root, name: \Entry.name) { node throws(Scenario.Invalid) in
             try scenario(node, reader: reader)
         }
-        return Suite(quick: quick, full: full, scenarios: scenarios)
+        var suite = Suite(quick: quick, full: full, scenarios: scenarios)
+        if let server = top["server"] {
+            guard let mapping = server.mapping else { throw reader.error(server, "server: expected settings such as cache.preload: 5000") }
+            for (key, value) in mapping {
+                let name = try reader.string(key, "server")
+                guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == ".") }) else {
+                    throw reader.error(key, "server: a setting's name is a threadbare key such as cache.preload, got '\(name)'")
+                }
+                guard let text = value.scalar?.string, !text.isEmpty else { throw reader.error(value, "server: \(name): expected a value") }
+                suite.serverSettings.append((name, text))
+            }
+        }
+        return suite
     }
 
     private static func timing(_ node: Node?, reader: YAMLReader) throws(Scenario.Invalid) -> Timing? {
@@ -152,9 +179,31 @@ public struct Suite: Sendable {
             endpoint.keys = try Scenario.keySpace(try required("keys"), reader: reader)
             if let problem = endpoint.problem { throw reader.error(fields["path"]!, problem) }
             kind = .cache(endpoint: endpoint, connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 8)
+        case "native":
+            let endpoint = try pathEndpoint(try required("path"), reader: reader)
+            guard !endpoint.target.pathAndQuery.contains("native=") && !endpoint.target.pathAndQuery.contains("release=") else {
+                throw reader.error(fields["path"]!, "path: native is the scenario's to set, once per share in native:")
+            }
+            let list = try required("native")
+            guard let shares = list.sequence, !shares.isEmpty else { throw reader.error(list, "native: expected a list of shares such as [0, 0.5, 0.9, 1]") }
+            var values: [Double] = []
+            for share in shares {
+                let value = try reader.number(share, "native", in: 0...1)!
+                if let last = values.last, value <= last { throw reader.error(share, "native: must rise, but \(Comparison.share(value)) follows \(Comparison.share(last))") }
+                values.append(value)
+            }
+            kind = .native(endpoint: endpoint, shares: values,
+                           connections: try reader.integer(try required("connections"), "connections", in: 2...10_000)!)
+        case "hot":
+            kind = .hot(endpoint: try pathEndpoint(try required("path"), reader: reader),
+                        connections: try counts(try required("connections"), "connections", reader: reader))
         default:
-            kind = .memory(endpoint: try pathEndpoint(try required("path"), reader: reader),
-                           connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 8)
+            var endpoint = try pathEndpoint(try required("path"), reader: reader)
+            if let keys = fields["keys"] {
+                endpoint.keys = try Scenario.keySpace(keys, reader: reader)
+                if let problem = endpoint.problem { throw reader.error(fields["path"]!, problem) }
+            }
+            kind = .memory(endpoint: endpoint, connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 8)
         }
         return Entry(name: name, title: try fields["title"].map { (node) throws(Scenario.Invalid) in try reader.string(node, "title") } ?? name,
                      question: try fields["question"].map { (node) throws(Scenario.Invalid) in try reader.string(node, "question") } ?? "",
