@@ -32,18 +32,6 @@ LOADTEST=$("$SWIFT" build "${RELEASE[@]}" --show-bin-path)/loadtest
 cores=$(nproc)
 all_cores="0-$((cores - 1))"
 
-# pss PID... : total Pss in bytes of the processes and their children.
-pss() {
-    local total=0 pid child kb
-    for pid in "$@"; do
-        for child in "$pid" $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do
-            kb=$(awk '/^Pss:/ { print $2 }' "/proc/$child/smaps_rollup" 2>/dev/null || echo 0)
-            total=$((total + ${kb:-0}))
-        done
-    done
-    echo $((total * 1024))
-}
-
 # cache_counts URL : "hits misses" from GET /cache (the whole cache, whichever worker answers).
 cache_counts() {
     curl -sf "$1/cache" | python3 -c "import json, sys; c = json.load(sys.stdin); print(c['hits'], c['misses'])"

@@ -111,6 +111,18 @@ scaling_row() {
     stop_server "$srv_pid"
 }
 
+# pss PID... : total Pss in bytes of the processes and their children.
+pss() {
+    local total=0 pid child kb
+    for pid in "$@"; do
+        for child in "$pid" $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do
+            kb=$(awk '/^Pss:/ { print $2 }' "/proc/$child/smaps_rollup" 2>/dev/null || echo 0)
+            total=$((total + ${kb:-0}))
+        done
+    done
+    echo $((total * 1024))
+}
+
 # median VALUES : the median of space-separated numbers.
 median() { printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 }
     END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
