@@ -13,7 +13,7 @@
 #
 # Each figure is the median of $ROUNDS wrk runs of $DURATION; in parts 1 to 3 every server runs
 # at once and they take turns, so a drift in the machine's speed reaches them alike.
-# Usage: bench/free_threads.sh   env: DURATION (3s), ROUNDS (3), WORK (1000), TOUCHES (1000),
+# Usage: bench/free_threads.sh   env: DURATION (3s), ROUNDS (3), WORK (1000), TOUCHES (10000),
 #        PRELOAD (5000), PRELOAD_BYTES (4000)
 BENCH=free_threads
 source "$(dirname "$0")/lib.sh"
@@ -21,7 +21,7 @@ source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-3}
 WORK=${WORK:-1000}
-TOUCHES=${TOUCHES:-1000}
+TOUCHES=${TOUCHES:-10000}
 PRELOAD=${PRELOAD:-5000}
 PRELOAD_BYTES=${PRELOAD_BYTES:-4000}
 for name in ROUNDS WORK TOUCHES PRELOAD PRELOAD_BYTES; do
