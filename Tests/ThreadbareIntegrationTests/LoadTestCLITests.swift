@@ -210,10 +210,13 @@ extension LoadSensitive {
             let suite = directory.appendingPathComponent("suite.yaml")
             try """
                 quick: {duration: 300ms, warmup: 100ms}
+                server: {cache.preload: 20, cache.preload_bytes: 100}
                 scenarios:
                   - {name: cpu, title: CPU scaling, kind: scaling, path: "/cpu?work=200", connections: [1, 2]}
                   - {name: cache, title: Cache, kind: cache, path: "/cache/k{key}?compute=50", keys: {count: 50, zipf: 1}, connections: 2}
-                  - {name: memory, title: Memory, kind: memory, path: /health, connections: 2}
+                  - {name: native, title: Native, kind: native, path: "/cpu?work=200", native: [0, 0.5], connections: 2}
+                  - {name: hot, title: Hot, kind: hot, path: "/cache/preload-3?touches=10", connections: [1, 2]}
+                  - {name: memory, title: Memory, kind: memory, path: "/cache/preload-{key}", keys: {count: 20}, connections: 2}
                 """.write(to: suite, atomically: true, encoding: .utf8)
             let targets = directory.appendingPathComponent("targets.yaml")
             try """
@@ -240,7 +243,9 @@ extension LoadSensitive {
             let modes = try #require(json["modes"] as? [[String: Any]])
             #expect(modes.map { $0["mode"] as? String } == ["gil", "wsgiref", "broken"], "each target after its counterpart, the rest at the end")
             let reference = try #require(modes.first { $0["mode"] as? String == "wsgiref" })
-            #expect((reference["outcomes"] as? [Any])?.count == 3, "\(reference["scenario_failures"] ?? "")")
+            // The suite's start-up data reached both: the target as CACHE_PRELOAD, the mode as --set.
+            #expect(modes.prefix(2).allSatisfy { ($0["outcomes"] as? [Any])?.count == 5 },
+                    "\(modes.prefix(2).map { $0["scenario_failures"] ?? "" })")
             let external = try #require(reference["external"] as? [String: Any])
             #expect(external["counterpart"] as? String == "gil")
             #expect((external["stop"] as? String)?.hasPrefix("stopped on SIGTERM") == true, "\(external)")

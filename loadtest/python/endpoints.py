@@ -87,6 +87,20 @@ class Query:
             raise RequestError(400, f"query parameter '{name}' must be between {low} and {high}, got {value}")
         return value
 
+    def fraction(self, name, default):
+        """A share from 0 to 1 in decimal digits (0.9, 1, .5), as Threadbare reads one."""
+        found = [value for key, value in self.pairs if key == name]
+        if len(found) > 1:
+            raise RequestError(400, f"query parameter '{name}' is given more than once")
+        if not found:
+            return default
+        text = found[0]
+        if not re.fullmatch(r"[0-9]*\.?[0-9]*", text) or text in ("", "."):
+            raise RequestError(400, f"query parameter '{name}' must be a decimal from 0 to 1, got '{text[:64]}'")
+        if not 0 <= float(text) <= 1:
+            raise RequestError(400, f"query parameter '{name}' must be from 0 to 1, got {text[:64]}")
+        return float(text)
+
 
 class Cache:
     """One process's LRU cache, as Threadbare's `local` backend: max_entries, max_bytes, TTLs."""
@@ -170,6 +184,11 @@ class Application:
         self.board = Scoreboard()
         self.cache = Cache(self.board, _environment_integer("CACHE_MAX_ENTRIES", 10_000, 1, 100_000_000),
                            _environment_integer("CACHE_MAX_BYTES", 64 << 20, 1, 1 << 40))
+        # Start-up data, as Threadbare's cache.preload: built once when the app is imported (in
+        # each gunicorn worker unless gunicorn runs with --preload), then only read.
+        count = _environment_integer("CACHE_PRELOAD", 0, 0, 10_000_000)
+        size = _environment_integer("CACHE_PRELOAD_BYTES", 1024, 0, 1 << 20)
+        self.startup = {b"preload-%d" % index: os.urandom(size) for index in range(count)}
         self.counts = {}
         self.counts_lock = threading.Lock()
         print(f"threadbare reference app ({server}, pid {os.getpid()}): {self.calibration.summary()}; "
@@ -222,13 +241,15 @@ class Application:
         return Waits(milliseconds, lambda: json_answer({"slept_ms": milliseconds}))
 
     def cpu(self, method, path, query, body, content_type):
-        query.allow_only(("work", "release", "offload"))
+        query.allow_only(("work", "release", "native", "offload"))
         work = query.integer("work", 0, CPU_MAX_WORK)
-        releases = query.integer("release", 0, 1, default=0) == 1
+        if query.has("release") and query.has("native"):
+            raise RequestError(400, "release=1 is native=1: give one of them")
+        native = float(query.integer("release", 0, 1)) if query.has("release") else query.fraction("native", 0.0)
         offloads = query.integer("offload", 0, 1, default=0) == 1
 
         def compute():
-            state = self.calibration.compute_released(work) if releases else self.calibration.compute(work)
+            state = self.calibration.compute_mixed(work, native)
             return Answer(200, ('{"work":%d,"result":"%016x"}' % (work, state & 0xFFFFFFFFFFFFFFFF)).encode())
         return Offloads(compute) if offloads else compute()
 
@@ -249,11 +270,19 @@ class Application:
         elif method == "GET":
             if query.has("ttl") and not query.has("compute"):
                 raise RequestError(400, "ttl on a read needs compute: it is how long the value a miss computes is kept")
-            query.allow_only(("compute", "ttl"))
+            query.allow_only(("compute", "ttl", "touches"))
         else:
             query.allow_only(())
         ttl = query.integer("ttl", 0, MAX_TTL) if query.has("ttl") else 0
         key = checked_key(path[len(b"/cache/"):])
+        if key in self.startup:
+            if method != "GET":
+                raise RequestError(409, f"{key.decode()} is start-up data (cache.preload): read-only while the server runs")
+            # Each read of the shared object writes its reference count, as any Python read does.
+            value = None
+            for _ in range(query.integer("touches", 0, CPU_MAX_WORK, default=1)):
+                value = self.startup[key]
+            return Answer(200, value if value is not None else self.startup[key], "application/octet-stream")
         if method == "PUT":
             replaced = self.cache.put(key, body, content_type or "application/octet-stream", ttl)
             if replaced is None:

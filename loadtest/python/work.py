@@ -7,7 +7,8 @@ same CPU time, measured when the process starts: `work=5000` then costs about 5 
 
 The loop holds the GIL and lets it go only when the interpreter's eval breaker asks, as any
 Python code does. `release=1` is a C extension that releases the GIL for its loop: hashlib
-hashing a large buffer (it lets go of the GIL above 2 KiB), calibrated the same way.
+hashing a large buffer (it lets go of the GIL above 2 KiB), calibrated the same way, and
+`native=F` mixes the two a step at a time.
 """
 
 import hashlib
@@ -16,6 +17,8 @@ import sys
 import time
 
 MASK = (1 << 64) - 1
+# Units per step of native=F work: Threadbare's WorkEndpoints.nativeStepUnits.
+NATIVE_STEP_UNITS = 100
 
 # What one unit costs Threadbare on this machine, in nanoseconds: `threadbare cpu-unit` prints
 # it, and loadtest compare passes it to every target it starts.
@@ -86,6 +89,25 @@ class Calibration:
     def compute_released(self, units):
         """units of work with the GIL released."""
         return hash_released(round(units * self.bytes_per_unit))
+
+    def compute_mixed(self, units, native):
+        """units of work, the share `native` in hashlib with the GIL released and the rest in
+        Python, 100 units a step as Threadbare's native=F: each step computes its Python share,
+        then hashes its native share, and takes the GIL back to go on. All-native is one call."""
+        native_units = round(units * native)
+        python_units = units - native_units
+        if native_units == 0:
+            return self.compute(units)
+        if python_units == 0:
+            return self.compute_released(units)
+        steps = -(-units // NATIVE_STEP_UNITS)
+        state = 0
+        for step in range(steps):
+            share = lambda total: total * (step + 1) // steps - total * step // steps
+            state = (state ^ self.compute(share(python_units))) * 0x100000001B3 & MASK
+            if share(native_units):
+                state = (state ^ self.compute_released(share(native_units))) * 0x100000001B3 & MASK
+        return state
 
     def describe(self):
         return {

@@ -120,7 +120,12 @@ public struct Comparison: Codable, Sendable {
                 let settings = options.suite.serverSettings.flatMap { ["--set", "\($0.key)=\($0.value)"] }
                 return try ServerUnderTest(mode: mode, binary: options.binary, config: config, arguments: settings + options.serverArguments, log: log)
             case .external(let target):
-                return try ServerUnderTest(external: target, environment: options.targetEnvironment, log: log)
+                // The suite's settings as the environment a reference app reads: cache.preload
+                // is CACHE_PRELOAD.
+                let settings = Dictionary(options.suite.serverSettings.map { setting in
+                    (setting.key.uppercased().replacingOccurrences(of: ".", with: "_"), setting.value)
+                }, uniquingKeysWith: { $1 })
+                return try ServerUnderTest(external: target, environment: options.targetEnvironment.merging(settings) { $1 }, log: log)
             }
         }
     }

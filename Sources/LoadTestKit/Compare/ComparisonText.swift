@@ -202,7 +202,10 @@ extension Comparison {
             let allowed = ScenarioOutcome.amdahl(native: share, cores: min(connections, cores))
             return "With \(Self.share(100 * share))% of each request's time in a C extension that lets go of the lock (numpy, hashlib) and the rest in Python, "
                 + "\(winner) \(plural ? "scale" : "scales") \(whose)\(f(best.value))× from 1 to \(connections) connections, where Amdahl's law allows \(f(allowed))×; "
-                + "\(worst.mode) reaches \(f(worst.value))×\(Self.whereTimeWent(worst.outcome)): every return to Python must take the lock back."
+                + "\(worst.mode) reaches \(f(worst.value))×\(Self.whereTimeWent(worst.outcome)): "
+                + ((worst.outcome.serverTimeMs["loop"] ?? 0) > (worst.outcome.serverTimeMs["lock"] ?? 0)
+                    ? "an event loop runs the C code itself, so releasing the lock frees nothing the loop's other requests can use."
+                    : "every return to Python must take the lock back.")
         case .hot:
             let model = { (outcome: ScenarioOutcome) in outcome.note?.replacingOccurrences(of: "cache.refcount: ", with: "") ?? "" }
             let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }
