@@ -121,6 +121,11 @@ extension Comparison {
                 + allowed.joined(separator: ", ") + "; the lock's own cost comes on top."]
     }
 
+    /// How many processes `mode` ran as, from its idle memory.
+    func processCount(_ mode: String) -> Int {
+        modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1
+    }
+
     /// The start-up data every mode carried, from the suite's server settings, if any.
     var startupDataMegabytes: Double? {
         guard let settings = serverSettings, let entries = settings["cache.preload"].flatMap(Int.init), entries > 0 else { return nil }
@@ -208,9 +213,8 @@ extension Comparison {
                     : "every return to Python must take the lock back.")
         case .hot:
             let model = { (outcome: ScenarioOutcome) in outcome.note?.replacingOccurrences(of: "cache.refcount: ", with: "") ?? "" }
-            let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }
             let why = { (mode: String, outcome: ScenarioOutcome) -> String in
-                if processes(mode) > 1 { return "each worker reads a copy of its own" }
+                if processCount(mode) > 1 { return "each worker reads a copy of its own" }
                 switch model(outcome) {
                 case "atomic": return "each read increments and decrements the object's shared reference count atomically, so the cores pass its cache line back and forth"
                 case "plain": return "its reads write the count under the lock, one thread at a time"
@@ -225,8 +229,7 @@ extension Comparison {
                 + "(\(f(worst.value)) req/s): \(why(worst.mode, worst.outcome))."
         case .cache:
             let hits = { (outcome: ScenarioOutcome) in outcome.value(.hitRatio).map { "\(f($0))% of reads hitting" } ?? "no hit ratio" }
-            let processes = { (mode: String) in self.modes.first { $0.mode == mode }?.idleMemory?.processes ?? 1 }
-            let apart = processes(worst.mode) > 1 ? ", its \(processes(worst.mode) - 1) workers each filling a cache of their own" : ""
+            let apart = processCount(worst.mode) > 1 ? ", its \(processCount(worst.mode) - 1) workers each filling a cache of their own" : ""
             return "\(winner) \(plural ? "serve" : "serves") the most, \(whose)\(f(best.value)) req/s with \(hits(best.outcome)); "
                 + "\(worst.mode) manages \(f(worst.value)) req/s with \(hits(worst.outcome))\(apart)\(Self.whereTimeWent(worst.outcome))."
         }

@@ -181,8 +181,7 @@ extension ScenarioOutcome {
             if share == headline { explaining = serverTime(together) }
         }
         return ScenarioOutcome(scenario: name, figures: figures, headline: .nativeSpeedup(percent: Int((headline * 100).rounded()), connections: connections),
-                               higherIsBetter: true, reports: reports, serverTimeMs: explaining,
-                               note: nil)
+                               higherIsBetter: true, reports: reports, serverTimeMs: explaining)
     }
 
     private static func load(_ endpoints: [Endpoint], connections: Int, rate: Double? = nil, timing: Suite.Timing) throws -> Report {

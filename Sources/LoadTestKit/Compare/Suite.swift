@@ -162,16 +162,10 @@ public struct Suite: Sendable {
             guard let endpoints = list.sequence, !endpoints.isEmpty else { throw reader.error(list, "endpoints: expected a list") }
             var parsed: [Endpoint] = []
             for endpoint in endpoints { parsed.append(try Scenario.endpoint(endpoint, base: placeholder, reader: reader)) }
-            let ratesNode = try required("rates")
-            guard let rates = ratesNode.sequence, !rates.isEmpty else { throw reader.error(ratesNode, "rates: expected a list such as [100, 200, 400]") }
-            var values: [Double] = []
-            for rate in rates {
-                let value = try reader.number(rate, "rates", in: 0.1...1_000_000)!
-                // Rising: the steps after the first miss are skipped as harder still.
-                if let last = values.last, value <= last { throw reader.error(rate, "rates: must rise, but \(Comparison.format(value)) follows \(Comparison.format(last))") }
-                values.append(value)
-            }
-            kind = .capacity(endpoints: parsed, rates: values,
+            // Rising: the steps after the first miss are skipped as harder still.
+            let rates = try risingNumbers(try required("rates"), "rates", in: 0.1...1_000_000, example: "such as [100, 200, 400]",
+                                          shown: Comparison.format, reader: reader)
+            kind = .capacity(endpoints: parsed, rates: rates,
                              connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 64,
                              slaP99Milliseconds: try reader.number(try required("sla_p99_ms"), "sla_p99_ms", in: 0.001...3_600_000)!)
         case "cache":
@@ -184,15 +178,9 @@ public struct Suite: Sendable {
             guard !endpoint.target.pathAndQuery.contains("native=") && !endpoint.target.pathAndQuery.contains("release=") else {
                 throw reader.error(fields["path"]!, "path: native is the scenario's to set, once per share in native:")
             }
-            let list = try required("native")
-            guard let shares = list.sequence, !shares.isEmpty else { throw reader.error(list, "native: expected a list of shares such as [0, 0.5, 0.9, 1]") }
-            var values: [Double] = []
-            for share in shares {
-                let value = try reader.number(share, "native", in: 0...1)!
-                if let last = values.last, value <= last { throw reader.error(share, "native: must rise, but \(Comparison.share(value)) follows \(Comparison.share(last))") }
-                values.append(value)
-            }
-            kind = .native(endpoint: endpoint, shares: values,
+            let shares = try risingNumbers(try required("native"), "native", in: 0...1, example: "of shares such as [0, 0.5, 0.9, 1]",
+                                           shown: Comparison.share, reader: reader)
+            kind = .native(endpoint: endpoint, shares: shares,
                            connections: try reader.integer(try required("connections"), "connections", in: 2...10_000)!)
         case "hot":
             kind = .hot(endpoint: try pathEndpoint(try required("path"), reader: reader),
@@ -216,6 +204,19 @@ public struct Suite: Sendable {
         do { return Endpoint(target: try Target(url: "http://\(placeholder.hostHeader)\(path)"), name: path) } catch {
             throw reader.error(node, "path: \(error)")
         }
+    }
+
+    /// A non-empty list of numbers in `range`, each above the one before.
+    private static func risingNumbers(_ node: Node, _ name: String, in range: ClosedRange<Double>, example: String,
+                                      shown: (Double) -> String, reader: YAMLReader) throws(Scenario.Invalid) -> [Double] {
+        guard let list = node.sequence, !list.isEmpty else { throw reader.error(node, "\(name): expected a list \(example)") }
+        var values: [Double] = []
+        for item in list {
+            let value = try reader.number(item, name, in: range)!
+            if let last = values.last, value <= last { throw reader.error(item, "\(name): must rise, but \(shown(value)) follows \(shown(last))") }
+            values.append(value)
+        }
+        return values
     }
 
     private static func counts(_ node: Node, _ name: String, reader: YAMLReader) throws(Scenario.Invalid) -> [Int] {

@@ -89,6 +89,4 @@ public struct InterpreterCost: Sendable, Equatable {
         self.overheadPercent = overheadPercent
         extraRounds = Int((Double(CPUWork.roundsPerUnit) * overheadPercent / 100).rounded())
     }
-
-    public static let gilBuild = InterpreterCost(overheadPercent: 0)
 }
