@@ -10,8 +10,9 @@ SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 RELEASE = -c release --static-swift-stdlib
 CONFIG ?= config/nogil.yaml
 # memcached: the tests (and cache.backend: memcached) run a real one. python3: a test serves the
-# reference app (loadtest/python) with Python's own wsgiref.
-APT_PACKAGES = libevent-dev pkg-config memcached python3 python3-venv
+# reference app (loadtest/python) with Python's own wsgiref. zlib: loadtest's interval logs are
+# HdrHistogram's compressed histograms.
+APT_PACKAGES = libevent-dev pkg-config memcached python3 python3-venv zlib1g-dev
 # make demo-python and bench/fidelity.sh: gunicorn and uvicorn in a virtual environment.
 PYTHON_VENV = .build/python
 
@@ -25,12 +26,12 @@ setup:
 	@if ! [ -x "$(SWIFT)" ]; then \
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
-	@if pkg-config --exists libevent 2>/dev/null && [ -x /usr/bin/memcached ] && python3 -c 'import venv, ensurepip' 2>/dev/null; then exit 0; fi; \
+	@if pkg-config --exists libevent zlib 2>/dev/null && [ -x /usr/bin/memcached ] && python3 -c 'import venv, ensurepip' 2>/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "libevent 2.1 development files, memcached, python3 or its venv module are missing. Run:"; \
+		echo "libevent 2.1 or zlib development files, memcached, python3 or its venv module are missing. Run:"; \
 		echo "  sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
 	fi
 

@@ -24,6 +24,11 @@ let package = Package(
             pkgConfig: "libevent",
             providers: [.apt(["libevent-dev", "pkg-config"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(name: "ProcessInspection"),
         .target(
             name: "ThreadbareServer",
@@ -51,6 +56,7 @@ let package = Package(
             name: "LoadTestKit",
             dependencies: [
                 "CLibevent",
+                "CZlib",
                 "ProcessInspection",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -16,6 +16,8 @@ public struct LoadPlan: Sendable {
     public var timeout: Double
     /// Requests per second over all threads: the open model. nil: the closed model.
     public var rate: Double?
+    /// The length of each interval the run is also measured in (`--interval`), in seconds.
+    public var interval: Double = 1
 
     public init(endpoints: [Endpoint], connections: Int, threads: Int, duration: Double, warmup: Double = 0, timeout: Double = 5) throws(LoadError) {
         guard let first = endpoints.first else { throw LoadError("no URL to load") }
@@ -32,6 +34,7 @@ public struct LoadPlan: Sendable {
     }
 
     public var target: Target { endpoints[0].target }
+    public var intervalClock: IntervalClock { IntervalClock(length: interval, duration: duration) }
     /// Never more threads than connections.
     public var effectiveThreads: Int { max(1, min(threads, connections)) }
 }
@@ -78,6 +81,8 @@ final class LoadWorker: @unchecked Sendable {
     /// optional Mutex reads the lock word without the lock, which is a data race.
     let progress = Mutex(Results())
     private let watched: Bool
+    let intervals: IntervalRecorder
+    private var intervalTimer: OpaquePointer?
 
     init(plan: LoadPlan, address: ResolvedAddress, connections count: Int, rate: Double?, startAt: UInt64, watched: Bool = false) throws {
         self.watched = watched
@@ -97,6 +102,7 @@ final class LoadWorker: @unchecked Sendable {
         deadline = measureFrom + UInt64(plan.duration * 1e9)
         timeout = UInt64(plan.timeout * 1e9)
         results = plan.endpoints.map { _ in Results() }
+        intervals = IntervalRecorder(clock: plan.intervalClock, origin: measureFrom, endpoints: plan.endpoints.count, openModel: rate != nil)
         requests = plan.endpoints.map { endpoint in
             let bytes = endpoint.requestBytes
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
@@ -149,6 +155,10 @@ final class LoadWorker: @unchecked Sendable {
             let now = MonotonicClock.now()
             for connection in connections { issue(on: connection, endpoint: rotation.next(), intendedAt: now, now: now) }
         }
+        intervalTimer = event_new(base, -1, 0, { _, _, arg in
+            Unmanaged<LoadWorker>.fromOpaque(arg!).takeUnretainedValue().intervalEnded()
+        }, this)
+        armIntervalTimer()
         let stopper = event_new(base, -1, 0, { _, _, arg in
             event_base_loopbreak(OpaquePointer(arg!))
         }, UnsafeMutableRawPointer(base))
@@ -156,13 +166,31 @@ final class LoadWorker: @unchecked Sendable {
         var wait = timeval(tv_sec: Int(remaining / 1_000_000_000), tv_usec: Int(remaining % 1_000_000_000 / 1000))
         event_add(stopper, &wait)
         event_base_dispatch(base)
-        for event in [stopper, sweeper, ticker, failer, publisher] { if let event { event_free(event) } }
+        for event in [stopper, sweeper, ticker, failer, publisher, intervalTimer] { if let event { event_free(event) } }
         ticker = nil
         failer = nil
+        intervalTimer = nil
         for connection in connections where connection.busy && counts(connection, now: deadline) {
             results[connection.endpoint].inFlightAtEnd += 1
         }
         for waiting in backlog where waiting.intendedAt >= measureFrom { results[waiting.endpoint].inFlightAtEnd += 1 }
+        intervals.finish()
+    }
+
+    /// An interval has ended, with or without answers in it: it goes to the run's thread now.
+    private func intervalEnded() {
+        intervals.roll(to: MonotonicClock.now())
+        armIntervalTimer()
+    }
+
+    private func armIntervalTimer() {
+        guard let intervalTimer else { return }
+        let now = MonotonicClock.now(), boundary = intervals.nextBoundary
+        guard boundary < deadline else { return }
+        // A millisecond late, so that the timer finds the interval ended rather than about to.
+        let wait = (boundary > now ? boundary - now : 0) + 1_000_000
+        var until = timeval(tv_sec: Int(wait / 1_000_000_000), tv_usec: Int(wait % 1_000_000_000 / 1000))
+        event_add(intervalTimer, &until)
     }
 
     // MARK: Sending
@@ -229,6 +257,8 @@ final class LoadWorker: @unchecked Sendable {
             let latency = (now - connection.intendedAt) / 1000, uncorrected = (now - connection.sentAt) / 1000
             results[connection.endpoint].record(status: status, latency: latency, uncorrected: corrected ? uncorrected : nil,
                                                 serverTiming: serverTiming)
+            intervals.answered(endpoint: connection.endpoint, status: status, latency: latency,
+                               uncorrected: corrected ? uncorrected : nil, at: now)
         }
         next(after: connection, now: now)
     }
@@ -236,7 +266,10 @@ final class LoadWorker: @unchecked Sendable {
     func failed(_ connection: ClientConnection, kind: String) {
         let now = MonotonicClock.now()
         if lateForTheDeadline(connection, now: now) { return }
-        if counts(connection, now: now) { results[connection.endpoint].count(error: kind) }
+        if counts(connection, now: now) {
+            results[connection.endpoint].count(error: kind)
+            intervals.failed(endpoint: connection.endpoint, kind: kind, at: now)
+        }
         next(after: connection, now: now)
     }
 

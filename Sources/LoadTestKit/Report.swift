@@ -105,16 +105,21 @@ public struct Report: Codable, Sendable {
     public var rate: Double?
     public var measured: Measurements
     public var endpoints: [EndpointReport]
+    /// Each objective (`--slo`, a scenario's `slo:`) with its measured value and whether it
+    /// was met; nil when none was set.
+    public var slo: [Objective.Outcome]?
+    /// The run second by second (`--interval`); nil when not kept.
+    public var intervals: [IntervalSummary]?
     /// The latency's percentile distribution (HdrHistogram's .hgrm text), when kept; not part
     /// of the JSON.
     public var distribution: String?
 
     enum CodingKeys: String, CodingKey {
-        case url, model, connections, threads, rate, endpoints
+        case url, model, connections, threads, rate, endpoints, slo, intervals
         case durationS = "duration_s"
     }
 
-    public init(plan: LoadPlan, summary: LoadRun.Summary) {
+    public init(plan: LoadPlan, summary: LoadRun.Summary, objectives: [Objective] = []) {
         let open = plan.rate != nil
         url = plan.endpoints.count == 1 ? plan.endpoints[0].name : "\(plan.endpoints.count) endpoints"
         model = open ? "open" : "closed"
@@ -127,7 +132,12 @@ public struct Report: Codable, Sendable {
             EndpointReport(url: endpoint.name, method: endpoint.method, weight: endpoint.weight,
                            measured: Measurements(results, duration: summary.duration, openModel: open))
         }
+        slo = objectives.isEmpty ? nil : Objective.judge(objectives, endpoints: plan.endpoints, summary: summary)
+        intervals = summary.intervals
     }
+
+    /// Whether every objective was met (true when there are none).
+    public var metObjectives: Bool { slo?.allSatisfy(\.met) ?? true }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -138,6 +148,8 @@ public struct Report: Codable, Sendable {
         durationS = try container.decode(Double.self, forKey: .durationS)
         rate = try container.decodeIfPresent(Double.self, forKey: .rate)
         endpoints = try container.decode([EndpointReport].self, forKey: .endpoints)
+        slo = try container.decodeIfPresent([Objective.Outcome].self, forKey: .slo)
+        intervals = try container.decodeIfPresent([IntervalSummary].self, forKey: .intervals)
         measured = try Measurements(from: decoder)
     }
 
@@ -151,6 +163,8 @@ public struct Report: Codable, Sendable {
         try container.encode(durationS, forKey: .durationS)
         try container.encodeIfPresent(rate, forKey: .rate)
         try container.encode(endpoints, forKey: .endpoints)
+        try container.encodeIfPresent(slo, forKey: .slo)
+        try container.encodeIfPresent(intervals, forKey: .intervals)
         try measured.encode(to: encoder)
     }
 
@@ -216,6 +230,10 @@ public struct Report: Codable, Sendable {
                                       m.latencyMs.p50, m.latencyMs.p99, m.latencyMs.max)
                              + (Self.errorText(m.errors) ?? "0"))
             }
+        }
+        if let slo {
+            lines.append("  objectives: " + (metObjectives ? "all met" : "\(slo.count { !$0.met }) of \(slo.count) missed"))
+            for outcome in slo { lines.append("    " + outcome.text) }
         }
         return lines.joined(separator: "\n")
     }

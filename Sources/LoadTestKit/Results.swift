@@ -46,7 +46,7 @@ public struct Results: Sendable {
     }
 
     /// The error names of the statuses, made once rather than per answer.
-    private static let statusKinds = Dictionary(uniqueKeysWithValues: (100...599).map { ($0, "status_\($0)") })
+    static let statusKinds = Dictionary(uniqueKeysWithValues: (100...599).map { ($0, "status_\($0)") })
 
     mutating func recordLatency(_ microseconds: UInt64) {
         latency.record(min(microseconds, Self.longestMicroseconds))

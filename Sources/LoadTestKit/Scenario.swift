@@ -14,9 +14,11 @@ import Yams
 ///   - rate: 2000
 ///     connections: 32
 ///     duration: 10s
+/// slo: [p99<50ms, errors<1%]
 /// endpoints:
 ///   - path: /cpu?work=100
 ///     weight: 1
+///     slo: [p99<20ms]
 ///   - path: /cache/greeting
 ///     method: PUT
 ///     headers: {Content-Type: text/plain}
@@ -28,14 +30,16 @@ import Yams
 public struct Scenario: Sendable {
     /// One plan per phase, in order.
     public var phases: [LoadPlan]
+    /// What every phase must meet (`slo:`, the whole run's and each endpoint's).
+    public var objectives: [Objective] = []
 
     public struct Invalid: Error, CustomStringConvertible {
         public let description: String
     }
 
-    static let topLevelKeys = ["target", "threads", "connections", "rate", "duration", "warmup", "timeout", "phases", "endpoints"]
+    static let topLevelKeys = ["target", "threads", "connections", "rate", "duration", "warmup", "timeout", "phases", "endpoints", "slo"]
     static let phaseKeys = ["connections", "rate", "duration"]
-    static let endpointKeys = ["path", "url", "method", "headers", "body", "body_file", "weight", "keys"]
+    static let endpointKeys = ["path", "url", "method", "headers", "body", "body_file", "weight", "keys", "slo"]
 
     /// Reads the file at `path`; `target`, if given, replaces the file's (the same scenario
     /// against another server or port).
@@ -77,6 +81,11 @@ public struct Scenario: Sendable {
             throw reader.error(endpointsNode, "endpoints: expected a list of endpoints, each with at least a path")
         }
         let endpoints = try endpointList.map { node throws(Invalid) in try endpoint(node, base: base, reader: reader) }
+        var objectives = try objectiveList(top["slo"], reader: reader, endpoint: nil)
+        for (node, endpoint) in zip(endpointList, endpoints) {
+            objectives += try objectiveList(reader.mapping(node, keys: endpointKeys, what: "an endpoint")["slo"], reader: reader, endpoint: endpoint)
+        }
+        if let problem = Objective.problem(objectives, endpoints: endpoints) { throw reader.error(top["slo"] ?? root, "slo: \(problem)") }
 
         var phaseSettings = [defaults]
         if let phasesNode = top["phases"] {
@@ -93,7 +102,7 @@ public struct Scenario: Sendable {
                                         duration: settings.duration, warmup: warmup, timeout: timeout)
                 plan.rate = settings.rate
                 return plan
-            })
+            }, objectives: objectives)
         } catch {
             throw reader.error(endpointsNode, "endpoints: \(error)")
         }
@@ -165,6 +174,24 @@ public struct Scenario: Sendable {
         endpoint.keys = try keySpace(fields["keys"], reader: reader)
         if let problem = endpoint.problem { throw reader.error(node, problem) }
         return endpoint
+    }
+
+    /// `slo: [p99<50ms, errors<1%]`: the whole run's objectives, or (under an endpoint) that
+    /// endpoint's, which need no `ENDPOINT:` before them.
+    static func objectiveList(_ node: Node?, reader: YAMLReader, endpoint: Endpoint?) throws(Invalid) -> [Objective] {
+        guard let node else { return [] }
+        guard let list = node.sequence else { throw reader.error(node, "slo: expected a list of objectives, such as [p99<50ms, errors<1%]") }
+        return try list.map { item throws(Invalid) in
+            var objective: Objective
+            do { objective = try Objective(parsing: try reader.string(item, "slo")) } catch let error as Objective.Invalid {
+                throw reader.error(item, "slo: \(error)")
+            } catch { throw error as! Invalid }
+            if let endpoint {
+                guard objective.endpoint == nil else { throw reader.error(item, "slo: '\(objective)' is under an endpoint already; leave out its ENDPOINT:") }
+                objective.endpoint = endpoint.name
+            }
+            return objective
+        }
     }
 
     /// `keys: {count: 10000, zipf: 1.1}`: what `{key}` in the path stands for.

@@ -7,10 +7,10 @@ struct LoadTest: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadtest",
         abstract: "Measure an HTTP server's throughput and latency, and read its Server-Timing.",
-        subcommands: [Run.self, RunScenario.self, Compare.self])
+        subcommands: [Run.self, RunScenario.self, Knee.self, Merge.self, Compare.self])
 
     /// Usage errors (a bad flag, a bad URL, a bad scenario) exit 2, as the rest of
-    /// Threadbare's commands do.
+    /// Threadbare's commands do; a missed objective (--slo) exits 1.
     static func main() {
         // A server that closes mid-request must be an error to count, not a signal that ends the run.
         signal(SIGPIPE, SIG_IGN)
@@ -52,33 +52,52 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load one or more URLs: closed model (-c connections, each sending its next request when the last is answered), or open model at a fixed --rate.")
 
-    @Argument(help: "http://HOST[:PORT]/PATH, optionally =WEIGHT; several share the load by weight.") var urls: [String] = []
-    @Option(help: "Another URL[=WEIGHT] (repeatable): every URL has its own results, and the requests are split by weight.") var url: [String] = []
+    @OptionGroup var requests: RequestOptions
     @Option(name: .short, help: "Connections; a list such as 1,2,4,8 runs one phase per value.") var c: Phases<Int> = Phases(argument: "8")!
     @Option(name: .short, help: "Duration of the measured run, e.g. 10s.") var d: Duration = Duration(argument: "10s")!
-    @Option(name: .short, help: "Threads (each its own event loop).") var t: Int = 1
     @Option(help: "Open model: requests per second in total, on a fixed schedule; latency counts from each request's intended send time. A list such as 100,200,400 runs one phase per rate.") var rate: Phases<Double>?
     @Option(help: "Warm-up before measuring, e.g. 2s.") var warmup: Duration = Duration(argument: "0")!
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        for connections in c.values where connections < 1 { throw ValidationError("-c must be at least 1, got \(connections)") }
+        if c.values.count > 1 && (rate?.values.count ?? 1) > 1 {
+            throw ValidationError("phases vary -c or --rate, not both")
+        }
+        guard d.seconds > 0 else { throw ValidationError("-d must be longer than 0") }
+        for rate in rate?.values ?? [] where !(rate.isFinite && rate > 0 && rate <= 10_000_000) {
+            throw ValidationError("--rate must be from above 0 to 10000000, got \(rate)")
+        }
+    }
+
+    func run() throws {
+        let plan = try requests.plan(connections: c.values[0], duration: d.seconds, warmup: warmup.seconds)
+        // One phase per listed connection count or rate, each with its own warm-up and results.
+        let phases: [LoadPlan] = if let rates = rate?.values, rates.count > 1 {
+            rates.map { rate in with(plan) { $0.rate = rate } }
+        } else {
+            c.values.map { connections in with(plan) { $0.connections = connections; $0.rate = rate?.values[0] } }
+        }
+        try output.execute(phases)
+    }
+}
+
+/// What is sent, the same for `run` and `knee`: the URLs and their method, headers and body.
+struct RequestOptions: ParsableArguments {
+    @Argument(help: "http://HOST[:PORT]/PATH, optionally =WEIGHT; several share the load by weight.") var urls: [String] = []
+    @Option(help: "Another URL[=WEIGHT] (repeatable): every URL has its own results, and the requests are split by weight.") var url: [String] = []
+    @Option(name: .short, help: "Threads (each its own event loop).") var t: Int = 1
     @Option(help: "A request unanswered this long is a timeout error.") var timeout: Duration = Duration(argument: "5s")!
     @Option(name: .short, help: "Method.") var X: String = "GET"
     @Option(name: .short, help: "Header 'Name: value' (repeatable).") var H: [String] = []
     @Option(help: "Request body, or @FILE.") var body: String?
     @Option(help: "{key} in a URL stands for one of this many keys (0 …), drawn for each request.") var keys: Int?
     @Option(help: "With --keys: draw keys by Zipf's law with this exponent (a few hot keys, a long tail); 0 is uniform.") var zipf: Double = 0
-    @OptionGroup var output: OutputOptions
 
     func validate() throws {
         guard !(urls + url).isEmpty else { throw ValidationError("give at least one URL") }
-        for connections in c.values where connections < 1 { throw ValidationError("-c must be at least 1, got \(connections)") }
-        if c.values.count > 1 && (rate?.values.count ?? 1) > 1 {
-            throw ValidationError("phases vary -c or --rate, not both")
-        }
         guard t >= 1 else { throw ValidationError("-t must be at least 1, got \(t)") }
-        guard d.seconds > 0 else { throw ValidationError("-d must be longer than 0") }
         guard timeout.seconds > 0 else { throw ValidationError("--timeout must be longer than 0") }
-        for rate in rate?.values ?? [] where !(rate.isFinite && rate > 0 && rate <= 10_000_000) {
-            throw ValidationError("--rate must be from above 0 to 10000000, got \(rate)")
-        }
         if let keys, !KeySpace.counts.contains(keys) { throw ValidationError("--keys must be from 1 to \(KeySpace.counts.upperBound), got \(keys)") }
         guard zipf.isFinite && (0...10).contains(zipf) else { throw ValidationError("--zipf must be from 0 to 10, got \(zipf)") }
         guard Endpoint.methods.contains(X) else { throw ValidationError("-X must be one of \(Endpoint.methods.joined(separator: ", ")), got \(X)") }
@@ -90,7 +109,7 @@ struct Run: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func plan(connections: Int, duration: Double, warmup: Double) throws -> LoadPlan {
         let headers = H.map { header in
             let colon = header.firstIndex(of: ":")!
             return (name: String(header[..<colon]).trimmingCharacters(in: .whitespaces),
@@ -107,7 +126,6 @@ struct Run: ParsableCommand {
                 requestBody = Array(body.utf8)
             }
         }
-        let plan: LoadPlan
         do {
             let endpoints = try (urls + url).map { text in
                 var endpoint = try Endpoint(weightedURL: text)
@@ -119,18 +137,11 @@ struct Run: ParsableCommand {
                 }
                 return endpoint
             }
-            plan = try LoadPlan(endpoints: endpoints, connections: c.values[0], threads: t, duration: d.seconds,
-                                warmup: warmup.seconds, timeout: timeout.seconds)
+            return try LoadPlan(endpoints: endpoints, connections: connections, threads: t, duration: duration,
+                                warmup: warmup, timeout: timeout.seconds)
         } catch {
             throw ValidationError("\(error)")
         }
-        // One phase per listed connection count or rate, each with its own warm-up and results.
-        let phases: [LoadPlan] = if let rates = rate?.values, rates.count > 1 {
-            rates.map { rate in with(plan) { $0.rate = rate } }
-        } else {
-            c.values.map { connections in with(plan) { $0.connections = connections; $0.rate = rate?.values[0] } }
-        }
-        try output.execute(phases)
     }
 }
 
@@ -146,7 +157,24 @@ struct RunScenario: ParsableCommand {
     func run() throws {
         let scenario: Scenario
         do { scenario = try Scenario.load(path: file, target: target) } catch { throw ValidationError("\(error)") }
-        try output.execute(scenario.phases)
+        try output.execute(scenario.phases, objectives: scenario.objectives)
+    }
+}
+
+/// The objectives a run is judged by (`--slo`, repeatable), the same for every command.
+struct ObjectiveOptions: ParsableArguments {
+    @Option(name: .customLong("slo"), help: ArgumentHelp(
+        "An objective the run must meet, or loadtest exits 1 (repeatable): p99<50ms, p50<5ms, max<1s, mean<20ms, errors<1%, errors<10, rps>1000; ENDPOINT:p99<5ms judges one endpoint (its URL or path).",
+        valueName: "EXPR")) var slo: [String] = []
+
+    func validate() throws {
+        _ = try objectives()
+    }
+
+    func objectives() throws -> [Objective] {
+        do { return try slo.map { text throws(Objective.Invalid) in try Objective(parsing: text) } } catch {
+            throw ValidationError("--slo: \(error)")
+        }
     }
 }
 
@@ -155,9 +183,38 @@ struct OutputOptions: ParsableArguments {
     @Flag(help: "JSON instead of text (the schema is in the README).") var json = false
     @Option(help: "Also write the latency's percentile distribution (HdrHistogram .hgrm, milliseconds) to this file.") var hgrm: String?
     @Flag(help: "No live progress line (it is shown only when stdout is a terminal anyway).") var quiet = false
+    @OptionGroup var objectives: ObjectiveOptions
+    @Option(help: "The length of each interval of the run over time (--json's intervals, --interval-log), e.g. 1s.") var interval: Duration = Duration(argument: "1s")!
+    @Option(help: ArgumentHelp("Write the run as an HdrHistogram interval log (.hlog): a histogram per interval, per endpoint and in total, corrected and uncorrected; values in microseconds. With several phases, FILE gets each phase's number (run.1.hlog, …). loadtest merge reads these.", valueName: "FILE")) var intervalLog: String?
 
-    /// Checks the target is there, runs the phases one after another and prints the results.
-    func execute(_ phases: [LoadPlan]) throws {
+    func validate() throws {
+        guard interval.seconds >= 0.01 else { throw ValidationError("--interval must be at least 10ms") }
+    }
+
+    /// Where phase `index` of `count` writes its interval log.
+    func intervalLogPath(phase index: Int, of count: Int) -> String? {
+        guard let intervalLog else { return nil }
+        guard count > 1 else { return intervalLog }
+        let url = URL(fileURLWithPath: intervalLog)
+        let stem = url.deletingPathExtension().path, suffix = url.pathExtension.isEmpty ? "" : "." + url.pathExtension
+        return "\(stem).\(index + 1)\(suffix)"
+    }
+
+    /// Checks the target is there, runs the phases one after another and prints the results;
+    /// exits 1 when a phase missed an objective. `objectives` are a scenario's own, which
+    /// --slo adds to.
+    func execute(_ phases: [LoadPlan], objectives fileObjectives: [Objective] = []) throws {
+        let objectives = fileObjectives + (try self.objectives.objectives())
+        if let problem = Objective.problem(objectives, endpoints: phases[0].endpoints) { throw ValidationError(problem) }
+        let phases = phases.map { with($0) { $0.interval = interval.seconds } }
+        let writers: [IntervalLog.Writer?]
+        do {
+            writers = try phases.enumerated().map { index, phase throws(LoadError) in
+                try intervalLogPath(phase: index, of: phases.count).map { path throws(LoadError) in try IntervalLog.Writer(path: path, plan: phase) }
+            }
+        } catch {
+            throw ValidationError("\(error)")
+        }
         do {
             try LoadRun.checkReachable(phases[0].target)
         } catch {
@@ -168,12 +225,14 @@ struct OutputOptions: ParsableArguments {
         var reports: [Report] = []
         var summaries: [LoadRun.Summary] = []
         for (index, phase) in phases.enumerated() {
+            let writer = writers[index]
             let summary = try LoadRun.run(phase, progress: progress.map { line in
                 { elapsed, soFar in line.show(elapsed: elapsed, warmup: phase.warmup, soFar: soFar) }
-            })
+            }, interval: writer.map { writer in { slice, startedAt in writer.write(slice, startedAt: startedAt) } })
+            writer?.finish(summary)
             progress?.clear()
             summaries.append(summary)
-            reports.append(Report(plan: phase, summary: summary))
+            reports.append(Report(plan: phase, summary: summary, objectives: objectives))
             if !json {
                 if phases.count > 1 { print("phase \(index + 1)/\(phases.count)") }
                 print(reports[index].text())
@@ -187,6 +246,7 @@ struct OutputOptions: ParsableArguments {
                 throw ExitCode(2)
             }
         }
+        if !reports.allSatisfy(\.metObjectives) { throw ExitCode(1) }
     }
 }
 
