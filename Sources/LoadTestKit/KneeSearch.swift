@@ -95,8 +95,13 @@ public struct KneeSearch: Sendable {
             steps.append(step)
             report(step)
             // An overloaded server still holds the requests of the connections the step closed:
-            // let it finish them, so that the next step does not start behind.
-            if !step.met && settles { Thread.sleep(forTimeInterval: min(plan.timeout, max(0.2, step.p99Ms / 1000))) }
+            // let it finish them, so that the next step does not start behind. They were sent
+            // at most one per connection, so they end within the server's own latency (from
+            // the actual send), not the corrected one, which counts the client's queue too.
+            if !step.met && settles {
+                let served = summary.results.uncorrected.totalCount > 0 ? Double(summary.results.uncorrected.valueAtPercentile(99)) / 1e6 : plan.timeout
+                Thread.sleep(forTimeInterval: min(plan.timeout, max(0.2, served)))
+            }
             return step.met
         }
         var met: Double?

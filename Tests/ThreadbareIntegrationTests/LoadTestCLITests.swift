@@ -165,6 +165,7 @@ extension LoadSensitive {
                   - {name: cpu, title: CPU scaling, question: does it scale?, kind: scaling, path: "/cpu?work=200", connections: [1, 4]}
                   - {name: memory, title: Memory, kind: memory, path: /health, connections: 2}
                   - {name: cache, title: Cache, kind: cache, path: "/cache/k{key}?compute=50", keys: {count: 50, zipf: 1}, connections: 2}
+                  - {name: mixed, title: Capacity, kind: capacity, sla_p99_ms: 200, connections: 8, start_rate: 100, max_rate: 400, endpoints: [{path: /health}]}
                 """.write(to: suite, atomically: true, encoding: .utf8)
             let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
                 .appendingPathComponent("config")
@@ -177,12 +178,22 @@ extension LoadSensitive {
             let json = try Self.json(try String(contentsOf: out.appendingPathComponent("compare.json"), encoding: .utf8))
             let modes = try #require(json["modes"] as? [[String: Any]])
             #expect(modes.map { $0["mode"] as? String } == ["nogil", "gil"])
-            #expect(modes.allSatisfy { ($0["outcomes"] as? [Any])?.count == 3 })
+            #expect(modes.allSatisfy { ($0["outcomes"] as? [Any])?.count == 4 })
+            // The capacity search doubles from 100 to the 400 ceiling, every step within the SLA.
+            for mode in modes {
+                let capacity = try #require((mode["outcomes"] as? [[String: Any]])?.last)
+                let rates = (capacity["reports"] as? [[String: Any]])?.compactMap { $0["rate"] as? Double }
+                #expect(rates == [100, 200, 400], "\(mode["mode"] ?? ""): \(rates ?? [])")
+                #expect(capacity["note"] as? String == "met at the search's ceiling, 400 req/s")
+                let intervals = (capacity["reports"] as? [[String: Any]])?.first?["intervals"] as? [Any]
+                #expect(intervals?.count == 10, "ten intervals a step, for the chart over time")
+            }
             #expect(run.stdout.contains("% of reads hitting"), "the cache verdict: \(run.stdout)")
             let page = try Data(contentsOf: out.appendingPathComponent("index.html"))
             let parser = XMLParser(data: page)
             #expect(parser.parse(), "index.html is well-formed XML: \(parser.parserError.map { "\($0)" } ?? "")")
-            #expect(String(decoding: page, as: UTF8.self).components(separatedBy: "<svg ").count - 1 >= 3, "the charts")
+            #expect(String(decoding: page, as: UTF8.self).components(separatedBy: "<svg ").count - 1 >= 5, "the charts")
+            #expect(String(decoding: page, as: UTF8.self).contains("seconds into the search"), "capacity's latency over time")
             let distributions = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("hgrm").path)
             #expect(Set(distributions).isSuperset(of: ["nogil-cpu-1-c1.hgrm", "nogil-cpu-2-c4.hgrm", "gil-memory-1-c2.hgrm"]), "\(distributions)")
 

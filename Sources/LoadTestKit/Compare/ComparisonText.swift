@@ -162,14 +162,14 @@ extension Comparison {
         if scored.count == 1 { return "Only \(best.mode) was measured: \(best.outcome.headline.label) \(f(best.value))." }
         if best.value == worst.value { return "Every mode measured the same \(best.outcome.headline.label): \(f(best.value))." }
         // Every mode that tied for the best is named with it: within 2% for a measured figure,
-        // which is this kind of machine's noise, and exactly for capacity's rate steps.
-        let tolerance = scenario.kind == .capacity ? 1.0 : 0.98
+        // which is this kind of machine's noise, and within the search's precision for capacity.
+        let tolerance = scenario.kind == .capacity ? 0.95 : 0.98
         let leaders = scored.filter { entry in
             let value = entry.outcome.headlineValue!
             return best.outcome.higherIsBetter ? value >= tolerance * best.value : value * tolerance <= best.value
         }.map(\.mode)
         let winner = leaders.count == 1 ? best.mode
-            : leaders.dropLast().joined(separator: ", ") + " and " + leaders.last! + (tolerance < 1 ? " (within 2% of each other)" : "")
+            : leaders.dropLast().joined(separator: ", ") + " and " + leaders.last! + " (within \(Int(((1 - tolerance) * 100).rounded()))% of each other)"
         let plural = leaders.count > 1
         // With several winners, the figures quoted are the best one's: say whose.
         let whose = plural ? "\(best.mode) " : ""

@@ -98,13 +98,18 @@ extension Comparison {
         case .convoy:
             let spectra = rows.compactMap { mode, outcome in outcome.reports.first.map { (mode, spectrum($0.measured.latencyMs)) } }
             return lineChart(spectra, xTitle: "percentile", yTitle: "quick request latency, ms", percentileX: true)
+                + lineChart(rows.map { mode, outcome in (mode, overTime(Array(outcome.reports.prefix(1)))) },
+                            xTitle: "seconds into the run", yTitle: "quick request p99 per interval, ms")
                 + timeBars(rows, title: "where the quick request's time went")
         case .capacity:
             let series = rows.map { mode, outcome in
-                (mode, outcome.p99ByRate.compactMap { step in step.value.map { (Double(step.rate), $0) } })
+                (mode, outcome.p99ByRate.map { step in (step.rate, step.p99) })
             }
             return lineChart(series, xTitle: "offered requests/s", yTitle: "p99 latency, ms", logX: true, logY: true,
                              threshold: scenario.slaP99Milliseconds.map { ($0, "SLA") })
+                + lineChart(rows.map { mode, outcome in (mode, overTime(outcome.reports)) },
+                            xTitle: "seconds into the search, step after step", yTitle: "p99 per interval, ms", logY: true,
+                            threshold: scenario.slaP99Milliseconds.map { ($0, "SLA") })
         case .cache:
             return barChart(rows.map { mode, outcome in (mode, [("hit ratio %", outcome.value(.hitRatio) ?? 0)]) },
                             title: "share of reads that hit the cache, %")
@@ -120,6 +125,20 @@ extension Comparison {
                 (mode, [("idle", outcome.value(.idleOwn) ?? 0), ("loaded", outcome.value(.loadedOwn) ?? 0)])
             }, title: "own memory (anonymous Pss) over all processes, MB")
         }
+    }
+
+    /// Each interval's p99 at its middle, the runs one after another: a stall, or the moment a
+    /// step's queue began to grow, shows where it happened.
+    private func overTime(_ reports: [Report]) -> [(Double, Double)] {
+        var offset = 0.0
+        var points: [(Double, Double)] = []
+        for report in reports {
+            for interval in report.intervals ?? [] where interval.requests > 0 {
+                points.append((offset + interval.startS + interval.lengthS / 2, interval.p99Ms))
+            }
+            offset += report.durationS
+        }
+        return points
     }
 
     /// Latency at each percentile HdrHistogram reports, for a 1/(1−p) axis.

@@ -12,8 +12,8 @@ public struct ScenarioOutcome: Codable, Sendable {
         case lockShare(connections: Int)
         case scaling
         case quickP50, quickP99, quickLockWait, quickLoopWait, busyThroughput
-        case p99AtRate(Int)
-        case sustained
+        /// The highest rate the search found within the SLA, and the p99 there.
+        case sustained, p99AtSustained
         case processes, idleRSS, loadedRSS, idleOwn, loadedOwn
         case hitRatio, entries
         /// Rate at a scenario's connections over the rate at one, with `percent`% of the work native.
@@ -33,8 +33,8 @@ public struct ScenarioOutcome: Codable, Sendable {
             case .quickLockWait: "quick lock wait"
             case .quickLoopWait: "quick loop wait"
             case .busyThroughput: "busy req/s"
-            case .p99AtRate(let rate): "p99 @\(rate)/s"
             case .sustained: "sustained"
+            case .p99AtSustained: "p99 there"
             case .processes: "processes"
             case .idleRSS: "idle RSS"
             case .loadedRSS: "loaded RSS"
@@ -49,7 +49,7 @@ public struct ScenarioOutcome: Codable, Sendable {
         public var unit: String {
             switch self {
             case .throughput, .busyThroughput, .sustained: "req/s"
-            case .p99, .quickP50, .quickP99, .quickLockWait, .quickLoopWait, .p99AtRate: "ms"
+            case .p99, .quickP50, .quickP99, .quickLockWait, .quickLoopWait, .p99AtSustained: "ms"
             case .lockShare, .hitRatio: "%"
             case .scaling, .nativeSpeedup: "×"
             case .idleRSS, .loadedRSS, .idleOwn, .loadedOwn: "MB"
@@ -60,8 +60,7 @@ public struct ScenarioOutcome: Codable, Sendable {
 
     public struct Figure: Codable, Sendable {
         public var measure: Measure
-        /// nil: not measured (a capacity step after the first one that failed the SLA, or no
-        /// Server-Timing to read).
+        /// nil: not measured (no rate within the SLA, or no Server-Timing to read).
         public var value: Double?
 
         public init(_ measure: Measure, _ value: Double?) {
@@ -113,12 +112,9 @@ public struct ScenarioOutcome: Codable, Sendable {
         }
     }
 
-    /// The capacity steps' offered rates and p99s.
-    var p99ByRate: [(rate: Int, value: Double?)] {
-        figures.compactMap { figure in
-            guard case .p99AtRate(let rate) = figure.measure else { return nil }
-            return (rate, figure.value)
-        }
+    /// The capacity search's steps, by offered rate, and their p99s.
+    var p99ByRate: [(rate: Double, p99: Double)] {
+        reports.compactMap { report in report.rate.map { ($0, report.measured.latencyMs.p99) } }.sorted { $0.rate < $1.rate }
     }
 }
 
@@ -133,8 +129,8 @@ extension ScenarioOutcome {
         case .convoy(let probe, let rate, let probeConnections, let background, let backgroundConnections):
             return try convoy(entry.name, probe: probe.on(server.target), rate: rate, probeConnections: probeConnections,
                               background: background.on(server.target), backgroundConnections: backgroundConnections, timing: timing)
-        case .capacity(let endpoints, let rates, let connections, let sla):
-            return try capacity(entry.name, endpoints.map { $0.on(server.target) }, rates: rates, connections: connections,
+        case .capacity(let endpoints, let search, let connections, let sla):
+            return try capacity(entry.name, endpoints.map { $0.on(server.target) }, search: search, connections: connections,
                                 slaMilliseconds: sla, timing: timing)
         case .memory(let endpoint, let connections):
             return try memory(entry.name, endpoint.on(server.target), connections: connections, timing: timing,
@@ -184,10 +180,18 @@ extension ScenarioOutcome {
                                higherIsBetter: true, reports: reports, serverTimeMs: explaining)
     }
 
-    private static func load(_ endpoints: [Endpoint], connections: Int, rate: Double? = nil, timing: Suite.Timing) throws -> Report {
+    /// A load's plan: one client thread, a 10 s timeout, and ten intervals a run, so that the
+    /// report can draw the run over time.
+    private static func stepPlan(_ endpoints: [Endpoint], connections: Int, rate: Double? = nil, timing: Suite.Timing) throws -> LoadPlan {
         var plan = try LoadPlan(endpoints: endpoints, connections: connections, threads: 1, duration: timing.duration,
                                 warmup: timing.warmup, timeout: 10)
         plan.rate = rate
+        plan.interval = max(0.01, timing.duration / 10)
+        return plan
+    }
+
+    private static func load(_ endpoints: [Endpoint], connections: Int, rate: Double? = nil, timing: Suite.Timing) throws -> Report {
+        let plan = try stepPlan(endpoints, connections: connections, rate: rate, timing: timing)
         let summary = try LoadRun.run(plan)
         guard summary.results.completed > 0 else {
             let errors = summary.results.errors.sorted { $0.value > $1.value }.prefix(3).map { "\($0.key) ×\($0.value)" }
@@ -269,47 +273,42 @@ extension ScenarioOutcome {
                                serverTimeMs: serverTime(quick))
     }
 
-    /// Rising rates until one misses the SLA (p99 over it, more than 1% errors, or under 95%
-    /// of the rate answered); the rates above it are not run.
-    private static func capacity(_ name: String, _ endpoints: [Endpoint], rates: [Double], connections: Int,
+    /// The highest rate within the SLA (p99 under it, at most 1% errors, and 95% of the requests
+    /// due answered in their step), searched for as `loadtest knee` does: doubling from the start,
+    /// then bisecting to the suite's precision.
+    private static func capacity(_ name: String, _ endpoints: [Endpoint], search settings: CapacitySearch, connections: Int,
                                  slaMilliseconds: Double, timing: Suite.Timing) throws -> ScenarioOutcome {
+        let plan = try stepPlan(endpoints, connections: connections, timing: timing)
+        let objectives = [try Objective(parsing: "p99<=\(slaMilliseconds)ms"), try Objective(parsing: "errors<=1%")]
+        let search = KneeSearch(plan: plan, objectives: objectives, startRate: settings.startRate, highestRate: settings.maxRate,
+                                precision: settings.precision)
         var reports: [Report] = []
-        var figures: [Figure] = []
-        var sustained = 0.0
-        var failed = false
-        var note: String?
-        var explaining: [String: Double] = [:]
-        for rate in rates {
-            guard !failed else {
-                figures.append(Figure(.p99AtRate(Int(rate)), nil))
-                continue
-            }
-            let report = try load(endpoints, connections: connections, rate: rate, timing: timing)
+        let outcome = try search.run(measure: { step in
+            let summary = try LoadRun.run(step)
+            var report = Report(plan: step, summary: summary)
+            report.distribution = Report.hgrm(summary)
             reports.append(report)
-            let measured = report.measured
-            // A non-2xx answer is both answered and an error: count each attempt once.
-            let errors = Double(measured.errors["total"] ?? 0), answered = Double(measured.requests)
-            let attempts = answered + errors - Double(statusErrors(report))
-            let meets = measured.latencyMs.p99 <= slaMilliseconds && errors <= 0.01 * max(1, attempts) && measured.rps >= 0.95 * rate
-            figures.append(Figure(.p99AtRate(Int(rate)), measured.latencyMs.p99))
-            if meets {
-                sustained = rate
-            } else {
-                failed = true
-                explaining = serverTime(report)
-                var misses: [String] = []
-                if measured.latencyMs.p99 > slaMilliseconds { misses.append("p99 \(Comparison.format(measured.latencyMs.p99)) ms") }
-                if errors > 0.01 * max(1, attempts) {
-                    let kinds = measured.errors.filter { $0.key != "total" }.sorted { $0.value > $1.value }.prefix(2).map { "\($0.key) ×\($0.value)" }
-                    misses.append("\(Comparison.format(100 * errors / max(1, attempts)))% errors (\(kinds.joined(separator: ", ")))")
-                }
-                if measured.rps < 0.95 * rate { misses.append("\(Comparison.format(measured.rps)) req/s answered") }
-                note = "at \(Int(rate)) req/s: " + misses.joined(separator: ", ")
+            return summary
+        })
+        let best = reports.first { $0.rate == outcome.maxRate }
+        // The step just above the rate found says why the search stopped there.
+        let firstMiss = zip(outcome.steps, reports).filter { !$0.0.met && $0.0.rate > (outcome.maxRate ?? 0) }.min { $0.0.rate < $1.0.rate }
+        var note: String?
+        if let (step, report) = firstMiss {
+            var misses: [String] = []
+            if report.measured.latencyMs.p99 > slaMilliseconds { misses.append("p99 \(Comparison.format(report.measured.latencyMs.p99)) ms") }
+            if let errors = step.slo.last, !errors.met {
+                let kinds = report.measured.errors.filter { $0.key != "total" }.sorted { $0.value > $1.value }.prefix(2).map { "\($0.key) ×\($0.value)" }
+                misses.append("\(Comparison.format(100 * (errors.measured ?? 0)))% errors (\(kinds.joined(separator: ", ")))")
             }
+            if step.keptUp < search.keepUp { misses.append("\(Comparison.format(100 * step.keptUp))% of the requests due answered") }
+            note = "at \(Comparison.format(step.rate)) req/s: " + misses.joined(separator: ", ")
+        } else if outcome.atCeiling {
+            note = "met at the search's ceiling, \(Comparison.format(settings.maxRate)) req/s"
         }
-        figures.append(Figure(.sustained, sustained))
+        let figures = [Figure(.sustained, outcome.maxRate ?? 0), Figure(.p99AtSustained, best?.measured.latencyMs.p99)]
         return ScenarioOutcome(scenario: name, figures: figures, headline: .sustained, higherIsBetter: true, reports: reports,
-                               serverTimeMs: explaining, note: note)
+                               serverTimeMs: firstMiss.map { serverTime($0.1) } ?? [:], note: note)
     }
 
     /// Memory sampled two thirds of the way through the load, when every worker is busy.

@@ -8,8 +8,9 @@ import Yams
 ///   faster with more connections?
 /// - `convoy`: an open-model probe at a fixed rate while a closed-model background load keeps
 ///   the handlers busy. How long does a quick request wait behind slow ones?
-/// - `capacity`: weighted endpoints at rising rates. What is the highest rate with p99 under
-///   the SLA?
+/// - `capacity`: weighted endpoints in the open model, the rate searched for as `loadtest
+///   knee` does (doubling from `start_rate`, then bisecting). What is the highest rate with p99
+///   under the SLA?
 /// - `memory`: the server's memory (every process, RSS and Pss) idle and under a load.
 /// - `cache`: read-through reads of `{key}`s drawn by Zipf's law. How often does each mode's
 ///   cache hit, and what does that do to its throughput?
@@ -28,6 +29,14 @@ public enum ScenarioKind: String, Codable, Sendable {
     case scaling, convoy, capacity, memory, cache, native, hot
 }
 
+/// How a capacity scenario searches for its rate: `KneeSearch`'s settings.
+public struct CapacitySearch: Sendable {
+    public var startRate: Double
+    public var maxRate: Double
+    /// Bisect until the rates met and missed are this close, as a share.
+    public var precision: Double
+}
+
 public struct Suite: Sendable {
     public struct Timing: Sendable {
         /// Per phase, and before each phase.
@@ -38,7 +47,7 @@ public struct Suite: Sendable {
     public enum Kind: Sendable {
         case scaling(endpoint: Endpoint, connections: [Int])
         case convoy(probe: Endpoint, rate: Double, probeConnections: Int, background: Endpoint, backgroundConnections: Int)
-        case capacity(endpoints: [Endpoint], rates: [Double], connections: Int, slaP99Milliseconds: Double)
+        case capacity(endpoints: [Endpoint], search: CapacitySearch, connections: Int, slaP99Milliseconds: Double)
         case memory(endpoint: Endpoint, connections: Int)
         case cache(endpoint: Endpoint, connections: Int)
         case native(endpoint: Endpoint, shares: [Double], connections: Int)
@@ -79,7 +88,7 @@ public struct Suite: Sendable {
     static let kindKeys: [String: [String]] = [
         "scaling": ["path", "connections"],
         "convoy": ["probe", "background"],
-        "capacity": ["endpoints", "rates", "connections", "sla_p99_ms"],
+        "capacity": ["endpoints", "start_rate", "max_rate", "precision", "connections", "sla_p99_ms"],
         "memory": ["path", "keys", "connections"],
         "cache": ["path", "keys", "connections"],
         "native": ["path", "native", "connections"],
@@ -132,6 +141,9 @@ public struct Suite: Sendable {
         guard let keys = kindKeys[kindName] else {
             throw reader.error(kindNode, "kind: expected one of \(kindKeys.keys.sorted().joined(separator: ", ")), got '\(kindName)'")
         }
+        if kindName == "capacity", let rates = mapping["rates"] {
+            throw reader.error(rates, "rates: capacity searches for the highest rate itself now; give start_rate: (its first step) instead")
+        }
         let fields = try reader.mapping(node, keys: commonKeys + keys, what: "a \(kindName) scenario")
         func required(_ key: String) throws(Scenario.Invalid) -> Node {
             guard let value = fields[key] else { throw reader.error(node, "a \(kindName) scenario needs \(key)") }
@@ -162,10 +174,12 @@ public struct Suite: Sendable {
             guard let endpoints = list.sequence, !endpoints.isEmpty else { throw reader.error(list, "endpoints: expected a list") }
             var parsed: [Endpoint] = []
             for endpoint in endpoints { parsed.append(try Scenario.endpoint(endpoint, base: placeholder, reader: reader)) }
-            // Rising: the steps after the first miss are skipped as harder still.
-            let rates = try risingNumbers(try required("rates"), "rates", in: 0.1...1_000_000, example: "such as [100, 200, 400]",
-                                          shown: Comparison.format, reader: reader)
-            kind = .capacity(endpoints: parsed, rates: rates,
+            let start = try reader.number(fields["start_rate"], "start_rate", in: 1...1_000_000) ?? 250
+            let search = CapacitySearch(
+                startRate: start,
+                maxRate: try reader.number(fields["max_rate"], "max_rate", in: start...1_000_000) ?? 100_000,
+                precision: try reader.number(fields["precision"], "precision", in: 0.01...0.5) ?? 0.05)
+            kind = .capacity(endpoints: parsed, search: search,
                              connections: try reader.integer(fields["connections"], "connections", in: 1...10_000) ?? 64,
                              slaP99Milliseconds: try reader.number(try required("sla_p99_ms"), "sla_p99_ms", in: 0.001...3_600_000)!)
         case "cache":
