@@ -29,6 +29,11 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(name: "ProcessInspection"),
         .target(
             name: "ThreadbareServer",
@@ -57,6 +62,7 @@ let package = Package(
             dependencies: [
                 "CLibevent",
                 "CZlib",
+                "COpenSSL",
                 "ProcessInspection",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "DequeModule", package: "swift-collections"),

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # loadtest_vs_wrk.sh - can loadtest generate as much load as wrk?
 #
-# Against the same server (the C evhttp server from bench/, then threadbare's /health), pinned
-# to core 0, runs wrk and loadtest in turn on core 1 with the same threads, connections and
-# duration, and prints both rates, their ratio (target: loadtest >= 1.0 x wrk), and each
-# client's CPU time per request (user + system).
+# Against the same server (the C evhttp server from bench/, threadbare's /health, then nginx
+# with TLS for https://), pinned to core 0, runs wrk and loadtest in turn on core 1 with the same
+# threads, connections and duration, and prints both rates, their ratio (target: loadtest >=
+# 1.0 x wrk), and each client's CPU time per request (user + system). Over TLS neither client
+# checks nginx's self-signed certificate (wrk never does; loadtest is given --insecure).
 #
 # Usage: bench/loadtest_vs_wrk.sh     env: DURATION (default 5s), ROUNDS (3), CONNECTIONS (64)
 BENCH=loadtest_vs_wrk
@@ -24,6 +25,41 @@ cc -O2 -o "$tmp/evhttp_ok" bench/evhttp_ok.c $(pkg-config --cflags --libs libeve
 start c "C server" 0 "$tmp/evhttp_ok" 127.0.0.1 0
 start tb threadbare 0 "$TB" serve --port 0 --loops 1
 
+# nginx with TLS, one worker on core 0, a P-256 certificate made here, keep-alive unlimited.
+if ! [[ -x /usr/sbin/nginx ]] || ! command -v openssl >/dev/null; then
+    if [[ $(id -u) == 0 ]]; then
+        apt-get install -y nginx openssl || { apt-get update && apt-get install -y nginx openssl; } || die "could not install nginx"
+    else
+        die "nginx or openssl not found; install them with: sudo apt-get install -y nginx openssl"
+    fi
+fi
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tmp/tls.key" -out "$tmp/tls.pem" \
+    -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null || die "openssl could not make a certificate"
+tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1; pid $tmp/nginx/nginx.pid; error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off; keepalive_requests 100000000;
+    client_body_temp_path $tmp/nginx/body; proxy_temp_path $tmp/nginx/proxy; fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi; scgi_temp_path $tmp/nginx/scgi;
+    server {
+        listen 127.0.0.1:$tls_port ssl;
+        ssl_certificate $tmp/tls.pem; ssl_certificate_key $tmp/tls.key;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+taskset -c 0 /usr/sbin/nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" >"$tmp/nginx.out" 2>&1 &
+pids+=("$!")
+for ((i = 0; i < 50; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null && break
+    sleep 0.1
+done
+(( i < 50 )) || { cat "$tmp/nginx/error.log" >&2; die "nginx did not start"; }
+tls_url=https://127.0.0.1:$tls_port
+
 # measure CLIENT URL : sets $rate and $cpu_us (client CPU microseconds per request).
 measure() {
     local client=$1 url=$2 out="$tmp/client.out" times="$tmp/client.time"
@@ -33,7 +69,9 @@ measure() {
         rate=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
         requests=$(awk '/requests in/ { print $1 }' "$out")
     else
-        { time taskset -c 1 "$LT" run "$url" -t 1 -c "$CONNECTIONS" -d "$DURATION" --json >"$out"; } 2>"$times" || die "loadtest failed"
+        local insecure=()
+        [[ $url == https://* ]] && insecure=(--insecure)
+        { time taskset -c 1 "$LT" run "$url" -t 1 -c "$CONNECTIONS" -d "$DURATION" "${insecure[@]}" --json >"$out"; } 2>"$times" || die "loadtest failed"
         rate=$(python3 -c "import json; print(json.load(open('$out'))['rps'])")
         requests=$(python3 -c "import json; print(json.load(open('$out'))['requests'])")
     fi
@@ -47,7 +85,7 @@ echo "1.0, and the CPU time per request is what tells the clients apart."
 echo
 printf "%-22s | %10s | %10s | %11s | %10s | %10s | %14s\n" server "wrk req/s" "loadtest" "rate ratio" "wrk µs/req" "lt µs/req" "CPU wrk/lt"
 printf -- '-%.0s' {1..102}; echo
-for target in "C evhttp:$c_url/health" "threadbare /health:$tb_url/health"; do
+for target in "C evhttp:$c_url/health" "threadbare /health:$tb_url/health" "nginx https:$tls_url/"; do
     name=${target%%:http*}
     url=${target#"$name":}
     w=() l=() wc=() lc=() ratios=() cpu_ratios=()

@@ -1,4 +1,5 @@
 import CLibevent
+import COpenSSL
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,14 +9,20 @@ import Glibc
 /// or a partial write waits. A request is written straight from the read callback that
 /// completed the previous one, so a keep-alive request costs one send, one read and no
 /// epoll_ctl. Everything here runs on the owning worker's thread.
+///
+/// An https connection runs OpenSSL over the same socket and events: a handshake after the
+/// connect (resuming the worker's last session when there is one), then SSL_write and SSL_read
+/// where plain HTTP has send and read.
 final class ClientConnection {
     enum Phase {
-        case closed, connecting, writing, reading, idle
+        case closed, connecting, handshaking, writing, reading, idle
     }
 
     unowned let worker: LoadWorker
     private(set) var phase = Phase.closed
     private var socket: Int32 = -1
+    /// The connection's TLS session (an SSL*), https only.
+    private var tls: OpaquePointer?
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
     /// A connect that failed at once; reported a moment later by the worker (`failLater`), so
@@ -67,7 +74,7 @@ final class ClientConnection {
     }
 
     /// Whether a request is on it: sent or being sent, not yet answered.
-    var busy: Bool { phase == .connecting || phase == .writing || phase == .reading }
+    var busy: Bool { phase == .connecting || phase == .handshaking || phase == .writing || phase == .reading }
 
     func send(endpoint: Int, request: UnsafeRawBufferPointer, expectsBody: Bool, intendedAt: UInt64, now: UInt64) {
         self.endpoint = endpoint
@@ -84,13 +91,22 @@ final class ClientConnection {
         }
     }
 
-    /// Why the request failed, as an error kind: the caller counts it.
-    func fail(_ kind: String) {
+    /// Why the request failed, as an error kind (and what OpenSSL said, for TLS): the caller
+    /// counts it.
+    func fail(_ kind: String, reason: String? = nil) {
         close()
-        worker.failed(self, kind: kind)
+        worker.failed(self, kind: kind, reason: reason)
     }
 
     func close() {
+        if let tls {
+            // close_notify, written and not waited for: without it OpenSSL would also mark
+            // the session unfit to resume.
+            if SSL_is_init_finished(tls) == 1 { _ = SSL_shutdown(tls) }
+            SSL_free(tls)
+            ERR_clear_error()
+            self.tls = nil
+        }
         if let readEvent { event_free(readEvent) }
         if let writeEvent { event_free(writeEvent) }
         readEvent = nil
@@ -146,12 +162,42 @@ final class ClientConnection {
             getsockopt(socket, SOL_SOCKET, SO_ERROR, &error, &length)
             guard error == 0 else { return fail("connect") }
             event_add(readEvent, nil)
+            if let context = worker.tls {
+                tls = context.session(on: socket, host: worker.plan.target.host, resuming: worker.resumable)
+                guard let tls else { return fail("tls_handshake", reason: TLSContext.lastError()) }
+                _ = threadbare_ssl_set_owner(tls, Unmanaged.passUnretained(self).toOpaque())
+                phase = .handshaking
+                return handshake()
+            }
             phase = .writing
         }
+        if phase == .handshaking { return handshake() }
         flush()
     }
 
+    /// Drives the TLS handshake as far as the socket allows; the read event (registered) or
+    /// the write event (added here) brings it back.
+    private func handshake() {
+        guard let tls else { return }
+        let result = SSL_do_handshake(tls)
+        if result == 1 {
+            worker.handshook(self, resumed: SSL_session_reused(tls) == 1)
+            phase = .writing
+            return flush()
+        }
+        switch SSL_get_error(tls, result) {
+        case SSL_ERROR_WANT_READ:
+            return
+        case SSL_ERROR_WANT_WRITE:
+            event_add(writeEvent, nil)
+        default:
+            let (kind, reason) = TLSContext.failure(of: tls, result: result)
+            fail(kind, reason: reason)
+        }
+    }
+
     private func flush() {
+        if let tls { return flushTLS(tls) }
         while written < request.count {
             // MSG_NOSIGNAL: a peer that has closed gives EPIPE, not a SIGPIPE that ends the run.
             let count = Glibc.send(socket, request.baseAddress! + written, request.count - written, Int32(MSG_NOSIGNAL))
@@ -169,7 +215,30 @@ final class ClientConnection {
         if phase == .writing { phase = .reading }
     }
 
+    private func flushTLS(_ tls: OpaquePointer) {
+        while written < request.count {
+            let count = SSL_write(tls, request.baseAddress! + written, Int32(request.count - written))
+            if count > 0 {
+                written += Int(count)
+                continue
+            }
+            switch SSL_get_error(tls, count) {
+            case SSL_ERROR_WANT_WRITE:
+                event_add(writeEvent, nil)
+                return
+            case SSL_ERROR_WANT_READ:
+                // TLS wants the peer's bytes first: the read event comes back here.
+                return
+            default:
+                ERR_clear_error()
+                return fail("write")
+            }
+        }
+        if phase == .writing { phase = .reading }
+    }
+
     private func readable() {
+        if let tls { return readableTLS(tls) }
         let buffer = worker.readBuffer
         let count = Glibc.read(socket, buffer.baseAddress!, buffer.count)
         if count < 0 {
@@ -196,6 +265,44 @@ final class ClientConnection {
             // Bytes after a whole response, with no request asking for them, leave the
             // connection in an unknown state: the answer counts, the connection does not stay.
             complete(keepOpen: parser.keepAlive && used == count)
+        }
+    }
+
+    /// SSL_read until OpenSSL wants more from the socket: it may hold a whole record's bytes
+    /// that epoll cannot see, so one read per event would leave an answer waiting.
+    private func readableTLS(_ tls: OpaquePointer) {
+        switch phase {
+        case .handshaking: return handshake()
+        case .writing: return flushTLS(tls)
+        default: break
+        }
+        let buffer = worker.readBuffer
+        while true {
+            let count = SSL_read(tls, buffer.baseAddress!, Int32(buffer.count))
+            if count > 0 {
+                guard busy else { return close() }
+                let (used, outcome) = parser.consume(UnsafeRawBufferPointer(start: buffer.baseAddress, count: Int(count)))
+                switch outcome {
+                case .needMore: continue
+                case .malformed: return fail("bad_response")
+                case .complete: return complete(keepOpen: parser.keepAlive && used == Int(count) && SSL_pending(tls) == 0)
+                }
+            }
+            switch SSL_get_error(tls, count) {
+            case SSL_ERROR_WANT_READ:
+                // All read: an answer's next bytes, or only a session ticket, are yet to come.
+                return
+            case SSL_ERROR_WANT_WRITE:
+                event_add(writeEvent, nil)
+                return
+            case SSL_ERROR_ZERO_RETURN:
+                guard busy else { return close() }
+                if parser.finishAtClose() { return complete(keepOpen: false) }
+                return fail(parser.started ? "bad_response" : "read")
+            default:
+                ERR_clear_error()
+                return busy ? fail("read") : close()
+            }
         }
     }
 

@@ -11,6 +11,8 @@ public struct Endpoint: Sendable {
     public var weight = 1
     /// What `{key}` in the path stands for: a key drawn for each request.
     public var keys: KeySpace?
+    /// https: how the server's certificate is checked.
+    public var tls = TLSOptions()
 
     public static let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
     public static let weights = 1...1_000_000

@@ -56,7 +56,7 @@ public enum IntervalLog {
                     tag = "\(base)#\(suffix)"
                     suffix += 1
                 }
-                return EndpointEntry(name: endpoint.name, url: "http://\(endpoint.target.hostHeader)\(endpoint.target.pathAndQuery)",
+                return EndpointEntry(name: endpoint.name, url: endpoint.target.origin + endpoint.target.pathAndQuery,
                                      method: endpoint.method, weight: endpoint.weight, tag: tag)
             }
         }

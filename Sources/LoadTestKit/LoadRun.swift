@@ -38,6 +38,7 @@ public enum LoadRun {
     public static func run(_ plan: LoadPlan, progress: ((_ elapsed: Double, _ soFar: Results) -> Void)? = nil,
                            interval: ((IntervalSlice, _ startedAt: Double) -> Void)? = nil) throws -> Summary {
         let address = try ResolvedAddress(plan.target)
+        let tls = plan.target.secure ? try TLSContext(plan.tls) : nil
         let threads = plan.effectiveThreads
         let startAt = MonotonicClock.now()
         let startedAt = Date().timeIntervalSince1970 + plan.warmup
@@ -45,7 +46,7 @@ public enum LoadRun {
             let share = plan.connections / threads + (index < plan.connections % threads ? 1 : 0)
             return try LoadWorker(plan: plan, address: address, connections: share,
                                   rate: plan.rate.map { $0 * Double(share) / Double(plan.connections) }, startAt: startAt,
-                                  watched: progress != nil)
+                                  watched: progress != nil, tls: tls)
         }
         let group = DispatchGroup()
         for worker in workers {
@@ -86,17 +87,22 @@ public enum LoadRun {
     }
 
     /// Before the run: one connection attempt (retried a few times), so an unreachable target
-    /// is a clear error rather than a run full of connect errors.
-    public static func checkReachable(_ target: Target, attempts: Int = 3) throws {
+    /// is a clear error rather than a run full of connect errors; for https, one handshake, so
+    /// that an untrusted certificate is too.
+    public static func checkReachable(_ target: Target, tls options: TLSOptions = TLSOptions(), attempts: Int = 3) throws {
         let address = try ResolvedAddress(target)
+        let tls = target.secure ? try TLSContext(options) : nil
         var lastError = ""
         for attempt in 0..<attempts {
             let fd = address.makeSocket()
             if fd >= 0 {
                 let connected = address.withSockaddr { connect(fd, $0, $1) } == 0
                 lastError = String(cString: strerror(errno))
-                close(fd)
-                if connected { return }
+                defer { close(fd) }
+                if connected {
+                    try tls?.check(socket: fd, host: target.host)
+                    return
+                }
             }
             if attempt < attempts - 1 { usleep(200_000) }
         }

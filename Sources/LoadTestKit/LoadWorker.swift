@@ -1,4 +1,5 @@
 import CLibevent
+import COpenSSL
 import DequeModule
 import Synchronization
 #if canImport(Glibc)
@@ -18,13 +19,20 @@ public struct LoadPlan: Sendable {
     public var rate: Double?
     /// The length of each interval the run is also measured in (`--interval`), in seconds.
     public var interval: Double = 1
+    /// How https connections check the server: every endpoint's the same, as they share connections.
+    public var tls: TLSOptions {
+        get { endpoints[0].tls }
+        set { for index in endpoints.indices { endpoints[index].tls = newValue } }
+    }
 
     public init(endpoints: [Endpoint], connections: Int, threads: Int, duration: Double, warmup: Double = 0, timeout: Double = 5) throws(LoadError) {
         guard let first = endpoints.first else { throw LoadError("no URL to load") }
-        for endpoint in endpoints where endpoint.target.host != first.target.host || endpoint.target.port != first.target.port {
-            throw LoadError("every URL must be on the same host and port (\(first.name) and \(endpoint.name) are not): connections are shared")
+        for endpoint in endpoints where endpoint.target.host != first.target.host || endpoint.target.port != first.target.port
+            || endpoint.target.secure != first.target.secure {
+            throw LoadError("every URL must be on the same scheme, host and port (\(first.name) and \(endpoint.name) are not): connections are shared")
         }
         if let problem = endpoints.lazy.compactMap(\.problem).first { throw LoadError(problem) }
+        guard endpoints.allSatisfy({ $0.tls == first.tls }) else { throw LoadError("every URL must check the server's certificate the same way: connections are shared") }
         self.endpoints = endpoints
         self.connections = connections
         self.threads = threads
@@ -83,9 +91,15 @@ final class LoadWorker: @unchecked Sendable {
     private let watched: Bool
     let intervals: IntervalRecorder
     private var intervalTimer: OpaquePointer?
+    /// https: the run's OpenSSL context, and the last session the server gave this thread's
+    /// connections (an SSL_SESSION*), which the next one it opens resumes.
+    let tls: TLSContext?
+    private(set) var resumable: OpaquePointer?
 
-    init(plan: LoadPlan, address: ResolvedAddress, connections count: Int, rate: Double?, startAt: UInt64, watched: Bool = false) throws {
+    init(plan: LoadPlan, address: ResolvedAddress, connections count: Int, rate: Double?, startAt: UInt64, watched: Bool = false,
+         tls: TLSContext? = nil) throws {
         self.watched = watched
+        self.tls = tls
         interval = rate.map { UInt64(max(1, (1e9 / $0).rounded())) }
         nextIntended = startAt
         self.plan = plan
@@ -120,6 +134,7 @@ final class LoadWorker: @unchecked Sendable {
         for connection in connections { connection.close() }
         connections.removeAll()
         for request in requests { request.deallocate() }
+        if let resumable { SSL_SESSION_free(resumable) }
         readBuffer.deallocate()
         event_base_free(base)
     }
@@ -263,11 +278,25 @@ final class LoadWorker: @unchecked Sendable {
         next(after: connection, now: now)
     }
 
-    func failed(_ connection: ClientConnection, kind: String) {
+    /// A session the server handed out, which this worker now owns.
+    func keep(_ session: OpaquePointer) {
+        if let resumable { SSL_SESSION_free(resumable) }
+        resumable = session
+    }
+
+    /// A TLS handshake finished: a full one, or a resumed session.
+    func handshook(_ connection: ClientConnection, resumed: Bool) {
+        guard MonotonicClock.now() >= measureFrom else { return }
+        results[connection.endpoint].tlsHandshakes += 1
+        if resumed { results[connection.endpoint].tlsResumed += 1 }
+    }
+
+    func failed(_ connection: ClientConnection, kind: String, reason: String? = nil) {
         let now = MonotonicClock.now()
         if lateForTheDeadline(connection, now: now) { return }
         if counts(connection, now: now) {
             results[connection.endpoint].count(error: kind)
+            if let reason, results[connection.endpoint].errorReasons[kind] == nil { results[connection.endpoint].errorReasons[kind] = reason }
             intervals.failed(endpoint: connection.endpoint, kind: kind, at: now)
         }
         next(after: connection, now: now)

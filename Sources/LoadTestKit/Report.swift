@@ -42,14 +42,24 @@ public struct Report: Codable, Sendable {
         /// Open model: requests that could not be sent at their intended time.
         public var lateSends: Int?
         public var serverTiming: [String: Percentiles]
+        /// What the first error of a kind said, where it said more than its kind (TLS).
+        public var errorReasons: [String: String]?
+        /// https: the handshakes after the warm-up, and how many resumed a session.
+        public var tls: TLSCounts?
+
+        public struct TLSCounts: Codable, Sendable {
+            public var handshakes: Int
+            public var resumed: Int
+        }
 
         enum CodingKeys: String, CodingKey {
-            case requests, rps, errors
+            case requests, rps, errors, tls
+            case errorReasons = "error_reasons"
             case latencyUncorrectedMs = "latency_uncorrected_ms", lateSends = "late_sends"
             case inFlightAtEnd = "in_flight_at_end", latencyMs = "latency_ms", serverTiming = "server_timing"
         }
 
-        init(_ results: Results, duration: Double, openModel: Bool) {
+        init(_ results: Results, duration: Double, openModel: Bool, secure: Bool = false) {
             requests = results.completed
             rps = duration > 0 ? Double(results.completed) / duration : 0
             errors = results.errors
@@ -61,6 +71,8 @@ public struct Report: Codable, Sendable {
                 lateSends = results.lateSends
             }
             serverTiming = results.serverTiming.mapValues(Percentiles.init)
+            errorReasons = results.errorReasons.isEmpty ? nil : results.errorReasons
+            tls = secure ? TLSCounts(handshakes: results.tlsHandshakes, resumed: results.tlsResumed) : nil
         }
     }
 
@@ -127,10 +139,11 @@ public struct Report: Codable, Sendable {
         connections = plan.connections
         threads = plan.effectiveThreads
         durationS = summary.duration
-        measured = Measurements(summary.results, duration: summary.duration, openModel: open)
+        let secure = plan.target.secure
+        measured = Measurements(summary.results, duration: summary.duration, openModel: open, secure: secure)
         endpoints = zip(plan.endpoints, summary.endpoints).map { endpoint, results in
             EndpointReport(url: endpoint.name, method: endpoint.method, weight: endpoint.weight,
-                           measured: Measurements(results, duration: summary.duration, openModel: open))
+                           measured: Measurements(results, duration: summary.duration, openModel: open, secure: secure))
         }
         slo = objectives.isEmpty ? nil : Objective.judge(objectives, endpoints: plan.endpoints, summary: summary)
         intervals = summary.intervals
@@ -213,7 +226,8 @@ public struct Report: Codable, Sendable {
             for name in measured.serverTiming.keys.sorted() { lines.append("    " + row(name, measured.serverTiming[name]!)) }
         }
         lines.append(String(format: "  %d requests in %.2fs; %.2f requests/sec", measured.requests, durationS, measured.rps))
-        if let errors = Self.errorText(measured.errors) { lines.append("  errors: " + errors) }
+        if let errors = Self.errorText(measured.errors, reasons: measured.errorReasons) { lines.append("  errors: " + errors) }
+        if let tls = measured.tls { lines.append("  TLS: \(tls.handshakes) handshakes, \(tls.resumed) of them resumed sessions") }
         if measured.inFlightAtEnd > 0 {
             lines.append("  \(measured.inFlightAtEnd) requests still in flight at the end: neither counted nor errors")
         }
@@ -238,8 +252,8 @@ public struct Report: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 
-    private static func errorText(_ errors: [String: Int]) -> String? {
+    private static func errorText(_ errors: [String: Int], reasons: [String: String]? = nil) -> String? {
         let kinds = errors.filter { $0.key != "total" && $0.value > 0 }.sorted { $0.key < $1.key }
-        return kinds.isEmpty ? nil : kinds.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        return kinds.isEmpty ? nil : kinds.map { "\($0.key) \($0.value)" + (reasons?[$0.key].map { " (\($0))" } ?? "") }.joined(separator: ", ")
     }
 }

@@ -22,6 +22,12 @@ public struct Results: Sendable {
     public var serverTiming: [String: Histogram<UInt64>] = [:]
     /// Requests sent but not answered when the run ended; neither completed nor errors.
     public var inFlightAtEnd = 0
+    /// What the first error of a kind said, where there is more to say than its kind (a TLS
+    /// failure's reason).
+    public var errorReasons: [String: String] = [:]
+    /// https: handshakes finished after the warm-up, and how many of them resumed a session.
+    public var tlsHandshakes = 0
+    public var tlsResumed = 0
 
     public init() {}
 
@@ -77,6 +83,9 @@ public struct Results: Sendable {
         completed += other.completed
         inFlightAtEnd += other.inFlightAtEnd
         errors.merge(other.errors, uniquingKeysWith: +)
+        errorReasons.merge(other.errorReasons) { mine, _ in mine }
+        tlsHandshakes += other.tlsHandshakes
+        tlsResumed += other.tlsResumed
         for (name, histogram) in other.serverTiming {
             serverTiming[name, default: Self.histogram()].add(histogram)
         }

@@ -123,12 +123,12 @@ public struct Scenario: Sendable {
         case (let path?, nil):
             let text = try reader.string(path, "path")
             guard text.hasPrefix("/") else { throw reader.error(path, "path: must start with /, got '\(text)'") }
-            let url = "http://\(base.hostHeader)\(text)"
+            let url = base.origin + text
             do { endpoint = Endpoint(target: try Target(url: url), name: text) } catch { throw reader.error(path, "path: \(error)") }
         case (nil, let url?):
             let text = try reader.string(url, "url")
             do { endpoint = Endpoint(target: try Target(url: text), name: text) } catch { throw reader.error(url, "url: \(error)") }
-            guard endpoint.target.host == base.host && endpoint.target.port == base.port else {
+            guard endpoint.target.host == base.host && endpoint.target.port == base.port && endpoint.target.secure == base.secure else {
                 throw reader.error(url, "url: '\(text)' is not on the target's host and port (\(base.hostHeader)); connections are shared")
             }
         case (.some, .some):

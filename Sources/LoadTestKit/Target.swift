@@ -3,10 +3,13 @@ import CLibevent
 import Glibc
 #endif
 
-/// Where the load goes: an http:// URL taken apart into what a connection and a request need.
+/// Where the load goes: an http:// or https:// URL taken apart into what a connection and a
+/// request need.
 public struct Target: Sendable, Equatable {
     public let host: String
     public let port: UInt16
+    /// https: every connection speaks TLS.
+    public let secure: Bool
     /// Path and query, as sent in the request line.
     public let pathAndQuery: String
 
@@ -14,18 +17,22 @@ public struct Target: Sendable, Equatable {
         public let description: String
     }
 
-    /// Accepts `http://HOST[:PORT][/PATH][?QUERY]`; HOST may be a name, IPv4 or [IPv6].
+    /// Accepts `http[s]://HOST[:PORT][/PATH][?QUERY]`; HOST may be a name, IPv4 or [IPv6].
     public init(url: String) throws(Invalid) {
-        guard url.hasPrefix("http://") else {
-            throw Invalid(description: "'\(url)': only http:// URLs are supported")
+        if url.hasPrefix("https://") {
+            secure = true
+        } else if url.hasPrefix("http://") {
+            secure = false
+        } else {
+            throw Invalid(description: "'\(url)': only http:// and https:// URLs are supported")
         }
-        let rest = url.dropFirst("http://".count)
+        let rest = url.dropFirst(secure ? "https://".count : "http://".count)
         let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
         let authority = rest[..<authorityEnd]
         var path = String(rest[authorityEnd...])
         if path.isEmpty || path.first == "?" { path = "/" + path }
         var host = Substring(authority)
-        var port: UInt16 = 80
+        var port: UInt16 = secure ? 443 : 80
         if host.first == "[" {
             guard let close = host.firstIndex(of: "]") else { throw Invalid(description: "'\(url)': unclosed [ in the host") }
             let after = host[host.index(after: close)...]
@@ -52,11 +59,14 @@ public struct Target: Sendable, Equatable {
         pathAndQuery = path
     }
 
-    /// The Host header: the port only when it is not 80.
+    /// The Host header: the port only when it is not the scheme's own.
     var hostHeader: String {
         let name = host.contains(":") ? "[\(host)]" : host
-        return port == 80 ? name : "\(name):\(port)"
+        return port == (secure ? 443 : 80) ? name : "\(name):\(port)"
     }
+
+    /// Scheme, host and port, which a path completes into a URL.
+    public var origin: String { (secure ? "https://" : "http://") + hostHeader }
 }
 
 /// A target's address, looked up once before a run so connections open without DNS.

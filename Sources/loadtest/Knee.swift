@@ -33,7 +33,7 @@ struct Knee: ParsableCommand {
         let objectives = try objectives.objectives()
         if let problem = Objective.problem(objectives, endpoints: plan.endpoints) { throw ValidationError(problem) }
         do {
-            try LoadRun.checkReachable(plan.target)
+            try LoadRun.checkReachable(plan.target, tls: plan.tls)
         } catch {
             FileHandle.standardError.write(Data("loadtest: \(error)\n".utf8))
             throw ExitCode(2)

@@ -84,7 +84,7 @@ struct Run: ParsableCommand {
 
 /// What is sent, the same for `run` and `knee`: the URLs and their method, headers and body.
 struct RequestOptions: ParsableArguments {
-    @Argument(help: "http://HOST[:PORT]/PATH, optionally =WEIGHT; several share the load by weight.") var urls: [String] = []
+    @Argument(help: "http[s]://HOST[:PORT]/PATH, optionally =WEIGHT; several share the load by weight.") var urls: [String] = []
     @Option(help: "Another URL[=WEIGHT] (repeatable): every URL has its own results, and the requests are split by weight.") var url: [String] = []
     @Option(name: .short, help: "Threads (each its own event loop).") var t: Int = 1
     @Option(help: "A request unanswered this long is a timeout error.") var timeout: Duration = Duration(argument: "5s")!
@@ -93,6 +93,7 @@ struct RequestOptions: ParsableArguments {
     @Option(help: "Request body, or @FILE.") var body: String?
     @Option(help: "{key} in a URL stands for one of this many keys (0 …), drawn for each request.") var keys: Int?
     @Option(help: "With --keys: draw keys by Zipf's law with this exponent (a few hot keys, a long tail); 0 is uniform.") var zipf: Double = 0
+    @OptionGroup var tls: TLSFlags
 
     func validate() throws {
         guard !(urls + url).isEmpty else { throw ValidationError("give at least one URL") }
@@ -137,12 +138,27 @@ struct RequestOptions: ParsableArguments {
                 }
                 return endpoint
             }
-            return try LoadPlan(endpoints: endpoints, connections: connections, threads: t, duration: duration,
-                                warmup: warmup, timeout: timeout.seconds)
+            var plan = try LoadPlan(endpoints: endpoints, connections: connections, threads: t, duration: duration,
+                                    warmup: warmup, timeout: timeout.seconds)
+            plan.tls = tls.options
+            return plan
         } catch {
             throw ValidationError("\(error)")
         }
     }
+}
+
+/// How https:// URLs check the server, the same for every command that sends.
+struct TLSFlags: ParsableArguments {
+    @Option(help: ArgumentHelp("https: trust the certificates in this PEM file instead of the system's.", valueName: "FILE")) var cacert: String?
+    @Flag(name: [.customShort("k"), .long], help: "https: do not check the server's certificate or name.") var insecure = false
+
+    func validate() throws {
+        if let cacert, !FileManager.default.isReadableFile(atPath: cacert) { throw ValidationError("--cacert: cannot read \(cacert)") }
+        if cacert != nil && insecure { throw ValidationError("--cacert and --insecure contradict each other: give one") }
+    }
+
+    var options: TLSOptions { TLSOptions(caFile: cacert, insecure: insecure) }
 }
 
 struct RunScenario: ParsableCommand {
@@ -152,12 +168,13 @@ struct RunScenario: ParsableCommand {
 
     @Argument(help: "The scenario file.") var file: String
     @Option(help: "Send to this server instead of the file's target, e.g. http://127.0.0.1:9000.") var target: String?
+    @OptionGroup var tls: TLSFlags
     @OptionGroup var output: OutputOptions
 
     func run() throws {
         let scenario: Scenario
         do { scenario = try Scenario.load(path: file, target: target) } catch { throw ValidationError("\(error)") }
-        try output.execute(scenario.phases, objectives: scenario.objectives)
+        try output.execute(scenario.phases.map { with($0) { $0.tls = tls.options } }, objectives: scenario.objectives)
     }
 }
 
@@ -216,7 +233,7 @@ struct OutputOptions: ParsableArguments {
             throw ValidationError("\(error)")
         }
         do {
-            try LoadRun.checkReachable(phases[0].target)
+            try LoadRun.checkReachable(phases[0].target, tls: phases[0].tls)
         } catch {
             FileHandle.standardError.write(Data("loadtest: \(error)\n".utf8))
             throw ExitCode(2)

@@ -134,3 +134,40 @@ struct EngineTests {
         #expect((590...600).contains(summary.results.completed), "the schedule: \(summary.results.completed)")
     }
 }
+
+/// https against servers that do not speak TLS: every failure is an error of its kind, with
+/// what OpenSSL said, and none of them hangs the run.
+@Suite("the load engine over TLS", .serialized)
+struct TLSEngineTests {
+    @Test func aServerThatAnswersTheHandshakeWithHTTPIsAHandshakeError() throws {
+        let server = try ScriptedServer(greeting: Array("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".utf8)) { _ in .status(200) }
+        defer { server.stop() }
+        var plan = try EngineTests.plan(["https://127.0.0.1:\(server.port)/"], duration: 0.3)
+        plan.tls = TLSOptions(insecure: true)
+        let summary = try LoadRun.run(plan)
+        #expect(summary.results.completed == 0 && summary.results.latency.totalCount == 0)
+        #expect((summary.results.errors["tls_handshake"] ?? 0) > 0, "\(summary.results.errors)")
+        let reason = try #require(summary.results.errorReasons["tls_handshake"])
+        #expect(!reason.isEmpty && reason != "unknown error", "\(reason)")
+        #expect(summary.results.tlsHandshakes == 0)
+    }
+
+    @Test func aServerThatNeverAnswersTheHandshakeTimesOut() throws {
+        let server = try ScriptedServer { _ in .status(200) }
+        defer { server.stop() }
+        var plan = try EngineTests.plan(["https://127.0.0.1:\(server.port)/"], connections: 1, duration: 0.6, timeout: 0.2)
+        plan.tls = TLSOptions(insecure: true)
+        let started = Date()
+        let summary = try LoadRun.run(plan)
+        #expect((summary.results.errors["timeout"] ?? 0) >= 1, "\(summary.results.errors)")
+        #expect(Date().timeIntervalSince(started) < 3, "the run ended on time")
+    }
+
+    @Test func theCheckBeforeARunNamesTheReason() throws {
+        let server = try ScriptedServer(greeting: Array("not tls at all\r\n".utf8)) { _ in .status(200) }
+        defer { server.stop() }
+        #expect {
+            try LoadRun.checkReachable(try Target(url: "https://127.0.0.1:\(server.port)/"), tls: TLSOptions(insecure: true), attempts: 1)
+        } throws: { "\($0)".contains("TLS handshake with 127.0.0.1 failed: ") }
+    }
+}

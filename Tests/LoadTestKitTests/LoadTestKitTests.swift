@@ -14,7 +14,11 @@ struct LoadTestKitTests {
         #expect(try Target(url: "http://h?q=1").pathAndQuery == "/?q=1")
         let six = try Target(url: "http://[::1]:9000/health")
         #expect(six.host == "::1" && six.port == 9000 && six.hostHeader == "[::1]:9000")
-        for bad in ["https://x/", "ftp://x", "http://", "http://x:0/", "http://x:99999/", "http://x:port/", "http://[::1/", "http://x/a b"] {
+        let secure = try Target(url: "https://example.com/a")
+        #expect(secure.secure && secure.port == 443 && secure.hostHeader == "example.com" && secure.origin == "https://example.com")
+        #expect(try Target(url: "https://example.com:8443").hostHeader == "example.com:8443")
+        #expect(try Target(url: "http://example.com:443/").hostHeader == "example.com:443")
+        for bad in ["ftp://x", "https://", "https://x:0/", "http://", "http://x:0/", "http://x:99999/", "http://x:port/", "http://[::1/", "http://x/a b"] {
             #expect(throws: Target.Invalid.self, "\(bad)") { try Target(url: bad) }
         }
     }

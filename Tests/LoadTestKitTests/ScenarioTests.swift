@@ -52,7 +52,7 @@ struct ScenarioTests {
 
     @Test(arguments: [
         ("target: http://h\nendpoints:\n  - path: /\n    wieght: 2\n", "s.yaml:4: an endpoint: unknown key 'wieght'"),
-        ("target: ftp://h\nendpoints: [{path: /}]\n", "s.yaml:1: target: 'ftp://h': only http:// URLs"),
+        ("target: ftp://h\nendpoints: [{path: /}]\n", "s.yaml:1: target: 'ftp://h': only http:// and https:// URLs"),
         ("endpoints: [{path: /}]\n", "s.yaml:1: no target"),
         ("target: http://h\n", "s.yaml:1: no endpoints"),
         ("target: http://h\nendpoints: []\n", "s.yaml:2: endpoints: expected a list"),

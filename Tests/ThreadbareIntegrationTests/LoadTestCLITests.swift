@@ -304,9 +304,9 @@ extension LoadSensitive {
             #expect(badScenario.status == 2)
             #expect(badScenario.stderr.contains("\(scenario.path):4: weight: expected a whole number"), "\(badScenario.stderr)")
             let cases: [(arguments: [String], reason: String)] = [
-                (["run", "http://127.0.0.1:1/", "--url", "http://127.0.0.2:1/"], "same host and port"),
+                (["run", "http://127.0.0.1:1/", "--url", "http://127.0.0.2:1/"], "same scheme, host and port"),
                 (["run", "http://127.0.0.1:1/", "-d", "1s"], "cannot connect to 127.0.0.1:1"),
-                (["run", "ftp://example.com/"], "only http:// URLs"),
+                (["run", "ftp://example.com/"], "only http:// and https:// URLs"),
                 (["run", "http://127.0.0.1:1/", "--rate", "0"], "--rate must be"),
                 (["run", "http://127.0.0.1:1/", "-c", "0"], "-c must be at least 1"),
             ]

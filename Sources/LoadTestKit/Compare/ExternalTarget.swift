@@ -30,8 +30,10 @@ public struct ExternalTarget: Sendable, Equatable {
     public var readyPath: String
     public var startTimeout: Double
     public var stopTimeout: Double
+    /// An https url: `cacert:` (a PEM file to trust) or `insecure: true` (no check).
+    public var tls = TLSOptions()
 
-    static let keys = ["name", "counterpart", "command", "url", "environment", "ready_path", "start_timeout", "stop_timeout"]
+    static let keys = ["name", "counterpart", "command", "url", "environment", "ready_path", "start_timeout", "stop_timeout", "cacert", "insecure"]
 
     public static func load(path: String) throws(Scenario.Invalid) -> [ExternalTarget] {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -79,12 +81,24 @@ public struct ExternalTarget: Sendable, Equatable {
         guard readyPath.hasPrefix("/"), !readyPath.contains(where: { $0 == " " || $0.isNewline }) else {
             throw reader.error(fields["ready_path"]!, "ready_path: a path starting with /, percent-encoded (no spaces or line breaks), got '\(readyPath)'")
         }
+        var tls = TLSOptions()
+        if let cacert = fields["cacert"] {
+            let file = try reader.string(cacert, "cacert")
+            guard FileManager.default.isReadableFile(atPath: file) else { throw reader.error(cacert, "cacert: cannot read \(file)") }
+            tls.caFile = file
+        }
+        if let insecure = fields["insecure"] {
+            guard let flag = insecure.bool else { throw reader.error(insecure, "insecure: expected true or false") }
+            tls.insecure = flag
+        }
+        if tls.insecure && tls.caFile != nil { throw reader.error(node, "cacert and insecure contradict each other: give one") }
         return ExternalTarget(
             name: name,
             counterpart: try fields["counterpart"].map { node throws(Scenario.Invalid) in try reader.string(node, "counterpart") },
             command: try required("command"), url: url, environment: environment, readyPath: readyPath,
             startTimeout: try reader.seconds(fields["start_timeout"], "start_timeout", allowZero: false) ?? 30,
-            stopTimeout: try reader.seconds(fields["stop_timeout"], "stop_timeout", allowZero: false) ?? 10)
+            stopTimeout: try reader.seconds(fields["stop_timeout"], "stop_timeout", allowZero: false) ?? 10,
+            tls: tls)
     }
 
     /// `text` with `{port}` filled in.

@@ -125,22 +125,22 @@ extension ScenarioOutcome {
                         idleMemory: ServerMemory) throws -> ScenarioOutcome {
         switch entry.kind {
         case .scaling(let endpoint, let connections):
-            return try scaling(entry.name, endpoint.on(server.target), connections: connections, timing: timing)
+            return try scaling(entry.name, endpoint.on(server), connections: connections, timing: timing)
         case .convoy(let probe, let rate, let probeConnections, let background, let backgroundConnections):
-            return try convoy(entry.name, probe: probe.on(server.target), rate: rate, probeConnections: probeConnections,
-                              background: background.on(server.target), backgroundConnections: backgroundConnections, timing: timing)
+            return try convoy(entry.name, probe: probe.on(server), rate: rate, probeConnections: probeConnections,
+                              background: background.on(server), backgroundConnections: backgroundConnections, timing: timing)
         case .capacity(let endpoints, let search, let connections, let sla):
-            return try capacity(entry.name, endpoints.map { $0.on(server.target) }, search: search, connections: connections,
+            return try capacity(entry.name, endpoints.map { $0.on(server) }, search: search, connections: connections,
                                 slaMilliseconds: sla, timing: timing)
         case .memory(let endpoint, let connections):
-            return try memory(entry.name, endpoint.on(server.target), connections: connections, timing: timing,
+            return try memory(entry.name, endpoint.on(server), connections: connections, timing: timing,
                               server: server, idle: idleMemory)
         case .cache(let endpoint, let connections):
-            return try cache(entry.name, endpoint.on(server.target), connections: connections, timing: timing, server: server)
+            return try cache(entry.name, endpoint.on(server), connections: connections, timing: timing, server: server)
         case .native(let endpoint, let shares, let connections):
-            return try native(entry.name, endpoint.on(server.target), shares: shares, connections: connections, timing: timing)
+            return try native(entry.name, endpoint.on(server), shares: shares, connections: connections, timing: timing)
         case .hot(let endpoint, let connections):
-            var outcome = try scaling(entry.name, endpoint.on(server.target), connections: connections, timing: timing)
+            var outcome = try scaling(entry.name, endpoint.on(server), connections: connections, timing: timing)
             outcome.note = referenceCounting(server).map { "cache.refcount: \($0)" }
             return outcome
         }
@@ -167,7 +167,7 @@ extension ScenarioOutcome {
         for share in shares {
             let separator = endpoint.target.pathAndQuery.contains("?") ? "&" : "?"
             var shared = endpoint
-            shared.target = try Target(url: "http://\(endpoint.target.hostHeader)\(endpoint.target.pathAndQuery)\(separator)native=\(Comparison.share(share))")
+            shared.target = try Target(url: "\(endpoint.target.origin)\(endpoint.target.pathAndQuery)\(separator)native=\(Comparison.share(share))")
             shared.name = endpoint.name + "\(separator)native=\(Comparison.share(share))"
             let alone = try load([shared], connections: 1, timing: timing)
             let together = try load([shared], connections: connections, timing: timing)

@@ -12,6 +12,8 @@ import Glibc
 final class ServerUnderTest {
     let mode: String
     let target: Target
+    /// https: how its certificate is checked (an external target's own settings).
+    let tls: TLSOptions
     private let process = Process()
     /// The memcached the mode's configuration needs, when compare started it.
     private let memcached: MemcachedSidecar?
@@ -32,6 +34,7 @@ final class ServerUnderTest {
     /// `listening on` line.
     init(mode: String, binary: String, config: String, arguments: [String] = [], log: URL) throws {
         self.mode = mode
+        tls = TLSOptions()
         stopTimeout = 10
         signalsGroup = false
         guard FileManager.default.isExecutableFile(atPath: binary) else {
@@ -83,6 +86,7 @@ final class ServerUnderTest {
     /// compare's own, below the target's.
     init(external: ExternalTarget, environment: [String: String], log: URL) throws {
         mode = external.name
+        tls = external.tls
         stopTimeout = external.stopTimeout
         signalsGroup = true
         memcached = nil
@@ -191,13 +195,18 @@ final class ServerUnderTest {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         guard address.withSockaddr({ connect(fd, $0, $1) }) == 0 else { return nil }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nConnection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
         var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let count = read(fd, &buffer, buffer.count)
-            if count <= 0 { break }
-            answer += buffer[..<count]
+        if target.secure {
+            guard let context = try? TLSContext(tls), let exchanged = context.exchange(request, socket: fd, host: target.host) else { return nil }
+            answer = exchanged
+        } else {
+            guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let count = read(fd, &buffer, buffer.count)
+                if count <= 0 { break }
+                answer += buffer[..<count]
+            }
         }
         // "HTTP/1.x NNN": an HTTP/1.0 server (wsgiref) answers too.
         guard answer.count >= 12, answer.starts(with: Array("HTTP/1.".utf8)),

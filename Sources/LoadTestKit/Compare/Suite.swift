@@ -249,9 +249,10 @@ public struct Suite: Sendable {
 extension Endpoint {
     /// The same request, sent to `server` (a suite's endpoints are paths until compare has
     /// started a server).
-    func on(_ server: Target) -> Endpoint {
+    func on(_ server: ServerUnderTest) -> Endpoint {
         var moved = self
-        moved.target = (try? Target(url: "http://\(server.hostHeader)\(target.pathAndQuery)")) ?? target
+        moved.target = (try? Target(url: server.target.origin + target.pathAndQuery)) ?? target
+        moved.tls = server.tls
         return moved
     }
 }

@@ -20,13 +20,16 @@ final class ScriptedServer: @unchecked Sendable {
     let port: Int
     private let listener: Int32
     private let answer: @Sendable (_ requestLine: String) -> Answer
+    /// Sent on every connection as soon as it is accepted, before any request (then closed).
+    private let greeting: [UInt8]?
     private let lock = NSLock()
     private var stopped = false
     private var listenerClosed = false
     private var open: Set<Int32> = []
 
-    init(answer: @escaping @Sendable (_ requestLine: String) -> Answer) throws {
+    init(greeting: [UInt8]? = nil, answer: @escaping @Sendable (_ requestLine: String) -> Answer) throws {
         self.answer = answer
+        self.greeting = greeting
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         self.listener = listener
         var on: Int32 = 1
@@ -81,6 +84,10 @@ final class ScriptedServer: @unchecked Sendable {
         defer {
             lock.withLock { _ = open.remove(fd) }
             close(fd)
+        }
+        if let greeting {
+            _ = greeting.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            return
         }
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
