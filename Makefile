@@ -13,7 +13,10 @@ CONFIG ?= config/nogil.yaml
 # reference app (loadtest/python) with Python's own wsgiref. zlib: loadtest's interval logs are
 # HdrHistogram's compressed histograms. libssl-dev: loadtest's https://; nginx and openssl: the
 # TLS server (and its certificate) the tests and bench/loadtest_vs_wrk.sh run it against.
-APT_PACKAGES = libevent-dev pkg-config memcached python3 python3-venv zlib1g-dev libssl-dev nginx openssl
+# libhdrhistogram-java and a JRE: a test reads loadtest's interval log with HdrHistogram's own
+# Java HistogramLogProcessor.
+APT_PACKAGES = libevent-dev pkg-config memcached python3 python3-venv zlib1g-dev libssl-dev nginx openssl \
+	openjdk-17-jre-headless libhdrhistogram-java
 # make demo-python and bench/fidelity.sh: gunicorn and uvicorn in a virtual environment.
 PYTHON_VENV = .build/python
 
@@ -27,12 +30,13 @@ setup:
 	@if ! [ -x "$(SWIFT)" ]; then \
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
-	@if pkg-config --exists libevent zlib openssl 2>/dev/null && [ -x /usr/bin/memcached ] && [ -x /usr/sbin/nginx ] && [ -x /usr/bin/openssl ] && python3 -c 'import venv, ensurepip' 2>/dev/null; then exit 0; fi; \
+	@if pkg-config --exists libevent zlib openssl 2>/dev/null && [ -x /usr/bin/memcached ] && [ -x /usr/sbin/nginx ] && [ -x /usr/bin/openssl ] \
+		&& [ -f /usr/share/java/hdrhistogram.jar ] && command -v java >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "libevent 2.1, zlib or OpenSSL development files, memcached, nginx, openssl, python3 or its venv module are missing. Run:"; \
+		echo "libevent 2.1, zlib or OpenSSL development files, memcached, nginx, openssl, Java's HdrHistogram, python3 or its venv module are missing. Run:"; \
 		echo "  sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
 	fi
 

@@ -56,6 +56,20 @@ extension LoadSensitive {
             let latency = try #require(report["latency_ms"] as? [String: Double])
             let logged = Double(tags[""]?["p99"] ?? 0) / 1000
             #expect(abs(logged - (latency["p99"] ?? 0)) <= max(0.002, (latency["p99"] ?? 0) * 0.002), "log p99 \(logged), report \(latency)")
+
+            // And HdrHistogram's Java HistogramLogProcessor (Debian's libhdrhistogram-java), for
+            // the whole run and for one endpoint's tag.
+            let java = try #require(["/usr/bin/java", "/usr/lib/jvm/default-java/bin/java"].first { FileManager.default.isExecutableFile(atPath: $0) },
+                                    "make setup installs a JRE and libhdrhistogram-java")
+            for (tag, count) in [(nil, requests), ("/health", endpoints[0]["requests"] as? Int ?? -1)] as [(String?, Int)] {
+                let processed = try runToCompletion(URL(fileURLWithPath: java),
+                                                    ["-cp", "/usr/share/java/hdrhistogram.jar", "org.HdrHistogram.HistogramLogProcessor",
+                                                     "-i", log, "-outputValueUnitRatio", "1000"] + (tag.map { ["-tag", $0] } ?? []))
+                #expect(processed.status == 0, "\(processed.stderr)")
+                // "#[Max     =       13.983, Total count    =          900]"
+                let total = processed.stdout.components(separatedBy: "Total count    =").last?.prefix { $0 != "]" }
+                #expect(total.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } == count, "\(tag ?? "total"): \(processed.stdout.suffix(300))")
+            }
         }
 
         /// Two loadtests at one moment against one server, as from two machines: the merge has
