@@ -23,6 +23,9 @@ final class ClientConnection {
     private var socket: Int32 = -1
     /// The connection's TLS session (an SSL*), https only.
     private var tls: OpaquePointer?
+    /// An SSL_read wanted the socket writable (a key update with a full send buffer): the
+    /// write event's callback reads again.
+    private var readWantsWrite = false
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
     /// A connect that failed at once; reported a moment later by the worker (`failLater`), so
@@ -107,6 +110,7 @@ final class ClientConnection {
             ERR_clear_error()
             self.tls = nil
         }
+        readWantsWrite = false
         if let readEvent { event_free(readEvent) }
         if let writeEvent { event_free(writeEvent) }
         readEvent = nil
@@ -172,6 +176,10 @@ final class ClientConnection {
             phase = .writing
         }
         if phase == .handshaking { return handshake() }
+        if readWantsWrite, let tls {
+            readWantsWrite = false
+            return readableTLS(tls)
+        }
         flush()
     }
 
@@ -191,7 +199,7 @@ final class ClientConnection {
         case SSL_ERROR_WANT_WRITE:
             event_add(writeEvent, nil)
         default:
-            let (kind, reason) = TLSContext.failure(of: tls, result: result)
+            let (kind, reason) = worker.tls!.failure(of: tls, result: result)
             fail(kind, reason: reason)
         }
     }
@@ -271,10 +279,12 @@ final class ClientConnection {
     /// SSL_read until OpenSSL wants more from the socket: it may hold a whole record's bytes
     /// that epoll cannot see, so one read per event would leave an answer waiting.
     private func readableTLS(_ tls: OpaquePointer) {
-        switch phase {
-        case .handshaking: return handshake()
-        case .writing: return flushTLS(tls)
-        default: break
+        if phase == .handshaking { return handshake() }
+        if phase == .writing {
+            // Writing may have waited on the peer's bytes; then, as in plain HTTP, an answer
+            // that comes before the whole request (a 413) is read rather than left to spin.
+            flushTLS(tls)
+            guard self.tls == tls, busy else { return }
         }
         let buffer = worker.readBuffer
         while true {
@@ -293,6 +303,7 @@ final class ClientConnection {
                 // All read: an answer's next bytes, or only a session ticket, are yet to come.
                 return
             case SSL_ERROR_WANT_WRITE:
+                readWantsWrite = true
                 event_add(writeEvent, nil)
                 return
             case SSL_ERROR_ZERO_RETURN:

@@ -5,8 +5,9 @@ import Foundation
 /// warm-up: up by doubling from `startRate` until a step misses, then bisecting between the
 /// last rate met and the first missed until they are within `precision` of each other.
 ///
-/// A step whose answers fall behind its schedule (fewer than `keepUp` of the requests due have
-/// ended, answered or failed) misses even if its latency looks fine: the server did not keep up.
+/// A step that falls behind its schedule (fewer than `keepUp` of the requests due were sent
+/// and ended, or were on their way at the end) misses even if its latency looks fine: the
+/// server did not keep up. Requests still waiting for a free connection at the end were not.
 public struct KneeSearch: Sendable {
     public var plan: LoadPlan
     public var objectives: [Objective]
@@ -35,7 +36,8 @@ public struct KneeSearch: Sendable {
         public var errors: Int
         public var p50Ms: Double
         public var p99Ms: Double
-        /// The share of the requests due that ended within the step.
+        /// The share of the requests due that were sent and ended within the step, or were on
+        /// their way at its end.
         public var keptUp: Double
         public var met: Bool
         public var slo: [Objective.Outcome]
@@ -48,7 +50,7 @@ public struct KneeSearch: Sendable {
         public var text: String {
             let missed = slo.filter { !$0.met }.map(\.objective)
             let reason = met ? "met"
-                : missed.isEmpty ? String(format: "MISSED: fell behind (%.1f%% of the requests due ended)", keptUp * 100)
+                : missed.isEmpty ? String(format: "MISSED: fell behind (%.1f%% of the requests due kept to the schedule)", keptUp * 100)
                 : "MISSED " + missed.joined(separator: ", ")
             return String(format: "%10.1f %10.1f %9.3f %9.3f %7d  ", rate, rps, p50Ms, p99Ms, errors) + reason
         }
@@ -85,7 +87,9 @@ public struct KneeSearch: Sendable {
             let summary = try measure(stepPlan)
             let outcomes = Objective.judge(objectives, endpoints: plan.endpoints, summary: summary)
             let due = rate * summary.duration
-            let keptUp = due > 0 ? min(1, Double(summary.results.attempts) / due) : 1
+            // A slow server's last requests are still on their way at the end: on schedule.
+            let onSchedule = summary.results.attempts + summary.results.inFlightAtEnd - summary.results.backlogAtEnd
+            let keptUp = due > 0 ? min(1, Double(onSchedule) / due) : 1
             let latency = summary.results.latency
             let step = Step(rate: rate, rps: summary.requestsPerSecond, requests: summary.results.completed,
                             errors: summary.results.errorTotal,

@@ -188,7 +188,10 @@ final class LoadWorker: @unchecked Sendable {
         for connection in connections where connection.busy && counts(connection, now: deadline) {
             results[connection.endpoint].inFlightAtEnd += 1
         }
-        for waiting in backlog where waiting.intendedAt >= measureFrom { results[waiting.endpoint].inFlightAtEnd += 1 }
+        for waiting in backlog where waiting.intendedAt >= measureFrom {
+            results[waiting.endpoint].inFlightAtEnd += 1
+            results[waiting.endpoint].backlogAtEnd += 1
+        }
         intervals.finish()
     }
 

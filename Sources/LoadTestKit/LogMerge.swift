@@ -30,6 +30,10 @@ public enum LogMerge {
         }
         let start = logs.map(\.startTime).min()!
         let end = logs.map { $0.startTime + $0.run.durationS }.max()!
+        let longest = logs.map(\.run.durationS).max()!
+        guard end - start <= 2 * longest + 60 else {
+            throw LoadError("these logs were not written at the same time: they span \(Comparison.format(end - start)) s, and the longest run is \(Comparison.format(longest)) s")
+        }
         let duration = ((end - start) * 1000).rounded() / 1000
         var results = entries.map { _ in Results() }
         var slices: [Int: IntervalSlice] = [:]

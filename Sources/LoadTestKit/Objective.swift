@@ -34,6 +34,9 @@ public struct Objective: Sendable, Equatable, CustomStringConvertible {
 
     /// The endpoint it judges, as written (its URL or path); nil for the whole run.
     public var endpoint: String?
+    /// Under a scenario's endpoint: that endpoint's place in the list, which two endpoints
+    /// with one path (a GET and a PUT) cannot confuse.
+    public var endpointIndex: Int?
     public var metric: Metric
     public var comparison: Comparison
     /// In the metric's unit: milliseconds, a share from 0 to 1, a count or requests per second.
@@ -144,8 +147,13 @@ public struct Objective: Sendable, Equatable, CustomStringConvertible {
     /// Judges a run: each objective against the whole run or its endpoint.
     public static func judge(_ objectives: [Objective], endpoints: [Endpoint], summary: LoadRun.Summary) -> [Outcome] {
         objectives.map { objective in
-            let results = objective.endpoint == nil ? summary.results
-                : zip(endpoints, summary.endpoints).first { objective.judges($0.0) }?.1 ?? Results()
+            let results = if let index = objective.endpointIndex, summary.endpoints.indices.contains(index) {
+                summary.endpoints[index]
+            } else if objective.endpoint != nil {
+                zip(endpoints, summary.endpoints).first { objective.judges($0.0) }?.1 ?? Results()
+            } else {
+                summary.results
+            }
             let value = objective.measure(results, duration: summary.duration)
             return Outcome(objective: objective.description, endpoint: objective.endpoint, measured: value,
                            unit: objective.unit, met: value.map { objective.comparison.holds($0, objective.threshold) } ?? false)

@@ -22,6 +22,9 @@ public struct Results: Sendable {
     public var serverTiming: [String: Histogram<UInt64>] = [:]
     /// Requests sent but not answered when the run ended; neither completed nor errors.
     public var inFlightAtEnd = 0
+    /// Open model: of those, the requests still waiting for a free connection, never sent:
+    /// the schedule, not the server, held them.
+    public var backlogAtEnd = 0
     /// What the first error of a kind said, where there is more to say than its kind (a TLS
     /// failure's reason).
     public var errorReasons: [String: String] = [:]
@@ -82,6 +85,7 @@ public struct Results: Sendable {
         lateSends += other.lateSends
         completed += other.completed
         inFlightAtEnd += other.inFlightAtEnd
+        backlogAtEnd += other.backlogAtEnd
         errors.merge(other.errors, uniquingKeysWith: +)
         errorReasons.merge(other.errorReasons) { mine, _ in mine }
         tlsHandshakes += other.tlsHandshakes

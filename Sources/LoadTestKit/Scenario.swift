@@ -82,8 +82,13 @@ public struct Scenario: Sendable {
         }
         let endpoints = try endpointList.map { node throws(Invalid) in try endpoint(node, base: base, reader: reader) }
         var objectives = try objectiveList(top["slo"], reader: reader, endpoint: nil)
-        for (node, endpoint) in zip(endpointList, endpoints) {
+        for (index, (node, endpoint)) in zip(endpointList, endpoints).enumerated() {
             objectives += try objectiveList(reader.mapping(node, keys: endpointKeys, what: "an endpoint")["slo"], reader: reader, endpoint: endpoint)
+                .map { objective in
+                    var bound = objective
+                    bound.endpointIndex = index
+                    return bound
+                }
         }
         if let problem = Objective.problem(objectives, endpoints: endpoints) { throw reader.error(top["slo"] ?? root, "slo: \(problem)") }
 

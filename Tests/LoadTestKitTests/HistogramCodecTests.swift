@@ -1,3 +1,4 @@
+import Foundation
 import Histogram
 import Testing
 @testable import LoadTestKit
@@ -52,5 +53,32 @@ struct HistogramCodecTests {
         for bad in ["not base64!", "AAAA", String(good.dropLast(8)), "HISTFAAAAAB4nA=="] {
             #expect(throws: HistogramCodec.Invalid.self, "\(bad)") { try HistogramCodec.decode(base64: Substring(bad)) }
         }
+    }
+}
+
+extension HistogramCodecTests {
+    /// An encoding whose counts are `payload`, behind a sound header for loadtest's layout.
+    static func crafted(_ payload: [Int64], lowest: UInt64 = 1, offset: UInt32 = 0) -> String {
+        var encoded = HistogramCodec.encode(Results.histogram())
+        encoded.removeLast(encoded.count - HistogramCodec.headerSize)
+        var counts: [UInt8] = []
+        for value in payload { HistogramCodec.putVarint(value, in: &counts) }
+        func put(_ value: UInt64, at offset: Int, bytes: Int) {
+            for shift in 0..<bytes { encoded[offset + shift] = UInt8(truncatingIfNeeded: value >> UInt64(8 * (bytes - 1 - shift))) }
+        }
+        put(UInt64(counts.count), at: 4, bytes: 4)
+        put(UInt64(offset), at: 8, bytes: 4)
+        put(lowest, at: 16, bytes: 8)
+        return Data(HistogramCodec.compress(encoded + counts)).base64EncodedString()
+    }
+
+    @Test func hostileCountsAreRefusedNotTrapped() throws {
+        #expect(try HistogramCodec.decode(base64: Substring(Self.crafted([0, 3, -5, 2]))).buckets.map(\.count) == [3, 2])
+        let length = HistogramLayout(Results.histogram()).index(of: Results.longestMicroseconds) + 1
+        for payload: [Int64] in [[Int64.min], [-Int64.max], [-Int64(length), 1], [-Int64(length) - 1], [-Int64(length - 1), 1, 1]] {
+            #expect(throws: HistogramCodec.Invalid.self, "\(payload)") { try HistogramCodec.decode(base64: Substring(Self.crafted(payload))) }
+        }
+        #expect(throws: HistogramCodec.Invalid.self) { try HistogramCodec.decode(base64: Substring(Self.crafted([1], lowest: UInt64.max / 2 + 1))) }
+        #expect(throws: HistogramCodec.Invalid.self) { try HistogramCodec.decode(base64: Substring(Self.crafted([1], offset: 3))) }
     }
 }

@@ -14,10 +14,10 @@ struct KneeSearchTests {
         }
     }
 
-    static func search(start: Double = 100, highest: Double = 1_000_000) throws -> KneeSearch {
+    static func search(start: Double = 100, highest: Double = 1_000_000, objective: String = "p99<50ms") throws -> KneeSearch {
         let endpoint = Endpoint(target: try Target(url: "http://127.0.0.1:1/x"), name: "/x")
         var search = KneeSearch(plan: try LoadPlan(endpoints: [endpoint], connections: 8, threads: 1, duration: 2),
-                                objectives: [try Objective(parsing: "p99<50ms")], startRate: start, highestRate: highest)
+                                objectives: [try Objective(parsing: objective)], startRate: start, highestRate: highest)
         search.settles = false
         return search
     }
@@ -45,6 +45,22 @@ struct KneeSearchTests {
         let found = try #require(outcome.maxRate)
         #expect(found <= 500 / 0.95 && found >= 500 / 1.05, "\(found)")
         #expect(outcome.steps.contains { !$0.met && $0.slo.allSatisfy(\.met) }, "a miss by falling behind alone")
+    }
+
+    /// Answers that take 400 ms, from as many connections as it takes: a 2 s step ends with a
+    /// fifth of its requests still on their way, which is not falling behind.
+    @Test func aSlowServerThatKeepsUpIsNotBehind() throws {
+        let outcome = try Self.search(start: 100, highest: 800, objective: "p99<1s").run(measure: { plan in
+            let rate = plan.rate!
+            var results = Results()
+            let due = Int(rate * plan.duration), onTheirWay = Int(rate * 0.4)
+            for _ in 0..<(due - onTheirWay) { results.record(status: 200, latency: 400_000, uncorrected: nil, serverTiming: []) }
+            results.inFlightAtEnd = onTheirWay
+            return LoadRun.Summary(endpoints: [results], duration: plan.duration)
+        })
+        let steps = outcome.steps.map { $0.text }
+        #expect(outcome.steps.allSatisfy { $0.met }, "\(steps)")
+        #expect(outcome.maxRate == 800 && outcome.atCeiling)
     }
 
     @Test func theStartTooHighHalvesAndTheCeilingIsSaid() throws {

@@ -87,6 +87,20 @@ struct ObjectiveTests {
             """, path: "s.yaml")
         #expect(scenario.objectives.map(\.description) == ["p99<50ms", "errors<1%", "/health:p99<5ms"])
         #expect(scenario.objectives[2].endpoint == "/health")
+        // Two endpoints on one path: the objective under the second judges the second.
+        let twins = try Scenario.parse("""
+            target: http://127.0.0.1:8080
+            endpoints:
+              - path: /x
+              - path: /x
+                method: PUT
+                slo: [p99<5ms]
+            """, path: "s.yaml")
+        var get = Results(), put = Results()
+        for _ in 0..<10 { get.recordLatency(100_000); put.recordLatency(1000) }
+        let judged = Objective.judge(twins.objectives, endpoints: twins.phases[0].endpoints,
+                                     summary: LoadRun.Summary(endpoints: [get, put], duration: 1))
+        #expect(judged.map(\.met) == [true])
         #expect {
             try Scenario.parse("target: http://127.0.0.1:8080\nslo: [p99<fast]\nendpoints:\n  - path: /health\n", path: "s.yaml")
         } throws: { "\($0)".hasPrefix("s.yaml:2:") && "\($0)".contains("a latency is a number with its unit") }
