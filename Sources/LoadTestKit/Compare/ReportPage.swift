@@ -165,8 +165,14 @@ extension Comparison {
         let py = { (y: Double) in Self.top + plotHeight - (yValue(y) - yMin) / (yMax - yMin) * plotHeight }
         var svg = svgOpen(height: Self.height)
         svg += axes(plotWidth: plotWidth, plotHeight: plotHeight, xTitle: xTitle, yTitle: yTitle)
-        // x ticks at the measured x values; y ticks at five even steps.
-        for x in Set(points.map(\.0)).sorted() {
+        // x ticks at the measured x values, or at five even steps when there are too many to
+        // read (a capacity search's rates, a run's intervals); y ticks at five even steps.
+        let measuredXs = Set(points.map(\.0)).sorted()
+        let tickXs = measuredXs.count <= 8 || percentileX ? measuredXs : (0...4).map { step in
+            let scaled = xMin + (xMax - xMin) * Double(step) / 4
+            return logX ? pow(2, scaled) : scaled
+        }
+        for x in tickXs {
             let label = percentileX ? String(format: "%g%%", x) : tick(x)
             svg += "<text x=\"\(f(px(x)))\" y=\"\(f(Self.top + plotHeight + 16))\" text-anchor=\"middle\">\(label)</text>\n"
         }
