@@ -79,10 +79,10 @@ public struct IntervalSummary: Codable, Sendable, Equatable {
         lengthS = length
         requests = total.completed
         errors = total.errorTotal
-        let latency = total.latency
-        p50Ms = latency.totalCount > 0 ? Double(latency.valueAtPercentile(50)) / 1000 : 0
-        p99Ms = latency.totalCount > 0 ? Double(latency.valueAtPercentile(99)) / 1000 : 0
-        maxMs = latency.totalCount > 0 ? Double(latency.max) / 1000 : 0
+        let latency = Report.Percentiles(total.latency)
+        p50Ms = latency.p50
+        p99Ms = latency.p99
+        maxMs = latency.max
     }
 }
 
@@ -143,7 +143,7 @@ final class IntervalRecorder: @unchecked Sendable {
         current.endpoints[endpoint].completed += 1
         current.endpoints[endpoint].latency.record(min(latency, Results.longestMicroseconds))
         if let uncorrected { current.endpoints[endpoint].uncorrected?.record(min(uncorrected, Results.longestMicroseconds)) }
-        if !(200..<300).contains(status) { current.endpoints[endpoint].errors[Results.statusKinds[status] ?? "status_\(status)", default: 0] += 1 }
+        if let kind = Results.errorKind(status: status) { current.endpoints[endpoint].errors[kind, default: 0] += 1 }
     }
 
     func failed(endpoint: Int, kind: String, at now: UInt64) {

@@ -74,6 +74,10 @@ public struct KneeSearch: Sendable {
             case steps
             case maxRate = "max_rate", atCeiling = "at_ceiling"
         }
+
+        public func json() -> String {
+            Report.encode(self)
+        }
     }
 
     /// Runs the search, calling `step` after each one; `measure` runs a step's plan (the real
@@ -90,11 +94,9 @@ public struct KneeSearch: Sendable {
             // A slow server's last requests are still on their way at the end: on schedule.
             let onSchedule = summary.results.attempts + summary.results.inFlightAtEnd - summary.results.backlogAtEnd
             let keptUp = due > 0 ? min(1, Double(onSchedule) / due) : 1
-            let latency = summary.results.latency
+            let latency = Report.Percentiles(summary.results.latency)
             let step = Step(rate: rate, rps: summary.requestsPerSecond, requests: summary.results.completed,
-                            errors: summary.results.errorTotal,
-                            p50Ms: latency.totalCount > 0 ? Double(latency.valueAtPercentile(50)) / 1000 : 0,
-                            p99Ms: latency.totalCount > 0 ? Double(latency.valueAtPercentile(99)) / 1000 : 0,
+                            errors: summary.results.errorTotal, p50Ms: latency.p50, p99Ms: latency.p99,
                             keptUp: keptUp, met: outcomes.allSatisfy(\.met) && keptUp >= keepUp, slo: outcomes)
             steps.append(step)
             report(step)

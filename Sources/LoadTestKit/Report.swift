@@ -198,7 +198,8 @@ public struct Report: Codable, Sendable {
         encode(["phases": phases])
     }
 
-    private static func encode(_ value: some Encodable) -> String {
+    /// Pretty-printed JSON with sorted keys, as every loadtest command prints it.
+    static func encode(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)

@@ -44,7 +44,7 @@ public struct Results: Sendable {
         completed += 1
         recordLatency(latency)
         if let uncorrected { recordUncorrected(uncorrected) }
-        if !(200..<300).contains(status) { count(error: Self.statusKinds[status] ?? "status_\(status)") }
+        if let kind = Self.errorKind(status: status) { count(error: kind) }
         if !serverTiming.isEmpty {
             serverTiming.withUnsafeBytes { header in
                 ServerTiming.forEachDuration(in: header) { name, milliseconds in
@@ -55,7 +55,12 @@ public struct Results: Sendable {
     }
 
     /// The error names of the statuses, made once rather than per answer.
-    static let statusKinds = Dictionary(uniqueKeysWithValues: (100...599).map { ($0, "status_\($0)") })
+    private static let statusKinds = Dictionary(uniqueKeysWithValues: (100...599).map { ($0, "status_\($0)") })
+
+    /// The error kind of an answer's status: nil for 2xx, else `status_NNN`.
+    static func errorKind(status: Int) -> String? {
+        (200..<300).contains(status) ? nil : statusKinds[status] ?? "status_\(status)"
+    }
 
     mutating func recordLatency(_ microseconds: UInt64) {
         latency.record(min(microseconds, Self.longestMicroseconds))

@@ -63,7 +63,8 @@ final class TLSContext: @unchecked Sendable {
         guard let ssl = SSL_new(context) else { return nil }
         SSL_set_fd(ssl, socket)
         SSL_set_connect_state(ssl)
-        let isAddress = host.contains(":") || host.split(separator: ".").count == 4 && host.allSatisfy { $0.isNumber || $0 == "." }
+        var scratch = in6_addr()
+        let isAddress = inet_pton(AF_INET, host, &scratch) == 1 || inet_pton(AF_INET6, host, &scratch) == 1
         // SNI carries names only; an address is checked against the certificate's IP entries.
         if !isAddress { _ = threadbare_ssl_set_server_name(ssl, host) }
         if !options.insecure {

@@ -50,9 +50,7 @@ struct Knee: ParsableCommand {
             }
         })
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(outcome), as: UTF8.self))
+            print(outcome.json())
         } else if let rate = outcome.maxRate {
             print(String(format: "highest rate meeting the objectives: %.1f requests/s", rate)
                   + (outcome.atCeiling ? " (the --max-rate ceiling: the server may sustain more)" : ""))

@@ -190,17 +190,8 @@ struct FramingDifferentialTests {
 
     /// A function that judges a batch of messages with h11, through one Python process.
     static func h11Judge() throws -> ([[UInt8]]) throws -> [Verdict] {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let venv = root.appendingPathComponent(".build/h11")
-        let python = venv.appendingPathComponent("bin/python")
-        let script = root.appendingPathComponent("Tests/reference/h11_judge.py")
-        let hasH11 = try FileManager.default.isExecutableFile(atPath: python.path) && runToCompletion(python, ["-c", "import h11"]).status == 0
-        if !hasH11 {
-            guard try runToCompletion(URL(fileURLWithPath: "/usr/bin/python3"), ["-m", "venv", venv.path]).status == 0,
-                  try runToCompletion(python, ["-m", "pip", "install", "-q", "h11==0.16.0"]).status == 0 else {
-                throw HTTPConnection.Failure("could not set up h11 in \(venv.path): python3's venv module (apt-get install python3-venv) and PyPI are needed")
-            }
-        }
+        let python = try pythonEnvironment("h11", installing: "h11==0.16.0", module: "h11")
+        let script = repositoryRoot.appendingPathComponent("Tests/reference/h11_judge.py")
         return { messages in
             let batch = FileManager.default.temporaryDirectory.appendingPathComponent("h11-batch-\(UUID().uuidString).hex")
             defer { try? FileManager.default.removeItem(at: batch) }

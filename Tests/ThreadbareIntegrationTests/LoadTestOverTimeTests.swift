@@ -10,21 +10,6 @@ extension LoadSensitive {
             FileManager.default.temporaryDirectory.appendingPathComponent("loadtest-\(UUID().uuidString)\(suffix)").path
         }
 
-        /// The `hdrhistogram` package from PyPI, in a virtual environment under .build.
-        static func hdrhistogramPython() throws -> URL {
-            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            let venv = root.appendingPathComponent(".build/hdrhistogram")
-            let python = venv.appendingPathComponent("bin/python")
-            let ready = try FileManager.default.isExecutableFile(atPath: python.path) && runToCompletion(python, ["-c", "import hdrh"]).status == 0
-            if !ready {
-                guard try runToCompletion(URL(fileURLWithPath: "/usr/bin/python3"), ["-m", "venv", venv.path]).status == 0,
-                      try runToCompletion(python, ["-m", "pip", "install", "-q", "hdrhistogram==0.10.8"]).status == 0 else {
-                    throw HTTPConnection.Failure("could not set up hdrhistogram in \(venv.path): python3's venv module (apt-get install python3-venv) and PyPI are needed")
-                }
-            }
-            return python
-        }
-
         @Test func hdrHistogramsOwnReaderDecodesTheIntervalLog() throws {
             let server = try ServerProcess()
             defer { server.stop() }
@@ -41,9 +26,8 @@ extension LoadSensitive {
             #expect(intervals.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == requests)
             let endpoints = try #require(report["endpoints"] as? [[String: Any]])
 
-            let python = try Self.hdrhistogramPython()
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .appendingPathComponent("reference/hlog_reader.py")
+            let python = try pythonEnvironment("hdrhistogram", installing: "hdrhistogram==0.10.8", module: "hdrh")
+            let script = repositoryRoot.appendingPathComponent("Tests/reference/hlog_reader.py")
             let read = try runToCompletion(python, [script.path, log])
             #expect(read.status == 0, "\(read.stderr)")
             let tags = try #require(try JSONSerialization.jsonObject(with: Data(read.stdout.utf8)) as? [String: [String: Int]])

@@ -215,9 +215,7 @@ public struct Comparison: Codable, Sendable {
     }
 
     public func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+        Report.encode(self)
     }
 
     /// Stops the server being measured, if any: for a signal handler when compare is
