@@ -38,6 +38,7 @@ struct Serve: ParsableCommand {
         sigaddset(&stopSignals, SIGTERM)
         sigaddset(&stopSignals, SIGINT)
         sigaddset(&stopSignals, SIGUSR1)
+        sigaddset(&stopSignals, SIGHUP)
         if configuration.master {
             for signal in PreforkMaster.signals { sigaddset(&stopSignals, signal) }
         }
@@ -45,19 +46,30 @@ struct Serve: ParsableCommand {
         // A client that goes away mid-reply must not kill the server.
         signal(SIGPIPE, SIG_IGN)
 
-        if configuration.master {
-            try runMaster(configuration, logger, logFile)
-            return
-        }
-
-        let server: Server
+        let notifier = SystemdNotifier()
+        let inherited: [Int32]?
         do {
-            server = try Server(configuration: configuration)
+            inherited = try SocketActivation.takeInheritedDescriptors()
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
+        if inherited != nil {
+            logger.info("serving the sockets passed in (socket activation); host and port are not used")
+        }
+
+        if configuration.master {
+            try runMaster(configuration, inherited: inherited, notifier: notifier, logger, logFile)
+            return
+        }
+
+        let sockets: ListeningSockets
+        let server: Server
         do {
+            sockets = try inherited.map { try ListeningSockets.inherited($0, loops: configuration.loops) }
+                ?? ListeningSockets.bind(host: configuration.host, port: configuration.port, count: configuration.loops,
+                                         backlog: configuration.backlog)
+            server = try Server(configuration: configuration, sockets: sockets)
             try server.start()
         } catch {
             logger.critical("cannot start: \(error)")
@@ -70,11 +82,19 @@ struct Serve: ParsableCommand {
             "mode": "\(server.mode.name)", "spelled_out": "\(server.mode.spelledOut)", "pid": "\(getpid())",
             "loops": "\(configuration.loops)", "threads": "\(server.mode.threads)",
         ])
+        notifier.ready(status: "serving \(server.mode.name) on \(server.url)")
 
         var received: Int32 = 0
-        while sigwait(&stopSignals, &received) == 0 && received == SIGUSR1 {
-            Self.reopen(logFile, logger)
+        while sigwait(&stopSignals, &received) == 0 {
+            if received == SIGUSR1 {
+                Self.reopen(logFile, logger)
+            } else if received == SIGHUP {
+                try reloadInPlace(configuration, server: server, sockets: sockets, notifier: notifier, logger)
+            } else {
+                break
+            }
         }
+        notifier.stopping()
         logger.info("stopping: finishing in-flight requests", metadata: [
             "signal": "\(received == SIGTERM ? "TERM" : "INT")", "graceful_timeout_s": "\(configuration.gracefulTimeout)",
         ])
@@ -83,6 +103,42 @@ struct Serve: ParsableCommand {
             logger.warning("graceful timeout passed with requests still in flight", metadata: ["cut_off": "\(cutOff)"])
         }
         logger.info("stopped")
+    }
+
+    /// SIGHUP in a single-process mode: with a configuration that loads, finish what is in
+    /// flight and start again in this process on the same sockets (`InPlaceReload`). A
+    /// configuration that does not load is logged and the server keeps running as it was.
+    private func reloadInPlace(_ running: ServerConfiguration, server: Server, sockets: ListeningSockets,
+                               notifier: SystemdNotifier, _ logger: Logger) throws {
+        let fresh: ServerConfiguration
+        do {
+            fresh = try options.load().configuration
+            _ = try fresh.makeMode()
+        } catch {
+            logger.error("SIGHUP: configuration not reloaded, keeping the running one: \(error)")
+            return
+        }
+        for (name, old, new) in [("host", running.host, fresh.host), ("port", String(running.port), String(fresh.port))]
+            where old != new && !(name == "port" && new == "0") {
+            logger.warning("SIGHUP: \(name) changes only with a restart; keeping the sockets on \(server.url)")
+        }
+        let handover: [Int32]
+        do {
+            handover = try sockets.duplicated()
+        } catch {
+            logger.error("SIGHUP: configuration not reloaded, keeping the running one: \(error)")
+            return
+        }
+        notifier.reloading()
+        logger.info("SIGHUP: reloading in place: finishing in-flight requests, then starting again on the same sockets",
+                    metadata: ["graceful_timeout_s": "\(fresh.gracefulTimeout)"])
+        let cutOff = server.shutdown(gracefulTimeout: fresh.gracefulTimeout)
+        if cutOff > 0 {
+            logger.warning("graceful timeout passed with requests still in flight", metadata: ["cut_off": "\(cutOff)"])
+        }
+        let failure = InPlaceReload.exec(serving: handover)
+        logger.critical("SIGHUP: \(failure); stopping")
+        throw ExitCode(1)
     }
 
     /// SIGUSR1: after logrotate moved the log file away, write to a fresh one at the same path.
@@ -100,10 +156,12 @@ struct Serve: ParsableCommand {
     }
 
     /// master: true: this process becomes the prefork master; the workers are its forked children.
-    private func runMaster(_ configuration: ServerConfiguration, _ logger: Logger, _ logFile: LogFile?) throws {
+    private func runMaster(_ configuration: ServerConfiguration, inherited: [Int32]?, notifier: SystemdNotifier,
+                           _ logger: Logger, _ logFile: LogFile?) throws {
         let master: PreforkMaster
         do {
-            master = try PreforkMaster(configuration: configuration, logger: logger, reopenLogs: { Self.reopen(logFile, logger) }) {
+            master = try PreforkMaster(configuration: configuration, inherited: inherited, notifier: notifier, logger: logger,
+                                       reopenLogs: { Self.reopen(logFile, logger) }) {
                 try options.load().configuration
             }
         } catch {
@@ -117,6 +175,7 @@ struct Serve: ParsableCommand {
         let status = master.run {
             print("listening on \(master.url)")
             fflush(nil)
+            notifier.ready(status: "serving \(configuration.workers) workers on \(master.url)")
         }
         if status != 0 { throw ExitCode(status) }
         logger.info("stopped")

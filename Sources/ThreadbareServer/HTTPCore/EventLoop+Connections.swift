@@ -90,6 +90,7 @@ extension EventLoop {
         }
         arrived.removeAll(keepingCapacity: true)
         spareNewcomers = arrived
+        noteAdoptedWhileDraining()
         acceptIfNoLongerBusy()
     }
 

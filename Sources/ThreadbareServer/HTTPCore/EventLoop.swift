@@ -34,6 +34,9 @@ final class EventLoop: @unchecked Sendable {
     private let outbox = Locked<[LoopMail]>([])
     private let drainRequested = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
+    /// Set on the loop once draining has removed the listener and every connection it accepted
+    /// is counted open: from then on the open-connection count can only fall.
+    private let acceptingStopped = Atomic<Bool>(false)
     private let doorbell: Int32
     private var doorbellEvent: OpaquePointer?
     private var thread: OSThread?
@@ -217,6 +220,14 @@ final class EventLoop: @unchecked Sendable {
         ringDoorbell()
     }
 
+    /// True once the loop accepts no more and counts every connection it accepted.
+    var hasStoppedAccepting: Bool { acceptingStopped.load(ordering: .acquiring) }
+
+    /// Called by adoption: the last newcomers of a draining loop are counted now.
+    func noteAdoptedWhileDraining() {
+        if draining { acceptingStopped.store(true, ordering: .releasing) }
+    }
+
     /// Ends the loop after the replies already posted, and waits for the thread.
     func stop() {
         stopRequested.store(true, ordering: .releasing)
@@ -318,6 +329,8 @@ final class EventLoop: @unchecked Sendable {
             for connection in connections.connections {
                 evhttp_connection_set_timeout(connection, Self.drainingIdleSeconds)
             }
+            // Connections accepted earlier in this turn are counted once adopted, just after.
+            if newcomers.isEmpty { acceptingStopped.store(true, ordering: .releasing) }
         }
         flushOutbox()
         if stopRequested.load(ordering: .acquiring) {

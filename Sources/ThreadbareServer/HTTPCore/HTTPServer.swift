@@ -41,6 +41,12 @@ public final class HTTPServer: Sendable {
         loops.forEach { $0.beginDraining() }
         let started = MonotonicClock.now()
         let deadline = started + UInt64(max(0, timeout) * 1e9)
+        // Until a loop has taken its listener away, it may still accept a connection that no
+        // count shows yet; stopping then would close it unanswered (a reset, seen about once
+        // in a thousand requests across prefork reloads).
+        while !loops.allSatisfy(\.hasStoppedAccepting) && MonotonicClock.now() < deadline {
+            usleep(1_000)
+        }
         func busy() -> Bool { inFlight > 0 || counters.openConnections.current > 0 }
         while busy() && MonotonicClock.now() < deadline {
             usleep(5_000)

@@ -12,9 +12,23 @@ public struct SocketError: Error, CustomStringConvertible {
 /// connections across loops. Several event bases polling one shared listening fd would all wake
 /// for every connection and, in practice, one of them wins nearly every time (libevent #826).
 public struct ListeningSockets: Sendable {
+    /// One per event loop.
     public let fds: [Int32]
     public let host: String
     public let port: Int
+    /// Passed in (socket activation, or a reload in place) rather than bound here.
+    public let inherited: Bool
+    /// The first `distinctCount` descriptors are different sockets; any after them are copies
+    /// of those for loops that share one.
+    let distinctCount: Int
+
+    init(fds: [Int32], host: String, port: Int, inherited: Bool = false, distinctCount: Int? = nil) {
+        self.fds = fds
+        self.host = host
+        self.port = port
+        self.inherited = inherited
+        self.distinctCount = distinctCount ?? fds.count
+    }
 
     public func close() {
         fds.forEach { _ = Glibc.close($0) }
@@ -84,17 +98,31 @@ public struct ListeningSockets: Sendable {
     }
 
     private static func localPort(of fd: Int32) -> Int {
+        localAddress(of: fd).port
+    }
+
+    /// The numeric address and port a socket is bound to.
+    static func localAddress(of fd: Int32) -> (host: String, port: Int) {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         withUnsafeMutablePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
         }
         let family = storage.ss_family
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         return withUnsafePointer(to: &storage) { pointer in
             if family == sa_family_t(AF_INET6) {
-                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
+                    var raw = address.pointee.sin6_addr
+                    inet_ntop(AF_INET6, &raw, &text, socklen_t(text.count))
+                    return (text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, Int(UInt16(bigEndian: address.pointee.sin6_port)))
+                }
             }
-            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
+                var raw = address.pointee.sin_addr
+                inet_ntop(AF_INET, &raw, &text, socklen_t(text.count))
+                return (text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, Int(UInt16(bigEndian: address.pointee.sin_port)))
+            }
         }
     }
 }

@@ -62,22 +62,37 @@ public final class PreforkMaster {
     /// stop: the old workers of a reload, and workers that asked to be recycled.
     private var awaitingReplacement: Set<Int> = []
     private var stopping = false
+    /// Tells systemd (Type=notify) about reloads and the stop.
+    private let notifier: SystemdNotifier
+    /// A HUP whose new workers are not all ready yet.
+    private var reloading = false
 
     static let bootAttempts = 3
     /// The signals the master takes; blocked from the start, so none of them can end it early.
     public static let signals = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1]
 
-    /// Binds the sockets; no worker runs yet. `reload` reads the configuration again, for HUP.
-    public init(configuration: ServerConfiguration, logger: Logger, reopenLogs: @escaping @Sendable () -> Void,
+    /// Binds the sockets, or takes `inherited` ones (socket activation), which every worker
+    /// then shares; no worker runs yet. `reload` reads the configuration again, for HUP.
+    public init(configuration: ServerConfiguration, inherited: [Int32]? = nil, notifier: SystemdNotifier = SystemdNotifier(environment: nil),
+                logger: Logger, reopenLogs: @escaping @Sendable () -> Void,
                 reload: @escaping () throws -> ServerConfiguration) throws {
+        var configuration = configuration
+        if inherited != nil && configuration.accept != "shared" {
+            // A position's own SO_REUSEPORT sockets would be bound beside systemd's, on a port
+            // the service manager holds; the sockets it passed are the ones to serve.
+            logger.notice("accept: reuseport needs sockets bound here; the sockets passed in are shared by every worker")
+            configuration.accept = "shared"
+        }
         self.configuration = configuration
         self.reload = reload
         self.reopenLogs = reopenLogs
         self.logger = logger
+        self.notifier = notifier
         scoreboard = try Scoreboard()
         cacheForWorkers = try configuration.makeCacheBeforeFork()
-        let first = try ListeningSockets.bind(
-            host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
+        let first = try inherited.map { try ListeningSockets.inherited($0, loops: configuration.loops) }
+            ?? ListeningSockets.bind(host: configuration.host, port: configuration.port, count: configuration.loops,
+                                     backlog: configuration.backlog)
         firstSockets = first
         if configuration.accept == "shared" {
             sharedSockets = first
@@ -111,9 +126,11 @@ public final class PreforkMaster {
             let signal = sigtimedwait(&signalSet, &info, &wait)
             switch signal {
             case SIGTERM:
+                notifier.stopping()
                 logger.info("SIGTERM: stopping gracefully", metadata: ["graceful_timeout_s": "\(configuration.gracefulTimeout)"])
                 return stop(graceful: true, status: 0)
             case SIGINT, SIGQUIT:
+                notifier.stopping()
                 logger.info("\(signal == SIGINT ? "SIGINT" : "SIGQUIT"): stopping now")
                 return stop(graceful: false, status: 0)
             case SIGHUP:
@@ -134,6 +151,11 @@ public final class PreforkMaster {
             if let status = staffPositions() { return status }
             stopReplacedWorkers()
             checkHeartbeats()
+            if reloading && awaitingReplacement.isEmpty && allPositionsReady() {
+                reloading = false
+                logger.info("SIGHUP: reloaded", metadata: ["workers": "\(positions.count)"])
+                notifier.ready(status: "serving \(positions.count) workers on \(url)")
+            }
         }
     }
 
@@ -277,7 +299,7 @@ public final class PreforkMaster {
         for (name, old, new) in [("master", String(configuration.master), String(fresh.master)),
                                  ("host", configuration.host, fresh.host), ("port", String(configuration.port), String(fresh.port)),
                                  ("loops", String(configuration.loops), String(fresh.loops)), ("accept", configuration.accept, fresh.accept)]
-            where old != new && !(name == "port" && new == "0") {
+            where old != new && !(name == "port" && new == "0") && !(firstSockets.inherited && ["host", "port", "accept"].contains(name)) {
             logger.warning("SIGHUP: \(name) changes only with a restart; keeping \(old)")
         }
         // The shm segment was made at start and holds the workers' entries: it stays. A
@@ -306,6 +328,8 @@ public final class PreforkMaster {
         fresh.accept = configuration.accept
         configuration = fresh
         logger.info("SIGHUP: reloading", metadata: ["workers": "\(fresh.workers)"])
+        reloading = true
+        notifier.reloading()
 
         let removed = positions.subtracting(0..<fresh.workers)
         positions = Set(0..<fresh.workers)

@@ -18,25 +18,34 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts `threadbare serve --port 0 <arguments>` and waits for its `listening on` line.
-    /// `descriptorLimit` starts it under `ulimit -n` that many.
-    init(_ arguments: [String] = [], environment: [String: String] = [:], descriptorLimit: Int? = nil) throws {
+    /// `descriptorLimit` starts it under `ulimit -n` that many. `activatedBy` runs it under a
+    /// socket activator (`systemd-socket-activate -l PORT`), which starts it on the first
+    /// connection to `PORT`: the wait makes that connection.
+    init(_ arguments: [String] = [], environment: [String: String] = [:], descriptorLimit: Int? = nil,
+         activatedBy activator: (command: [String], port: Int)? = nil) throws {
         (outputFile, errorFile) = Self.temporaryFiles()
         var attempts = 0
         while true {
             attempts += 1
             let command = ["serve", "--port", "0"] + arguments
-            let (executable, launched) = descriptorLimit.map {
+            var (executable, launched) = descriptorLimit.map {
                 ("/bin/sh", ["-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", Self.binary.path] + command)
             } ?? (Self.binary.path, command)
+            if let activator, let program = activator.command.first {
+                (executable, launched) = (program, Array(activator.command.dropFirst()) + [executable] + launched)
+            }
             let candidate = try ChildProcess(executable, launched,
                                              environment: Self.cleanEnvironment(adding: environment),
                                              standardOutput: outputFile.path, standardError: errorFile.path)
             let deadline = Date().addingTimeInterval(30)
             var found: Int?
+            var trigger: Int32?
             while found == nil && Date() < deadline && candidate.isRunning {
+                if let activator, trigger == nil { trigger = try? HTTPConnection.connectedSocket(port: activator.port, timeoutSeconds: 5) }
                 found = Self.listeningPort(in: (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "")
                 if found == nil { Thread.sleep(forTimeInterval: 0.02) }
             }
+            if let trigger { close(trigger) }
             if let found {
                 process = candidate
                 port = found
@@ -65,6 +74,9 @@ final class ServerProcess: @unchecked Sendable {
 
     var pid: Int32 { process.pid }
     var standardError: String { (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "" }
+    var standardOutput: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
+    /// How many times it has said `listening on`: once more after each reload in place.
+    var listeningLines: Int { standardOutput.split(separator: "\n").filter { $0.hasPrefix("listening on http://") }.count }
 
     func connect() throws -> HTTPConnection { try HTTPConnection(port: port) }
 
