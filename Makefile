@@ -14,9 +14,12 @@ CONFIG ?= config/nogil.yaml
 # HdrHistogram's compressed histograms. libssl-dev: loadtest's https://; nginx and openssl: the
 # TLS server (and its certificate) the tests and bench/loadtest_vs_wrk.sh run it against.
 # libhdrhistogram-java and a JRE: a test reads loadtest's interval log with HdrHistogram's own
-# Java HistogramLogProcessor.
+# Java HistogramLogProcessor. systemd: systemd-socket-activate and systemd-analyze, for socket
+# activation and the unit files. python3-pylibmc: a Python client (libmemcached's ketama) on the
+# memcached pool. haproxy: its config is checked beside nginx's. iproute2: bench/cluster.sh's and
+# the cluster test's network namespaces.
 APT_PACKAGES = libevent-dev pkg-config memcached python3 python3-venv zlib1g-dev libssl-dev nginx openssl \
-	openjdk-17-jre-headless libhdrhistogram-java
+	openjdk-17-jre-headless libhdrhistogram-java systemd python3-pylibmc haproxy iproute2
 # make demo-python and bench/fidelity.sh: gunicorn and uvicorn in a virtual environment.
 PYTHON_VENV = .build/python
 
@@ -31,12 +34,14 @@ setup:
 		echo "Swift 6 is required: put swift on PATH or install it at /opt/swift (https://swift.org/install)."; exit 1; \
 	fi
 	@if pkg-config --exists libevent zlib openssl 2>/dev/null && [ -x /usr/bin/memcached ] && [ -x /usr/sbin/nginx ] && [ -x /usr/bin/openssl ] \
-		&& [ -f /usr/share/java/hdrhistogram.jar ] && command -v java >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then exit 0; fi; \
+		&& [ -f /usr/share/java/hdrhistogram.jar ] && command -v java >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null \
+		&& [ -x /usr/bin/systemd-socket-activate ] && /usr/bin/python3 -c 'import pylibmc' 2>/dev/null && [ -x /usr/sbin/haproxy ] \
+		&& [ -x /usr/sbin/ip -o -x /usr/bin/ip ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	else \
-		echo "libevent 2.1, zlib or OpenSSL development files, memcached, nginx, openssl, Java's HdrHistogram, python3 or its venv module are missing. Run:"; \
+		echo "libevent 2.1, zlib or OpenSSL development files, memcached, nginx, haproxy, openssl, Java's HdrHistogram, python3, its venv module, pylibmc, systemd's tools or iproute2 are missing. Run:"; \
 		echo "  sudo apt-get install -y $(APT_PACKAGES)"; exit 1; \
 	fi
 

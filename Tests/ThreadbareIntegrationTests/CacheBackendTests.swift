@@ -20,7 +20,7 @@ struct CacheBackendTests {
             case .shm: return (try SharedMemoryCache(maxEntries: maxEntries, maxBytes: maxBytes), nil)
             case .memcached:
                 let server = try MemcachedServer(megabytes: max(4, maxBytes >> 20))
-                return (try MemcachedCache(address: server.address, connections: 4, timeoutMilliseconds: 2_000), server)
+                return (try MemcachedCache(servers: [server.address], connections: 4, timeoutMilliseconds: 2_000), server)
             }
         }
     }
@@ -44,7 +44,9 @@ struct CacheBackendTests {
         #expect(try cache.get(CacheKey("with space é"))?.value == Array("spaced".utf8))
         #expect(try cache.remove(CacheKey("with space é")))
         var figures = try cache.statistics
-        #expect(figures.entries == 2)
+        // memcached keeps each typed value's content type in a note of its own.
+        let notes = backend == .memcached ? 2 : 1
+        #expect(figures.entries == 2 * notes)
         // memcached counts its own item overhead in bytes.
         #expect(backend == .memcached ? figures.bytes > 1 + 2 + 5 : figures.bytes == 1 + 2 + 5)
         #expect(figures.hits == 3 && figures.misses == 1)
@@ -52,7 +54,7 @@ struct CacheBackendTests {
         #expect(try !cache.remove(CacheKey("k")))
         #expect(try cache.get(CacheKey("k")) == nil)
         figures = try cache.statistics
-        #expect(figures.entries == 1)
+        #expect(figures.entries == 1 * notes)
         #expect(cache.processStatistics.hits == 3, "one process: its part is the whole")
     }
 
@@ -70,12 +72,14 @@ struct CacheBackendTests {
         #expect(try cache.get(CacheKey("lasting")) != nil && cache.get(CacheKey("later")) != nil)
         // memcached frees expired items in a maintenance thread of its own, which sleeps up to
         // a second between passes when idle; a loaded CI machine under ASAN has taken over 3 s.
+        // memcached: the expired value's note expires with it.
+        let notes = backend == .memcached ? 2 : 1
         var figures = try cache.statistics
-        for _ in 0..<150 where figures.expirations == 0 {
+        for _ in 0..<150 where figures.expirations < notes {
             Thread.sleep(forTimeInterval: 0.1)
             figures = try cache.statistics
         }
-        #expect(figures.expirations == 1 && figures.entries == 2)
+        #expect(figures.expirations == notes && figures.entries == 2 * notes, "\(figures)")
         #expect(figures.hits == 3 && figures.misses == 1, "an expired entry is a miss")
     }
 
@@ -87,7 +91,8 @@ struct CacheBackendTests {
         defer { memcached?.stop() }
         let value = [UInt8](repeating: 7, count: 100 * 1_024)
         for index in 0..<160 {
-            #expect(try cache.put(CacheKey("k\(index)"), CacheEntry(value: value, contentType: ""), timeToLive: 0) == .created)
+            // Untyped: memcached keeps no content-type note beside the value.
+            #expect(try cache.put(CacheKey("k\(index)"), CacheEntry(value: value, contentType: "application/octet-stream"), timeToLive: 0) == .created)
         }
         #expect(try cache.get(CacheKey("k0")) == nil)
         #expect(try cache.get(CacheKey("k159"))?.value == value)
@@ -149,7 +154,7 @@ struct CacheBackendTests {
     @Test func memcachedDownIsUnavailableAndComesBack() throws {
         let memcached = try MemcachedServer()
         defer { memcached.stop() }
-        let cache = try MemcachedCache(address: memcached.address, connections: 2, timeoutMilliseconds: 1_000)
+        let cache = try MemcachedCache(servers: [memcached.address], connections: 2, timeoutMilliseconds: 1_000)
         #expect(try cache.put(CacheKey("k"), Self.entry("v"), timeToLive: 0) == .created)
         memcached.stop()
         for _ in 0..<3 {

@@ -15,8 +15,15 @@ enum CacheEndpoints {
     ) { request, context throws(RequestError) in
         try QueryParameters(request.query).allowOnly([])
         return .awaitsCache(.statistics) { outcome, context throws(RequestError) in
-            guard case .statistics(let statistics) = try settled(outcome, context) else { throw mismatch }
+            guard case .statistics(var statistics) = try settled(outcome, context) else { throw mismatch }
             let cache = context.cache
+            if let seat = context.status.seat, cache.countsReadsPerProcess {
+                // The one cache's reads are every worker's.
+                seat.publish(context.status)
+                let workers = seat.scoreboard.workers()
+                statistics.hits = workers.reduce(0) { $0 + $1.cache.hits }
+                statistics.misses = workers.reduce(0) { $0 + $1.cache.misses }
+            }
             var answer = statistics.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit)
                 .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
             for (name, value) in cache.details { answer = answer.adding(name, value) }
@@ -75,20 +82,28 @@ enum CacheEndpoints {
             }
             let touches = try parameters.integer("touches", in: 0...context.limits.cpuMaxWork, default: 1)
             return .awaitsCache(.get(key, touches: touches)) { outcome, context throws(RequestError) in
+                // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
+                // computes the value as handler code (under the lock, with its check points),
+                // stores it and answers with it. A cache that cannot be reached (the memcached
+                // server holding this key is down) is a miss that is not stored.
+                if let compute, case .failure(let failure) = outcome, failure.status == 503 {
+                    _ = try? settled(outcome, context)
+                    let value = Array(CPUWork.hex(try context.runPython(units: compute)).utf8)
+                    return .response(HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value,
+                                                  headers: [("X-Cache", "unreachable")]))
+                }
                 guard case .entry(let found) = try settled(outcome, context) else { throw mismatch }
                 if let found {
                     return .response(HTTPResponse(status: 200, contentType: found.contentType, body: found.value,
                                                   headers: compute == nil ? [] : [("X-Cache", "hit")]))
                 }
                 guard let compute else { throw RequestError(404, "no cache entry for this key") }
-                // Read-through, the pattern whose hit ratio decides a service's throughput: a miss
-                // computes the value as handler code (under the lock, with its check points),
-                // stores it and answers with it.
                 let value = Array(CPUWork.hex(try context.runPython(units: compute)).utf8)
                 let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
                 return .awaitsCache(.put(key, computed, timeToLive: timeToLive)) { outcome, context throws(RequestError) in
-                    // Too large to keep (a tiny max_entry_bytes) is still an answer, just not a stored one.
-                    _ = try settled(outcome, context)
+                    // Too large to keep (a tiny max_entry_bytes), or its server gone since the
+                    // read, is still an answer, just not a stored one.
+                    _ = try? settled(outcome, context)
                     return .response(HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value,
                                                   headers: [("X-Cache", "miss")]))
                 }
@@ -159,7 +174,12 @@ private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: 
         if cache.isSharedByProcesses { (figures.entries, figures.bytes) = (shared.entries, shared.bytes) }
         return figures.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit).adding("pid", .integer(Int(worker.pid)))
     }
-    if cache.isSharedByProcesses { total = shared }
+    if cache.isSharedByProcesses {
+        // One cache; memcached's reads are counted by each worker (see countsReadsPerProcess).
+        let reads = (total.hits, total.misses)
+        total = shared
+        if cache.countsReadsPerProcess { (total.hits, total.misses) = reads }
+    }
     return ["each": .array(each), "total": total.json(entryLimit: cache.entryLimit.map { $0 * copies }, byteLimit: cache.byteLimit.map { $0 * copies })]
 }
 

@@ -13,6 +13,9 @@ public protocol CacheBackend: AnyObject, Sendable {
     /// True when every process (and every domain) of the server sees the same entries, so
     /// per-worker figures are not summed into a total.
     var isSharedByProcesses: Bool { get }
+    /// True when the whole cache's hits and misses are this process's reads only, to be summed
+    /// over the workers: memcached's own counts take in every client's reads.
+    var countsReadsPerProcess: Bool { get }
     /// True when an operation waits on the network: handlers then release the interpreter
     /// lock around it, as CPython's socket calls release the GIL.
     var blocksOnNetwork: Bool { get }
@@ -43,6 +46,8 @@ public protocol CacheBackend: AnyObject, Sendable {
 }
 
 extension CacheBackend {
+    public var countsReadsPerProcess: Bool { false }
+
     /// Read once, as a handler that returns the value does.
     public func get(_ key: CacheKey) throws(CacheFailure) -> CacheEntry? {
         try get(key, touches: 1)

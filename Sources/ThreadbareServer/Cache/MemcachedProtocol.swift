@@ -7,16 +7,22 @@ import Foundation
 /// `mg` reads, `ms` writes (mode E, add, first, so a PUT can say whether it created or
 /// replaced; then mode S), `md` deletes and `stats` reads the server's figures. A key without
 /// spaces goes as it is; one with spaces goes base64-encoded with the `b` flag (memcached keys
-/// cannot hold spaces), which allows 186 bytes. The content type travels inside the value: one
-/// length byte, the content type, then the bytes.
+/// cannot hold spaces), which allows 186 bytes.
+///
+/// A value is stored as the bytes that were PUT, with client flags 0, so any other client
+/// (pylibmc reads flags 0 as `bytes`) reads what Threadbare wrote, and Threadbare reads what
+/// they wrote. The content type lives beside it in a note (`ContentTypeNote`) under a binary
+/// key no text-protocol client can name, on the same server, sent in the same write as the
+/// value and read in the same round trip.
 struct MemcachedCommand: Sendable {
     let request: [UInt8]
     /// The reply, parsed from the front of `input` and consumed; nil while it is incomplete.
     let parse: @Sendable (inout MemcachedInput) throws(CacheFailure) -> MemcachedReply?
 
-    /// memcached's default item size limit (`-I 1m`), less the item's own overhead and the
-    /// content-type header.
+    /// memcached's default item size limit (`-I 1m`), less the item's own overhead.
     static let maxEntryBytes = 1_048_576 - 512
+    /// What a value that carries no note of its own is.
+    static let untypedContentType = "application/octet-stream"
 
     /// The reply of a command that needs no round trip (a PUT too large for memcached), which
     /// no connection should be taken for: memcached being down must not turn a 413 into a 503.
@@ -37,47 +43,69 @@ struct MemcachedCommand: Sendable {
 
     static func get(_ key: CacheKey) throws(CacheFailure) -> MemcachedCommand {
         let wire = try wireKey(key)
-        return MemcachedCommand(request: Array("mg \(wire.key)\(wire.flags) v\r\n".utf8)) { input throws(CacheFailure) in
+        let note = ContentTypeNote.wireKey(for: key)
+        return MemcachedCommand(request: Array("mg \(wire.key)\(wire.flags) v\r\nmg \(note) b v\r\n".utf8)) { input throws(CacheFailure) in
             var probe = input
-            guard let line = probe.line() else { return nil }
-            if line == "EN" {
-                input = probe
-                return .outcome(.entry(nil))
-            }
-            let fields = line.split(separator: " ")
-            guard fields.count >= 2, fields[0] == "VA", let length = Int(fields[1]) else { throw unexpected(line) }
-            guard let data = probe.data(length) else { return nil }
+            guard let value = try readValue(&probe), let noted = try readValue(&probe) else { return nil }
             input = probe
-            return .outcome(.entry(try decode(data)))
+            guard let bytes = value else { return .outcome(.entry(nil)) }
+            let contentType = noted.flatMap { ContentTypeNote.contentType(in: $0, for: key, describing: bytes) }
+            return .outcome(.entry(CacheEntry(value: bytes, contentType: contentType ?? untypedContentType)))
         }
+    }
+
+    /// One `mg … v` reply: `.some(nil)` for a miss, nil while incomplete.
+    private static func readValue(_ input: inout MemcachedInput) throws(CacheFailure) -> [UInt8]?? {
+        guard let line = input.line() else { return nil }
+        if line == "EN" { return .some(nil) }
+        let fields = line.split(separator: " ")
+        guard fields.count >= 2, fields[0] == "VA", let length = Int(fields[1]) else { throw unexpected(line) }
+        guard let data = input.data(length) else { return nil }
+        return .some(data)
     }
 
     static func put(_ key: CacheKey, _ entry: CacheEntry, timeToLive: Int) throws(CacheFailure) -> MemcachedCommand {
         let wire = try wireKey(key)
-        let contentType = Array(entry.contentType.utf8.prefix(255))
-        let value = [UInt8(contentType.count)] + contentType + entry.value
+        let value = entry.value
         guard value.count <= maxEntryBytes else {
             return MemcachedCommand(request: []) { _ throws(CacheFailure) in .outcome(.stored(.tooLarge)) }
         }
+        // The note goes with the first write: stored, or removed when there is nothing to note.
+        let noteKey = ContentTypeNote.wireKey(for: key)
+        let note: [UInt8] = entry.contentType == untypedContentType
+            ? Array("md \(noteKey) b\r\n".utf8)
+            : { (text: [UInt8]) in Array("ms \(noteKey) \(text.count) b T\(timeToLive) MS\r\n".utf8) + text + [13, 10] }(
+                ContentTypeNote.text(entry.contentType, for: key, describing: value))
         // Add first: stored means created; "not stored" means the key exists, so set it.
-        @Sendable func store(mode: String) -> MemcachedCommand {
-            MemcachedCommand(request: Array("ms \(wire.key) \(value.count)\(wire.flags) T\(timeToLive) M\(mode)\r\n".utf8) + value + [13, 10]) { input throws(CacheFailure) in
-                guard let line = input.line() else { return nil }
+        @Sendable func store(mode: String, noting: Bool) -> MemcachedCommand {
+            let write = Array("ms \(wire.key) \(value.count)\(wire.flags) T\(timeToLive) M\(mode)\r\n".utf8) + value + [13, 10]
+            return MemcachedCommand(request: write + (noting ? note : [])) { input throws(CacheFailure) in
+                var probe = input
+                guard let line = probe.line() else { return nil }
+                if noting {
+                    guard let noted = probe.line() else { return nil }
+                    guard ["HD", "NF"].contains(noted) || noted.hasPrefix("SERVER_ERROR") else { throw unexpected(noted) }
+                }
+                input = probe
                 switch line {
                 case "HD": return .outcome(.stored(mode == "E" ? .created : .replaced))
-                case "NS" where mode == "E": return .next(store(mode: "S"))
+                case "NS" where mode == "E": return .next(store(mode: "S", noting: false))
                 case _ where line.hasPrefix("SERVER_ERROR object too large"): return .outcome(.stored(.tooLarge))
                 default: throw unexpected(line)
                 }
             }
         }
-        return store(mode: "E")
+        return store(mode: "E", noting: true)
     }
 
     static func remove(_ key: CacheKey) throws(CacheFailure) -> MemcachedCommand {
         let wire = try wireKey(key)
-        return MemcachedCommand(request: Array("md \(wire.key)\(wire.flags)\r\n".utf8)) { input throws(CacheFailure) in
-            guard let line = input.line() else { return nil }
+        let request = "md \(wire.key)\(wire.flags)\r\nmd \(ContentTypeNote.wireKey(for: key)) b\r\n"
+        return MemcachedCommand(request: Array(request.utf8)) { input throws(CacheFailure) in
+            var probe = input
+            guard let line = probe.line(), let noted = probe.line() else { return nil }
+            guard ["HD", "NF"].contains(noted) else { throw unexpected(noted) }
+            input = probe
             switch line {
             case "HD": return .outcome(.removed(true))
             case "NF": return .outcome(.removed(false))
@@ -115,14 +143,7 @@ struct MemcachedCommand: Sendable {
         return (encoded, " b")
     }
 
-    private static func decode(_ value: [UInt8]) throws(CacheFailure) -> CacheEntry {
-        guard let length = value.first.map(Int.init), value.count > length else {
-            throw CacheFailure(502, "memcached holds a value for this key that Threadbare did not store (no content-type header)")
-        }
-        return CacheEntry(value: Array(value[(1 + length)...]), contentType: String(decoding: value[1..<(1 + length)], as: UTF8.self))
-    }
-
-    private static func unexpected(_ line: String) -> CacheFailure {
+    static func unexpected(_ line: String) -> CacheFailure {
         CacheFailure(502, "memcached answered '\(line.prefix(120))'")
     }
 }

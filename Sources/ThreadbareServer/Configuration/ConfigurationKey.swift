@@ -8,6 +8,8 @@ public struct ConfigurationKey: Sendable {
     let render: @Sendable (ServerConfiguration) -> String
     /// Gone, kept only to say what replaced it: never printed or listed.
     var isRetired = false
+    /// Takes a YAML list in a file.
+    var acceptsList = false
 
     /// The environment variable for this key: THREADBARE_ and the name in capitals, dots as `_`.
     public var environmentName: String {
@@ -75,7 +77,8 @@ public struct ConfigurationKey: Sendable {
         integer("cpu.max_work", \.cpuMaxWork, 0...1_000_000_000, help: "largest work /cpu accepts"),
         choice("cache.backend", \.cacheBackend, among: ["local", "shm", "memcached"],
                help: "local (each process its own cache, shared by its threads), shm (one shared-memory cache every prefork worker maps) or memcached (a memcached server)"),
-        text("cache.memcached", \.cacheMemcachedAddress, help: "memcached: host:port of the server"),
+        list("cache.memcached", \.cacheMemcachedServers,
+             help: "memcached: the pool's servers, host:port each (a YAML list, or comma-separated); keys spread over them as pylibmc's ketama spreads them"),
         integer("cache.memcached_connections", \.cacheMemcachedConnections, 1...1_024, help: "memcached: connections each process keeps"),
         integer("cache.memcached_timeout_ms", \.cacheMemcachedTimeoutMilliseconds, 1...60_000,
                 help: "memcached: ms a connect, read or write may take before the request gets 503"),
@@ -146,6 +149,18 @@ public struct ConfigurationKey: Sendable {
             guard !text.isEmpty else { throw ConfigurationValueError("must not be empty") }
             configuration[keyPath: path] = text
         }, render: { yamlScalar($0[keyPath: path]) })
+    }
+
+    /// Several values: a YAML list in a file, comma-separated anywhere (the file's list arrives
+    /// joined with commas). Printed as a YAML flow list.
+    static func list(_ name: String, _ path: WritableKeyPath<ServerConfiguration, [String]> & Sendable, help: String) -> ConfigurationKey {
+        ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
+            let items = text.split(separator: ",", omittingEmptySubsequences: false).map { String($0.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
+            guard !items.contains(where: \.isEmpty) else {
+                throw ConfigurationValueError(items.count == 1 ? "must not be empty" : "expected comma-separated values, got an empty one in '\(text)'")
+            }
+            configuration[keyPath: path] = items
+        }, render: { "[" + $0[keyPath: path].map(yamlScalar).joined(separator: ", ") + "]" }, acceptsList: true)
     }
 
     /// A key that is gone: setting it says what replaced it.

@@ -244,9 +244,21 @@ public enum ConfigurationLoader {
                 try collect(section, prefix: name + ".", path: path, into: &settings)
                 continue
             }
-            guard ConfigurationKey.named(name) != nil else {
+            guard let key = ConfigurationKey.named(name) else {
                 let candidates = ConfigurationKey.all.map(\.name) + (prefix.isEmpty ? ConfigurationKey.sections.sorted() : [])
                 throw ConfigurationError("\(location): unknown key '\(name)'\(suggestion(for: name, among: candidates))")
+            }
+            if key.acceptsList, let items = valueNode.sequence {
+                var texts: [String] = []
+                for item in items {
+                    guard let scalar = item.scalar, !scalar.string.isEmpty, !scalar.string.contains(",") else {
+                        throw ConfigurationError("\(path):\(line(item)): \(name): each item of the list must be one value without commas")
+                    }
+                    texts.append(scalar.string)
+                }
+                guard !texts.isEmpty else { throw ConfigurationError("\(location): \(name): the list is empty") }
+                settings.append(ConfigurationSetting(key: name, text: texts.joined(separator: ","), origin: location))
+                continue
             }
             guard let scalar = valueNode.scalar else {
                 throw ConfigurationError("\(location): \(name): expected a single value, got a \(valueNode.mapping != nil ? "mapping" : "list")")

@@ -70,7 +70,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var cacheMaxBytes = 64 * 1024 * 1024
     /// Entries made at start (before the fork in prefork), and each one's value bytes.
     /// memcached: where it listens, connections per process, and how long an operation may take.
-    public var cacheMemcachedAddress = "127.0.0.1:11211"
+    public var cacheMemcachedServers = ["127.0.0.1:11211"]
     public var cacheMemcachedConnections = 4
     public var cacheMemcachedTimeoutMilliseconds = 500
     public var cachePreload = 0
@@ -106,7 +106,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         case "shm", "memcached":
             let cache: any CacheBackend = cacheBackend == "shm"
                 ? try SharedMemoryCache(maxEntries: cacheMaxEntries, maxBytes: cacheMaxBytes, counting: cacheRefcount)
-                : try MemcachedCache(address: cacheMemcachedAddress, connections: cacheMemcachedConnections,
+                : try MemcachedCache(servers: cacheMemcachedServers, connections: cacheMemcachedConnections,
                                      timeoutMilliseconds: cacheMemcachedTimeoutMilliseconds)
             if preloading { try CachePreload.fill(cache, entries: cachePreload, valueBytes: cachePreloadBytes) }
             return cache
