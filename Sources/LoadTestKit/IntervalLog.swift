@@ -23,6 +23,9 @@ public enum IntervalLog {
             public var method: String
             public var weight: Int
             public var tag: String
+            /// What `{key}` in the URL stood for, so a merge knows the endpoint as it ran.
+            public var keys: Int?
+            public var zipf: Double?
         }
 
         public var model: String
@@ -57,7 +60,8 @@ public enum IntervalLog {
                     suffix += 1
                 }
                 return EndpointEntry(name: endpoint.name, url: endpoint.target.origin + endpoint.target.pathAndQuery,
-                                     method: endpoint.method, weight: endpoint.weight, tag: tag)
+                                     method: endpoint.method, weight: endpoint.weight, tag: tag,
+                                     keys: endpoint.keys?.count, zipf: endpoint.keys?.zipfExponent)
             }
         }
     }

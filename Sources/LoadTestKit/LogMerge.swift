@@ -66,6 +66,7 @@ public enum LogMerge {
             do { endpoint = Endpoint(target: try Target(url: entry.url), name: entry.name) } catch { throw LoadError("\(entry.url): \(error)") }
             endpoint.method = entry.method
             endpoint.weight = entry.weight
+            endpoint.keys = entry.keys.map { KeySpace(count: $0, zipfExponent: entry.zipf ?? 0) }
             return endpoint
         }
         var plan = try LoadPlan(endpoints: endpoints, connections: logs.reduce(0) { $0 + $1.run.connections },

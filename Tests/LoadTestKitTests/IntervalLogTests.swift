@@ -50,7 +50,9 @@ struct IntervalLogTests {
     /// merged percentiles are those of 1 … 1000 µs exactly, which averaging either machine's
     /// percentiles would not give.
     @Test func mergingAddsTheHistogramsExactly() throws {
-        let endpoint = Endpoint(target: try Target(url: "http://10.0.0.1:8080/x"), name: "/x")
+        // A templated endpoint: the merge must know its keys to take it as it ran.
+        var endpoint = Endpoint(target: try Target(url: "http://10.0.0.1:8080/x-{key}"), name: "/x-{key}")
+        endpoint.keys = KeySpace(count: 100, zipfExponent: 1)
         var plan = try LoadPlan(endpoints: [endpoint], connections: 8, threads: 2, duration: 2)
         plan.rate = 250
         let started = 1_800_000_000.0
@@ -80,6 +82,7 @@ struct IntervalLogTests {
         #expect(merged.summary.results.errors == ["timeout": 6])
         #expect(merged.summary.results.inFlightAtEnd == 6)
         #expect(merged.plan.rate == 500 && merged.plan.connections == 16)
+        #expect(merged.plan.endpoints.map(\.keys) == [KeySpace(count: 100, zipfExponent: 1)])
         #expect(merged.summary.intervals?.map(\.requests) == [500, 500], "\(merged.summary.intervals ?? [])")
         #expect(abs(merged.summary.duration - 2.004) < 0.0015)
         let report = Report(plan: merged.plan, summary: merged.summary, objectives: [try Objective(parsing: "p99<1ms"), try Objective(parsing: "errors<0.5%")])

@@ -39,7 +39,7 @@ struct SystemdTests {
         let port = try MemcachedServer.freePort()
         let config = try temporaryConfig(try String(contentsOf: repositoryRoot.appendingPathComponent("config/nogil.yaml"), encoding: .utf8))
         defer { try? FileManager.default.removeItem(at: config) }
-        let server = try ServerProcess(["--config", config.path], activatedBy: ([Self.activator, "-l", "127.0.0.1:\(port)"], port))
+        let server = try ServerProcess(["--config", config.path], launcher: [Self.activator, "-l", "127.0.0.1:\(port)"], activationPort: port)
         defer { server.stop() }
         #expect(server.port == port, "it serves the activator's socket, not one of its own on port 0")
         #expect(server.standardError.contains("serving the sockets passed in"))
@@ -66,7 +66,7 @@ struct SystemdTests {
         let port = try MemcachedServer.freePort()
         let server = try ServerProcess(
             ["--config", repositoryRoot.appendingPathComponent("config/prefork.yaml").path, "--workers", "2", "--accept", "reuseport"],
-            activatedBy: ([Self.activator, "-l", "127.0.0.1:\(port)"], port))
+            launcher: [Self.activator, "-l", "127.0.0.1:\(port)"], activationPort: port)
         defer { server.stop() }
         #expect(server.port == port)
         #expect(server.standardError.contains("shared by every worker"), "reuseport cannot bind beside systemd's socket")

@@ -11,7 +11,8 @@ import Glibc
 /// listen queue, which the kernel keeps while any descriptor holds the socket. What that pause
 /// costs is what prefork's reload avoids.
 public enum InPlaceReload {
-    /// Replaces this process's image with a fresh start of its command line, serving
+    /// Replaces this process's image with a fresh start of its command line (the same program name,
+    /// found as the shell found it), serving
     /// `descriptors` (copies of the listening sockets). Returns only when exec failed, with why.
     public static func exec(serving descriptors: [Int32]) -> String {
         let first = SocketActivation.firstDescriptor
@@ -34,7 +35,10 @@ public enum InPlaceReload {
         unsetenv("LISTEN_FDNAMES")
         fflush(nil)
 
+        // The command as it was started (its name stays `threadbare` for ps and systemctl
+        // status, and an upgraded binary is the one that starts), else this very image.
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+        execvp(CommandLine.arguments[0], arguments)
         execv("/proc/self/exe", arguments)
         let reason = String(cString: strerror(errno))
         arguments.forEach { free($0) }

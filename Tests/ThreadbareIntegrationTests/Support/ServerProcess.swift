@@ -18,11 +18,12 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts `threadbare serve --port 0 <arguments>` and waits for its `listening on` line.
-    /// `descriptorLimit` starts it under `ulimit -n` that many. `activatedBy` runs it under a
-    /// socket activator (`systemd-socket-activate -l PORT`), which starts it on the first
-    /// connection to `PORT`: the wait makes that connection.
+    /// `descriptorLimit` starts it under `ulimit -n` that many. `launcher` is a command that
+    /// runs the rest (`ip netns exec NAME`, `systemd-socket-activate -l PORT`); with
+    /// `activationPort`, the launcher starts it only on a first connection to that port, which
+    /// the wait makes.
     init(_ arguments: [String] = [], environment: [String: String] = [:], descriptorLimit: Int? = nil,
-         activatedBy activator: (command: [String], port: Int)? = nil) throws {
+         launcher: [String] = [], activationPort: Int? = nil) throws {
         (outputFile, errorFile) = Self.temporaryFiles()
         var attempts = 0
         while true {
@@ -31,8 +32,8 @@ final class ServerProcess: @unchecked Sendable {
             var (executable, launched) = descriptorLimit.map {
                 ("/bin/sh", ["-c", "ulimit -n \($0) && exec \"$0\" \"$@\"", Self.binary.path] + command)
             } ?? (Self.binary.path, command)
-            if let activator, let program = activator.command.first {
-                (executable, launched) = (program, Array(activator.command.dropFirst()) + [executable] + launched)
+            if let program = launcher.first {
+                (executable, launched) = (program, Array(launcher.dropFirst()) + [executable] + launched)
             }
             let candidate = try ChildProcess(executable, launched,
                                              environment: Self.cleanEnvironment(adding: environment),
@@ -41,7 +42,7 @@ final class ServerProcess: @unchecked Sendable {
             var found: Int?
             var trigger: Int32?
             while found == nil && Date() < deadline && candidate.isRunning {
-                if let activator, trigger == nil { trigger = try? HTTPConnection.connectedSocket(port: activator.port, timeoutSeconds: 5) }
+                if let activationPort, trigger == nil { trigger = try? HTTPConnection.connectedSocket(port: activationPort, timeoutSeconds: 5) }
                 found = Self.listeningPort(in: (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "")
                 if found == nil { Thread.sleep(forTimeInterval: 0.02) }
             }
