@@ -79,9 +79,13 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT TERM
 
-# A run that was killed may have left ours behind; anyone else's use of the range is refused.
-for stale in $(ip netns list | awk '{print $1}' | grep '^tbc-' || true); do ip netns del "$stale"; done
-ip link del "$BRIDGE" 2>/dev/null || true
+# A run that was killed may have left ours behind (with processes still in them, and veth
+# ends here); anyone else's use of the range is refused.
+for stale in $(ip netns list | awk '{print $1}' | grep '^tbc-' || true); do
+    ip netns pids "$stale" | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$stale"
+done
+for stale in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep '^tbc-' || true); do ip link del "$stale" 2>/dev/null || true; done
 if ip -4 addr show | grep -q "inet $NET\."; then die "$NET.0/24 is already in use on this machine; not touching it"; fi
 
 ip link add "$BRIDGE" type bridge
@@ -138,9 +142,15 @@ start_host() {
     local pid_var="h${i}_pid"
     host_pids[$i]=${!pid_var}
 }
+# forget PID : it has been reaped; teardown must not signal whatever gets its number next.
+forget() {
+    local kept=() p
+    for p in "${pids[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
+    pids=("${kept[@]}")
+}
 stop_hosts() {
     local i
-    for i in "${!host_pids[@]}"; do stop_server "${host_pids[$i]}"; done
+    for i in "${!host_pids[@]}"; do stop_server "${host_pids[$i]}"; wait "${host_pids[$i]}" 2>/dev/null || true; forget "${host_pids[$i]}"; done
     host_pids=()
 }
 
@@ -182,7 +192,13 @@ start_nginx() { # COUNT : nginx in front of hosts 1 … COUNT
     cat "$dir/logs/error.log" >&2
     die "nginx did not answer on $ROOT_ADDRESS:8080"
 }
-stop_nginx() { [[ -n $nginx_pid ]] && stop_server "$nginx_pid"; nginx_pid=""; }
+stop_nginx() {
+    [[ -n $nginx_pid ]] || return 0
+    stop_server "$nginx_pid"
+    wait "$nginx_pid" 2>/dev/null || true
+    forget "$nginx_pid"
+    nginx_pid=""
+}
 # How many requests nginx sent to more than one host (the access log's upstream= lists each try).
 nginx_retries() { grep -cE 'upstream=[^ ]+, ' "$tmp/nginx/logs/access.log" || true; }
 
@@ -203,7 +219,8 @@ EOF
 host_reads() {
     local i total_hits=0 total_misses=0 reads
     for ((i = 1; i <= $1; i++)); do
-        reads=$(curl -sf "http://$(host_address "$i"):8080/cache" | python3 -c "import json, sys; c = json.load(sys.stdin); print(c['hits'], c['misses'])")
+        reads=$(curl -sf "http://$(host_address "$i"):8080/cache" | python3 -c "import json, sys; c = json.load(sys.stdin); print(c['hits'], c['misses'])") \
+            || { echo "$BENCH: GET /cache on tbc-h$i failed" >&2; return 1; }
         total_hits=$((total_hits + ${reads% *}))
         total_misses=$((total_misses + ${reads#* }))
     done
@@ -222,7 +239,8 @@ for ((count = 1; count <= HOSTS; count++)); do
         for ((i = 1; i <= count; i++)); do start_host "$i" "$MODE" "$cache"; done
         start_nginx "$count"
         "$LOADTEST" scenario "$(scenario "$CONNECTIONS")" --json --quiet >"$tmp/run.json"
-        read -r hits misses < <(host_reads "$count")
+        reads=$(host_reads "$count") || die "could not read the hosts' cache counts"
+        read -r hits misses <<<"$reads"
         stop_nginx
         stop_hosts
         rps=$(json_field "$tmp/run.json" 'd["rps"]')
@@ -247,12 +265,15 @@ two_clients() {
     ip netns exec tbc-c2 "$LOADTEST" scenario "$file" --quiet --json --interval-log "$tmp/c2.hlog" >"$tmp/c2.json" &
     local c2=$!
     "$@"
-    wait "$c1" "$c2" || die "a load client failed"
+    wait "$c1" || die "the load client in tbc-c1 failed: $(cat "$tmp/c1.json")"
+    wait "$c2" || die "the load client in tbc-c2 failed: $(cat "$tmp/c2.json")"
     "$LOADTEST" merge "$tmp/c1.hlog" "$tmp/c2.hlog" --json >"$tmp/merged.json"
 }
 kill_second_host() {
     sleep $((seconds / 2))
     kill -9 "${host_pids[2]}"
+    # Reaped here, so bash reports no "Killed" of its own.
+    wait "${host_pids[2]}" 2>/dev/null || true
 }
 # reload_every_host MODE : HUP each host in turn, the next once the last serves again.
 reload_every_host() {

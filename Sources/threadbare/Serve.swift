@@ -137,7 +137,9 @@ struct Serve: ParsableCommand {
             logger.warning("graceful timeout passed with requests still in flight", metadata: ["cut_off": "\(cutOff)"])
         }
         let failure = InPlaceReload.exec(serving: handover)
-        logger.critical("SIGHUP: \(failure); stopping")
+        // The log file's descriptor may now hold a listening socket: say it on stderr.
+        let line = "threadbare: SIGHUP: \(failure); stopping\n"
+        _ = line.utf8CString.withUnsafeBufferPointer { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
         throw ExitCode(1)
     }
 

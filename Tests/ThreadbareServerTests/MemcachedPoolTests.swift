@@ -60,6 +60,17 @@ struct MemcachedPoolTests {
         #expect(throws: ConfigurationError.self) {
             try ConfigurationLoader.fileSettings(path: "f.yaml", text: "cache:\n  memcached: []\n")
         }
+        // What config check prints reads back as the same list.
+        var copy = ServerConfiguration()
+        let key = try #require(ConfigurationKey.named("cache.memcached"))
+        try key.assign(&copy, key.render(loaded.configuration))
+        #expect(copy.cacheMemcachedServers == ["a:1", "b:2"])
+        // A server that cannot be one is refused where it is written, not when the cache is made.
+        for bad in ["a:0", "a:1,a:1", "a b:1"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") {
+                try ConfigurationLoader.load(file: nil, environment: ["THREADBARE_CACHE_MEMCACHED": bad], commandLine: [])
+            }
+        }
     }
 
     @Test func aNoteDescribesOneValueOfOneKey() {

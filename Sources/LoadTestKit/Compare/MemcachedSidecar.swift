@@ -16,15 +16,23 @@ final class MemcachedSidecar {
 
     static let binary = "/usr/bin/memcached"
 
-    /// nil when the configuration needs no memcached of compare's.
-    static func startIfNeeded(threadbare: String, config: String) throws -> MemcachedSidecar? {
-        guard let (host, port) = try memcachedAddress(threadbare: threadbare, config: config) else { return nil }
-        guard ["127.0.0.1", "localhost", "::1"].contains(host) else { return nil }
-        if answers(host: host, port: port) { return nil }
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw ServerUnderTest.StartFailure(description: "\(config) uses cache.backend: memcached at \(host):\(port), where none answers, and \(binary) is not installed (apt-get install memcached)")
+    /// The servers of the configuration's pool that compare must start: those on this machine
+    /// where none answers. Any started before a failure are stopped.
+    static func startIfNeeded(threadbare: String, config: String) throws -> [MemcachedSidecar] {
+        var started: [MemcachedSidecar] = []
+        do {
+            for (host, port) in try memcachedAddresses(threadbare: threadbare, config: config)
+            where ["127.0.0.1", "localhost", "::1"].contains(host) && !answers(host: host, port: port) {
+                guard FileManager.default.isExecutableFile(atPath: binary) else {
+                    throw ServerUnderTest.StartFailure(description: "\(config) uses cache.backend: memcached at \(host):\(port), where none answers, and \(binary) is not installed (apt-get install memcached)")
+                }
+                started.append(try MemcachedSidecar(host: host, port: port))
+            }
+        } catch {
+            started.forEach { $0.stop() }
+            throw error
         }
-        return try MemcachedSidecar(host: host, port: port)
+        return started
     }
 
     private init(host: String, port: Int) throws {
@@ -55,8 +63,8 @@ final class MemcachedSidecar {
         process.waitUntilExit()
     }
 
-    /// cache.backend and cache.memcached as the mode will run with them.
-    static func memcachedAddress(threadbare: String, config: String) throws -> (host: String, port: Int)? {
+    /// cache.backend and cache.memcached (a list, or one server) as the mode will run with them.
+    static func memcachedAddresses(threadbare: String, config: String) throws -> [(host: String, port: Int)] {
         let check = Process(), output = Pipe()
         check.executableURL = URL(fileURLWithPath: threadbare)
         check.arguments = ["config", "check", config]
@@ -66,12 +74,14 @@ final class MemcachedSidecar {
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         check.waitUntilExit()
         guard check.terminationStatus == 0, let root = try? Yams.load(yaml: text) as? [String: Any],
-              let cache = root["cache"] as? [String: Any], cache["backend"] as? String == "memcached",
-              let address = cache["memcached"] as? String, let colon = address.lastIndex(of: ":"),
-              let port = Int(address[address.index(after: colon)...]) else { return nil }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, port)
+              let cache = root["cache"] as? [String: Any], cache["backend"] as? String == "memcached" else { return [] }
+        let servers = (cache["memcached"] as? [String]) ?? (cache["memcached"] as? String).map { [$0] } ?? []
+        return servers.compactMap { address in
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return nil }
+            var host = String(address[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return (host, port)
+        }
     }
 
     /// True when a memcached answers `version` at the address.

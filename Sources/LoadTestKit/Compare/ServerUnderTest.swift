@@ -15,8 +15,8 @@ final class ServerUnderTest {
     /// https: how its certificate is checked (an external target's own settings).
     let tls: TLSOptions
     private let process = Process()
-    /// The memcached the mode's configuration needs, when compare started it.
-    private let memcached: MemcachedSidecar?
+    /// The memcached servers the mode's configuration needs that compare started.
+    private let memcached: [MemcachedSidecar]
     /// An external target: its whole process group is signalled, and it has this long to stop.
     private let stopTimeout: Double
     private let signalsGroup: Bool
@@ -50,7 +50,7 @@ final class ServerUnderTest {
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch {
-            memcached?.stop()
+            memcached.forEach { $0.stop() }
             throw StartFailure(description: "cannot run \(binary): \(error)")
         }
 
@@ -71,7 +71,7 @@ final class ServerUnderTest {
               let parsed = try? Target(url: String(line.dropFirst("listening on ".count))) else {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
-            memcached?.stop()
+            memcached.forEach { $0.stop() }
             throw StartFailure(description: "\(mode) did not start (exit \(process.isRunning ? "-" : String(process.terminationStatus))): "
                                + Self.lastLines(of: log))
         }
@@ -89,7 +89,7 @@ final class ServerUnderTest {
         tls = external.tls
         stopTimeout = external.stopTimeout
         signalsGroup = true
-        memcached = nil
+        memcached = []
         try Self.createLog(log)
         let port = try Self.freePort()
         do { target = try Target(url: external.filled(external.url, port: port)) } catch {
@@ -169,7 +169,7 @@ final class ServerUnderTest {
     static let running = Mutex<[pid_t]>([])
 
     func memory() -> ServerMemory {
-        let pids = [pid] + ProcessMemory.descendants(of: pid) + (memcached.map { [$0.pid] } ?? [])
+        let pids = [pid] + ProcessMemory.descendants(of: pid) + memcached.map(\.pid)
         return ServerMemory(processes: pids.count,
                             anonymousPssByProcess: pids.map { ProcessMemory.anonymousProportionalBytes(of: String($0)) },
                       rssBytes: pids.reduce(0) { $0 + ProcessMemory.residentBytes(of: String($1)) },
@@ -250,7 +250,7 @@ final class ServerUnderTest {
     func stop() -> String {
         if let stopped { return stopped }
         Self.running.withLock { $0.removeAll { $0 == process.processIdentifier } }
-        defer { memcached?.stop() }
+        defer { memcached.forEach { $0.stop() } }
         // Without a group of its own, the processes below it, seen while it still runs.
         let family = signalsGroup && processGroup == nil && process.isRunning ? ProcessMemory.descendants(of: pid) : []
         let signal = { (number: Int32) in

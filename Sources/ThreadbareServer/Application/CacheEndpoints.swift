@@ -6,6 +6,9 @@ import Glibc
 /// The in-process cache over HTTP: what threads share and processes cannot.
 enum CacheEndpoints {
     static let maxKeyBytes = 250
+    static let untyped = "application/octet-stream"
+    /// What a read-through answers: the hex text its computation makes.
+    static let computedType = "text/plain; charset=utf-8"
     /// As memcached's relative expiry: up to 30 days.
     static let maxTimeToLive = 30 * 24 * 3_600
 
@@ -58,7 +61,7 @@ enum CacheEndpoints {
         let key = try decodeKey(String(request.path.dropFirst("/cache/".count)))
         switch request.method {
         case .put:
-            let entry = CacheEntry(value: request.body, contentType: request.contentType ?? "application/octet-stream")
+            let entry = CacheEntry(value: request.body, contentType: request.contentType ?? untyped)
             return .awaitsCache(.put(key, entry, timeToLive: timeToLive)) { outcome, context throws(RequestError) in
                 guard case .stored(let stored) = try settled(outcome, context) else { throw mismatch }
                 let answer: JSONValue = ["key": .string(String(decoding: key.bytes, as: UTF8.self)), "bytes": .integer(request.body.count)]
@@ -86,25 +89,28 @@ enum CacheEndpoints {
                 // computes the value as handler code (under the lock, with its check points),
                 // stores it and answers with it. A cache that cannot be reached (the memcached
                 // server holding this key is down) is a miss that is not stored.
-                if let compute, case .failure(let failure) = outcome, failure.status == 503 {
+                if let compute, case .failure(let failure) = outcome, failure.status == 503, !failure.connectionsBusy {
                     _ = try? settled(outcome, context)
                     let value = Array(CPUWork.hex(try context.runPython(units: compute)).utf8)
-                    return .response(HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value,
+                    return .response(HTTPResponse(status: 200, contentType: computedType, body: value,
                                                   headers: [("X-Cache", "unreachable")]))
                 }
                 guard case .entry(let found) = try settled(outcome, context) else { throw mismatch }
                 if let found {
-                    return .response(HTTPResponse(status: 200, contentType: found.contentType, body: found.value,
+                    // A read-through's values are its computation's text, stored untyped (so
+                    // memcached keeps no content-type note for them).
+                    let type = compute != nil && found.contentType == untyped ? computedType : found.contentType
+                    return .response(HTTPResponse(status: 200, contentType: type, body: found.value,
                                                   headers: compute == nil ? [] : [("X-Cache", "hit")]))
                 }
                 guard let compute else { throw RequestError(404, "no cache entry for this key") }
                 let value = Array(CPUWork.hex(try context.runPython(units: compute)).utf8)
-                let computed = CacheEntry(value: value, contentType: "text/plain; charset=utf-8")
+                let computed = CacheEntry(value: value, contentType: untyped)
                 return .awaitsCache(.put(key, computed, timeToLive: timeToLive)) { outcome, context throws(RequestError) in
                     // Too large to keep (a tiny max_entry_bytes), or its server gone since the
                     // read, is still an answer, just not a stored one.
                     _ = try? settled(outcome, context)
-                    return .response(HTTPResponse(status: 200, contentType: "text/plain; charset=utf-8", body: value,
+                    return .response(HTTPResponse(status: 200, contentType: computedType, body: value,
                                                   headers: [("X-Cache", "miss")]))
                 }
             }

@@ -58,10 +58,14 @@ extension CacheBackend {
 public struct CacheFailure: Error, Sendable {
     public let status: Int
     public let message: String
+    /// The cache answers, but every connection to it stayed busy: overload, not an outage, so a
+    /// read-through must not compute around it (that would add to the overload).
+    public let connectionsBusy: Bool
 
-    public init(_ status: Int, _ message: String) {
+    public init(_ status: Int, _ message: String, connectionsBusy: Bool = false) {
         self.status = status
         self.message = message
+        self.connectionsBusy = connectionsBusy
     }
 }
 

@@ -43,17 +43,23 @@ public final class MemcachedCache: CacheBackend {
     /// order the other clients of the pool list them: the order decides nothing but ties, yet
     /// the host must be written the same way (`localhost` and `127.0.0.1` are different points).
     public init(servers: [String], connections: Int, timeoutMilliseconds: Int) throws {
+        let parsed = try Self.parse(servers)
+        nodes = parsed.map { MemcachedNode(host: $0.host, port: $0.port, connections: connections, timeoutMilliseconds: timeoutMilliseconds) }
+        ring = KetamaRing(servers: parsed)
+    }
+
+    /// A pool's list: at least one server, none twice.
+    static func parse(_ servers: [String]) throws -> [(host: String, port: Int)] {
         guard !servers.isEmpty else { throw CacheSetupError(description: "cache.memcached: no servers given") }
         var parsed: [(host: String, port: Int)] = []
         for server in servers {
-            let address = try Self.parse(server)
+            let address = try parse(server)
             guard !parsed.contains(where: { $0 == address }) else {
                 throw CacheSetupError(description: "cache.memcached: \(server) is listed twice")
             }
             parsed.append(address)
         }
-        nodes = parsed.map { MemcachedNode(host: $0.host, port: $0.port, connections: connections, timeoutMilliseconds: timeoutMilliseconds) }
-        ring = KetamaRing(servers: parsed)
+        return parsed
     }
 
     /// `host:port`, `host` (port 11211) or `[v6]:port`, as pylibmc reads a server.
@@ -74,7 +80,8 @@ public final class MemcachedCache: CacheBackend {
             portText = server[server.index(after: colon)...]
         }
         let port = portText.map { Int($0) } ?? KetamaRing.defaultPort
-        guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == "," }), let port, (1...65_535).contains(port) else {
+        guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "," || $0 == "[" || $0 == "]" }), let port,
+              (1...65_535).contains(port) else {
             throw CacheSetupError(description: "cache.memcached: expected host:port, got '\(server)'")
         }
         return (String(host), port)
@@ -141,6 +148,8 @@ public final class MemcachedCache: CacheBackend {
         for (index, node) in nodes.enumerated() {
             node.start(MemcachedCommand.statistics, on: loop) { [self] reply in
                 let all = replies.withLock { replies -> [Result<MemcachedReply, CacheFailure>]? in
+                    // A server's answer counts once: a second would answer the request twice.
+                    guard replies[index] == nil else { return nil }
                     replies[index] = reply
                     return replies.allSatisfy { $0 != nil } ? replies.map { $0! } : nil
                 }

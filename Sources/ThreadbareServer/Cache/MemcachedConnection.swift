@@ -190,7 +190,7 @@ final class MemcachedConnectionPool: @unchecked Sendable {
             var until = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
             if pthread_cond_timedwait(returned, mutex, &until) == ETIMEDOUT && idle.isEmpty && open == capacity {
                 pthread_mutex_unlock(mutex)
-                throw CacheFailure(503, "all \(capacity) memcached connections of this process stayed busy for \(timeoutMilliseconds) ms")
+                throw CacheFailure(503, "all \(capacity) memcached connections of this process stayed busy for \(timeoutMilliseconds) ms", connectionsBusy: true)
             }
         }
         if let connection = idle.popLast() {

@@ -124,7 +124,7 @@ final class MemcachedLoopClient: @unchecked Sendable {
         while !waiting.isEmpty && (!idle.isEmpty || open < capacity) {
             let next = waiting.removeFirst()
             guard MonotonicClock.now() - next.since < timeoutNanoseconds else {
-                next.completion(.failure(CacheFailure(503, "all \(capacity) memcached connections of this loop stayed busy for \(timeoutNanoseconds / 1_000_000) ms")))
+                next.completion(.failure(CacheFailure(503, "all \(capacity) memcached connections of this loop stayed busy for \(timeoutNanoseconds / 1_000_000) ms", connectionsBusy: true)))
                 continue
             }
             run(next.command, completion: next.completion)

@@ -70,32 +70,44 @@ struct MemcachedCommand: Sendable {
         guard value.count <= maxEntryBytes else {
             return MemcachedCommand(request: []) { _ throws(CacheFailure) in .outcome(.stored(.tooLarge)) }
         }
-        // The note goes with the first write: stored, or removed when there is nothing to note.
+        // The note follows the value, so it never describes bytes that are not stored: after an
+        // add that created the key, or with the set that replaces it. Stored, or removed when
+        // there is nothing to note.
         let noteKey = ContentTypeNote.wireKey(for: key)
         let note: [UInt8] = entry.contentType == untypedContentType
             ? Array("md \(noteKey) b\r\n".utf8)
             : { (text: [UInt8]) in Array("ms \(noteKey) \(text.count) b T\(timeToLive) MS\r\n".utf8) + text + [13, 10] }(
                 ContentTypeNote.text(entry.contentType, for: key, describing: value))
-        // Add first: stored means created; "not stored" means the key exists, so set it.
-        @Sendable func store(mode: String, noting: Bool) -> MemcachedCommand {
-            let write = Array("ms \(wire.key) \(value.count)\(wire.flags) T\(timeToLive) M\(mode)\r\n".utf8) + value + [13, 10]
-            return MemcachedCommand(request: write + (noting ? note : [])) { input throws(CacheFailure) in
+        @Sendable func noting(_ outcome: CachePutOutcome, after request: [UInt8]) -> MemcachedCommand {
+            MemcachedCommand(request: request + note) { input throws(CacheFailure) in
                 var probe = input
-                guard let line = probe.line() else { return nil }
-                if noting {
-                    guard let noted = probe.line() else { return nil }
-                    guard ["HD", "NF"].contains(noted) || noted.hasPrefix("SERVER_ERROR") else { throw unexpected(noted) }
+                if !request.isEmpty {
+                    guard let line = probe.line() else { return nil }
+                    guard line == "HD" else { throw unexpected(line) }
                 }
+                guard let noted = probe.line() else { return nil }
+                guard ["HD", "NF"].contains(noted) || noted.hasPrefix("SERVER_ERROR") else { throw unexpected(noted) }
                 input = probe
-                switch line {
-                case "HD": return .outcome(.stored(mode == "E" ? .created : .replaced))
-                case "NS" where mode == "E": return .next(store(mode: "S", noting: false))
-                case _ where line.hasPrefix("SERVER_ERROR object too large"): return .outcome(.stored(.tooLarge))
-                default: throw unexpected(line)
-                }
+                return .outcome(.stored(outcome))
             }
         }
-        return store(mode: "E", noting: true)
+        @Sendable func write(_ mode: String) -> [UInt8] {
+            Array("ms \(wire.key) \(value.count)\(wire.flags) T\(timeToLive) M\(mode)\r\n".utf8) + value + [13, 10]
+        }
+        let untyped = entry.contentType == untypedContentType
+        // Add first: stored means created; "not stored" means the key exists, so set it. A new
+        // untyped value needs no note at all (a stale one left by an evicted value describes
+        // other bytes), which keeps a read-through's miss to one round trip.
+        return MemcachedCommand(request: write("E")) { input throws(CacheFailure) in
+            guard let line = input.line() else { return nil }
+            switch line {
+            case "HD" where untyped: return .outcome(.stored(.created))
+            case "HD": return .next(noting(.created, after: []))
+            case "NS": return .next(noting(.replaced, after: write("S")))
+            case _ where line.hasPrefix("SERVER_ERROR object too large"): return .outcome(.stored(.tooLarge))
+            default: throw unexpected(line)
+            }
+        }
     }
 
     static func remove(_ key: CacheKey) throws(CacheFailure) -> MemcachedCommand {

@@ -78,7 +78,12 @@ public struct ConfigurationKey: Sendable {
         choice("cache.backend", \.cacheBackend, among: ["local", "shm", "memcached"],
                help: "local (each process its own cache, shared by its threads), shm (one shared-memory cache every prefork worker maps) or memcached (a memcached server)"),
         list("cache.memcached", \.cacheMemcachedServers,
-             help: "memcached: the pool's servers, host:port each (a YAML list, or comma-separated); keys spread over them as pylibmc's ketama spreads them"),
+             help: "memcached: the pool's servers, host:port each (a YAML list, or comma-separated); keys spread over them as pylibmc's ketama spreads them") { servers throws(ConfigurationValueError) in
+            do { _ = try MemcachedCache.parse(servers) } catch {
+                let reason = "\(error)"
+                throw ConfigurationValueError(reason.hasPrefix("cache.memcached: ") ? String(reason.dropFirst("cache.memcached: ".count)) : reason)
+            }
+        },
         integer("cache.memcached_connections", \.cacheMemcachedConnections, 1...1_024, help: "memcached: connections each process keeps"),
         integer("cache.memcached_timeout_ms", \.cacheMemcachedTimeoutMilliseconds, 1...60_000,
                 help: "memcached: ms a connect, read or write may take before the request gets 503"),
@@ -153,12 +158,20 @@ public struct ConfigurationKey: Sendable {
 
     /// Several values: a YAML list in a file, comma-separated anywhere (the file's list arrives
     /// joined with commas). Printed as a YAML flow list.
-    static func list(_ name: String, _ path: WritableKeyPath<ServerConfiguration, [String]> & Sendable, help: String) -> ConfigurationKey {
+    /// `check` refuses a list whose items do not make sense together or alone.
+    static func list(_ name: String, _ path: WritableKeyPath<ServerConfiguration, [String]> & Sendable, help: String,
+                     check: @escaping @Sendable ([String]) throws(ConfigurationValueError) -> Void) -> ConfigurationKey {
         ConfigurationKey(name: name, help: help, assign: { configuration, text throws(ConfigurationValueError) in
-            let items = text.split(separator: ",", omittingEmptySubsequences: false).map { String($0.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
+            // What `render` prints reads back: a flow list's brackets are not part of the items.
+            var listed = Substring(text.filter { !$0.isNewline })
+            if listed.first == "[" && listed.last == "]" { listed = listed.dropFirst().dropLast() }
+            let items = listed.split(separator: ",", omittingEmptySubsequences: false).map {
+                String($0.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+            }
             guard !items.contains(where: \.isEmpty) else {
                 throw ConfigurationValueError(items.count == 1 ? "must not be empty" : "expected comma-separated values, got an empty one in '\(text)'")
             }
+            try check(items)
             configuration[keyPath: path] = items
         }, render: { "[" + $0[keyPath: path].map(yamlScalar).joined(separator: ", ") + "]" }, acceptsList: true)
     }

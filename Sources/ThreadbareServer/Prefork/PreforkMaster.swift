@@ -126,11 +126,9 @@ public final class PreforkMaster {
             let signal = sigtimedwait(&signalSet, &info, &wait)
             switch signal {
             case SIGTERM:
-                notifier.stopping()
                 logger.info("SIGTERM: stopping gracefully", metadata: ["graceful_timeout_s": "\(configuration.gracefulTimeout)"])
                 return stop(graceful: true, status: 0)
             case SIGINT, SIGQUIT:
-                notifier.stopping()
                 logger.info("\(signal == SIGINT ? "SIGINT" : "SIGQUIT"): stopping now")
                 return stop(graceful: false, status: 0)
             case SIGHUP:
@@ -451,6 +449,7 @@ public final class PreforkMaster {
     /// them, and kills any still running after the grace period.
     private func stop(graceful: Bool, status: Int32) -> Int32 {
         stopping = true
+        notifier.stopping()
         for worker in workers.values { kill(worker.pid, graceful ? SIGTERM : SIGINT) }
         let grace = graceful ? configuration.gracefulTimeout + 5 : 5
         let deadline = MonotonicClock.now() + UInt64(grace * 1e9)

@@ -11,8 +11,7 @@ import Glibc
 /// listen queue, which the kernel keeps while any descriptor holds the socket. What that pause
 /// costs is what prefork's reload avoids.
 public enum InPlaceReload {
-    /// Replaces this process's image with a fresh start of its command line (the same program name,
-    /// found as the shell found it), serving
+    /// Replaces this process's image with a fresh start of its command line, serving
     /// `descriptors` (copies of the listening sockets). Returns only when exec failed, with why.
     public static func exec(serving descriptors: [Int32]) -> String {
         let first = SocketActivation.firstDescriptor
@@ -30,21 +29,31 @@ public enum InPlaceReload {
         for (index, fd) in lifted.enumerated() where dup2(fd, first + Int32(index)) < 0 {
             return "cannot place a listening socket at descriptor \(first + Int32(index)): \(String(cString: strerror(errno)))"
         }
-        setenv("LISTEN_FDS", String(count), 1)
-        setenv("LISTEN_PID", String(getpid()), 1)
-        unsetenv("LISTEN_FDNAMES")
+        // The environment for the next image is built here rather than set: handler threads
+        // may still run (requests past the graceful timeout) and read it.
+        var environment = ConfigurationLoader.processEnvironment()
+            .filter { !["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"].contains($0.key) }
+            .map { "\($0.key)=\($0.value)" }
+        environment += ["LISTEN_FDS=\(count)", "LISTEN_PID=\(getpid())"]
         fflush(nil)
 
         // The command as it was started (its name stays `threadbare` for ps and systemctl
         // status, and an upgraded binary is the one that starts), else this very image.
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
-        execvp(CommandLine.arguments[0], arguments)
-        execv("/proc/self/exe", arguments)
+        let environ = environment.map { strdup($0) } + [nil]
+        defer { (arguments + environ).forEach { free($0) } }
+        let program = CommandLine.arguments[0]
+        execve(path(of: program), arguments, environ)
         let reason = String(cString: strerror(errno))
-        arguments.forEach { free($0) }
-        unsetenv("LISTEN_FDS")
-        unsetenv("LISTEN_PID")
-        return "cannot execute /proc/self/exe: \(reason)"
+        execve("/proc/self/exe", arguments, environ)
+        return "cannot execute \(program) (\(reason)) nor /proc/self/exe (\(String(cString: strerror(errno))))"
+    }
+
+    /// A program named without a slash, found on PATH as the shell found it.
+    private static func path(of program: String) -> String {
+        guard !program.contains("/") else { return program }
+        let directories = (getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
+        return directories.map { "\($0)/\(program)" }.first { access($0, X_OK) == 0 } ?? program
     }
 
     /// Marks every open descriptor from `first` on close-on-exec.

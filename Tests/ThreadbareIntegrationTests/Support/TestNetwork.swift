@@ -4,7 +4,7 @@ import Foundation
 /// address of its own on a bridge in the test's namespace, which reaches them all: several
 /// machines' worth of addresses on one machine, with nothing leaving it. The namespaces, their
 /// veths and the bridge are named `tbt-…` and removed by `tearDown` (and, left over from a run
-/// that was killed, by the next `make`).
+/// that was killed, by the next network a test makes).
 final class TestNetwork: @unchecked Sendable {
     static let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
     static let prefix = "tbt-"
@@ -68,12 +68,21 @@ final class TestNetwork: @unchecked Sendable {
 
     deinit { tearDown() }
 
+    /// A run that was killed leaves its namespaces, what still runs in them, and veth ends here.
     private static func removeLeftovers() throws {
         for line in try ip(["netns", "list"]).split(separator: "\n") {
             let name = String(line.split(separator: " ")[0])
-            if name.hasPrefix(prefix) { _ = try? ip(["netns", "del", name]) }
+            guard name.hasPrefix(prefix) else { continue }
+            let running = (try? ip(["netns", "pids", name])) ?? ""
+            for pid in running.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+            _ = try? ip(["netns", "del", name])
         }
-        _ = try? ip(["link", "del", bridge])
+        for line in try ip(["-o", "link", "show"]).split(separator: "\n") {
+            let fields = line.split(separator: ":")
+            guard fields.count > 1 else { continue }
+            let name = fields[1].trimmingCharacters(in: .whitespaces).split(separator: "@")[0]
+            if name.hasPrefix(prefix) { _ = try? ip(["link", "del", String(name)]) }
+        }
     }
 
     @discardableResult
