@@ -103,6 +103,7 @@ bench: setup
 	bench/prefork.sh
 	bench/loadtest_vs_wrk.sh
 	bench/cache_backends.sh
+	@if [ "$$(id -u)" = 0 ]; then bench/cluster.sh; else echo "bench/cluster.sh skipped: it makes network namespaces, so it needs root (sudo bench/cluster.sh)"; fi
 
 clean:
 	rm -rf .build
