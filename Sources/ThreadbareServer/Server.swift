@@ -5,14 +5,8 @@ public final class Server: Sendable {
     public let mode: Mode
     private let http: HTTPServer
 
-    /// A server listening on its own sockets, bound to the configured address.
-    public convenience init(configuration: ServerConfiguration) throws {
-        let sockets = try ListeningSockets.bind(
-            host: configuration.host, port: configuration.port, count: configuration.loops, backlog: configuration.backlog)
-        try self.init(configuration: configuration, sockets: sockets)
-    }
-
-    /// A server on sockets bound elsewhere (a prefork worker's, inherited from its master).
+    /// A server on `sockets` (`ListeningSockets.opened(for:inherited:)`, or a prefork worker's,
+    /// inherited from its master).
     /// `fixedHeaders` go on every answer; `tick` runs once a second on the first loop thread.
     /// `seat` is a prefork worker's place on its master's scoreboard: once a second the first
     /// loop beats there and publishes the worker's figures. `inheritedCache` is the cache a

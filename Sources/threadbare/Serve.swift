@@ -66,9 +66,7 @@ struct Serve: ParsableCommand {
         let sockets: ListeningSockets
         let server: Server
         do {
-            sockets = try inherited.map { try ListeningSockets.inherited($0, loops: configuration.loops) }
-                ?? ListeningSockets.bind(host: configuration.host, port: configuration.port, count: configuration.loops,
-                                         backlog: configuration.backlog)
+            sockets = try ListeningSockets.opened(for: configuration, inherited: inherited)
             server = try Server(configuration: configuration, sockets: sockets)
             try server.start()
         } catch {

@@ -25,16 +25,10 @@ extension LoadSensitive {
             let conf = try DeployFilesTests.renderNginx(
                 into: directory, port: port,
                 hosts: hosts.enumerated().map { "server \(network.address($0.offset)):\($0.element.port) max_fails=3 fail_timeout=10s;" })
-            let errors = directory.appendingPathComponent("stderr")
-            _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-            let nginx = try ChildProcess(DeployFilesTests.nginx, ["-p", directory.path, "-c", conf.path, "-e", "stderr", "-g", "daemon off;"],
-                                         environment: ServerProcess.cleanEnvironment(adding: [:]), standardError: errors.path)
-            defer {
-                kill(nginx.pid, SIGTERM)
-                if !nginx.waitForExit(within: 10) { _ = BoundedWait.killStuck(nginx) }
-            }
+            let nginx = try NginxProcess(conf: conf, in: directory)
+            defer { nginx.stop() }
             try #require(BoundedWait.eventually(within: 10) { (try? HTTPConnection(port: port).request("GET", "/health").status) == 200 },
-                         "nginx did not answer:\n\((try? String(contentsOf: errors, encoding: .utf8)) ?? "")")
+                         "nginx did not answer:\n\(nginx.standardError)")
 
             // Closed-model load through nginx, GETs only (idempotent, so nginx may send one again).
             let (output, loadErrors) = ServerProcess.temporaryFiles()

@@ -167,16 +167,9 @@ struct DeployFilesTests {
         let refusing = try MemcachedServer.freePort(), port = try MemcachedServer.freePort()
         let conf = try Self.renderNginx(into: directory, port: port,
                                         hosts: [refusing, server.port].map { "server 127.0.0.1:\($0) max_fails=3 fail_timeout=10s;" })
-        let errors = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-        let nginx = try ChildProcess(Self.nginx, ["-p", directory.path, "-c", conf.path, "-e", "stderr", "-g", "daemon off; master_process off;"],
-                                     environment: ServerProcess.cleanEnvironment(adding: [:]), standardError: errors.path)
-        defer {
-            kill(nginx.pid, SIGTERM)
-            if !nginx.waitForExit(within: 10) { _ = BoundedWait.killStuck(nginx) }
-        }
-        let stderr = { (try? String(contentsOf: errors, encoding: .utf8)) ?? "" }
-        try #require(BoundedWait.eventually(within: 10) { (try? HTTPConnection(port: port, timeoutSeconds: 1)) != nil }, "nginx did not start:\n\(stderr())")
+        let nginx = try NginxProcess(conf: conf, in: directory, directives: "daemon off; master_process off;")
+        defer { nginx.stop() }
+        try #require(BoundedWait.eventually(within: 10) { (try? HTTPConnection(port: port, timeoutSeconds: 1)) != nil }, "nginx did not start:\n\(nginx.standardError)")
 
         for _ in 0..<6 {
             let reply = try HTTPConnection(port: port).request("GET", "/health")

@@ -20,13 +20,9 @@ enum CacheEndpoints {
         return .awaitsCache(.statistics) { outcome, context throws(RequestError) in
             guard case .statistics(var statistics) = try settled(outcome, context) else { throw mismatch }
             let cache = context.cache
-            if let seat = context.status.seat, cache.countsReadsPerProcess {
-                // The one cache's reads are every worker's.
-                seat.publish(context.status)
-                let workers = seat.scoreboard.workers()
-                statistics.hits = workers.reduce(0) { $0 + $1.cache.hits }
-                statistics.misses = workers.reduce(0) { $0 + $1.cache.misses }
-            }
+            let workers = context.status.seat.map { workersJSON($0, context.status, cache: cache, total: statistics) }
+            // The one cache's reads are every worker's (see countsReadsPerProcess).
+            if let total = workers?.total, cache.countsReadsPerProcess { (statistics.hits, statistics.misses) = (total.hits, total.misses) }
             var answer = statistics.json(entryLimit: cache.entryLimit, byteLimit: cache.byteLimit)
                 .adding("backend", .string(cache.name)).adding("max_entry_bytes", .integer(cache.maxEntryBytes))
             for (name, value) in cache.details { answer = answer.adding(name, value) }
@@ -35,9 +31,7 @@ enum CacheEndpoints {
             if domains.count > 1 && !cache.isSharedByProcesses {
                 answer = answer.adding("interpreters", interpretersJSON(domains))
             }
-            if let seat = context.status.seat {
-                answer = answer.adding("workers", workersJSON(seat, context.status, cache: cache, total: statistics))
-            }
+            if let workers { answer = answer.adding("workers", workers.json) }
             return .response(.json(answer))
         }
     }
@@ -168,7 +162,8 @@ private func interpretersJSON(_ domains: [InterpreterDomain]) -> JSONValue {
 /// the total sums them, counting a key once per worker that stored it; with the shared cache
 /// each worker lists the hits, misses, evictions and expirations its requests caused, beside
 /// the one cache's entries, and the total is that cache.
-private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: any CacheBackend, total shared: CacheStatistics) -> JSONValue {
+private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: any CacheBackend,
+                         total shared: CacheStatistics) -> (json: JSONValue, total: CacheStatistics) {
     seat.publish(status)
     let workers = seat.scoreboard.workers()
     let copies = cache.isSharedByProcesses ? 1 : workers.count
@@ -186,7 +181,8 @@ private func workersJSON(_ seat: ScoreboardSeat, _ status: ServerStatus, cache: 
         total = shared
         if cache.countsReadsPerProcess { (total.hits, total.misses) = reads }
     }
-    return ["each": .array(each), "total": total.json(entryLimit: cache.entryLimit.map { $0 * copies }, byteLimit: cache.byteLimit.map { $0 * copies })]
+    return (["each": .array(each), "total": total.json(entryLimit: cache.entryLimit.map { $0 * copies }, byteLimit: cache.byteLimit.map { $0 * copies })],
+            total)
 }
 
 extension CacheStatistics {

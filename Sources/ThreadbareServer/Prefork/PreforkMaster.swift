@@ -90,9 +90,7 @@ public final class PreforkMaster {
         self.notifier = notifier
         scoreboard = try Scoreboard()
         cacheForWorkers = try configuration.makeCacheBeforeFork()
-        let first = try inherited.map { try ListeningSockets.inherited($0, loops: configuration.loops) }
-            ?? ListeningSockets.bind(host: configuration.host, port: configuration.port, count: configuration.loops,
-                                     backlog: configuration.backlog)
+        let first = try ListeningSockets.opened(for: configuration, inherited: inherited)
         firstSockets = first
         if configuration.accept == "shared" {
             sharedSockets = first

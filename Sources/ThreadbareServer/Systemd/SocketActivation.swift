@@ -58,6 +58,13 @@ public enum SocketActivation {
 }
 
 extension ListeningSockets {
+    /// What `configuration` serves: the sockets passed in, or its own bound to host:port.
+    public static func opened(for configuration: ServerConfiguration, inherited: [Int32]?) throws -> ListeningSockets {
+        if let inherited { return try ListeningSockets.inherited(inherited, loops: configuration.loops) }
+        return try ListeningSockets.bind(host: configuration.host, port: configuration.port, count: configuration.loops,
+                                         backlog: configuration.backlog)
+    }
+
     /// Sockets passed in by systemd (or by this process's previous image), spread over `loops`
     /// event loops. Each loop gets a descriptor of its own: with more loops than sockets the
     /// extra loops get duplicates (evhttp closes the descriptor it was given when a loop stops

@@ -23,9 +23,6 @@ public struct SystemdNotifier: Sendable {
         path = bytes
     }
 
-    /// Whether systemd (or whoever set NOTIFY_SOCKET) listens.
-    public var isActive: Bool { path != nil }
-
     public func ready(status: String) { send(["READY=1", "STATUS=\(status)", "MAINPID=\(getpid())"]) }
 
     /// `MONOTONIC_USEC` is what `Type=notify-reload` (systemd 253) requires with RELOADING=1.
@@ -36,8 +33,6 @@ public struct SystemdNotifier: Sendable {
     }
 
     public func stopping() { send(["STOPPING=1", "STATUS=stopping"]) }
-
-    public func status(_ text: String) { send(["STATUS=\(text)"]) }
 
     /// Best effort, as sd_notify is: a supervisor that went away must not stop the server.
     func send(_ lines: [String]) {

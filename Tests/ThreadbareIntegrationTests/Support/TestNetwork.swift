@@ -57,11 +57,7 @@ final class TestNetwork: @unchecked Sendable {
 
     /// Kills whatever still runs in the namespaces, then removes them and the bridge.
     func tearDown() {
-        for namespace in namespaces {
-            let running = (try? Self.ip(["netns", "pids", namespace])) ?? ""
-            for pid in running.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
-            _ = try? Self.ip(["netns", "del", namespace])
-        }
+        namespaces.forEach(Self.remove)
         namespaces = []
         _ = try? Self.ip(["link", "del", Self.bridge])
     }
@@ -72,10 +68,7 @@ final class TestNetwork: @unchecked Sendable {
     private static func removeLeftovers() throws {
         for line in try ip(["netns", "list"]).split(separator: "\n") {
             let name = String(line.split(separator: " ")[0])
-            guard name.hasPrefix(prefix) else { continue }
-            let running = (try? ip(["netns", "pids", name])) ?? ""
-            for pid in running.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
-            _ = try? ip(["netns", "del", name])
+            if name.hasPrefix(prefix) { remove(name) }
         }
         for line in try ip(["-o", "link", "show"]).split(separator: "\n") {
             let fields = line.split(separator: ":")
@@ -83,6 +76,13 @@ final class TestNetwork: @unchecked Sendable {
             let name = fields[1].trimmingCharacters(in: .whitespaces).split(separator: "@")[0]
             if name.hasPrefix(prefix) { _ = try? ip(["link", "del", String(name)]) }
         }
+    }
+
+    /// A namespace goes only once nothing runs in it: its name alone would be removed.
+    private static func remove(_ namespace: String) {
+        let running = (try? ip(["netns", "pids", namespace])) ?? ""
+        for pid in running.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        _ = try? ip(["netns", "del", namespace])
     }
 
     @discardableResult
