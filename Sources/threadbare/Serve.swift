@@ -73,13 +73,14 @@ struct Serve: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        // Tests and scripts wait for this line; it must not sit in a pipe's buffer.
-        print("listening on \(server.url)")
-        fflush(nil)
         logger.info("serving", metadata: [
             "mode": "\(server.mode.name)", "spelled_out": "\(server.mode.spelledOut)", "pid": "\(getpid())",
             "loops": "\(configuration.loops)", "threads": "\(server.mode.threads)",
         ])
+        // Tests and scripts wait for this line, so what starting does is done before it; it
+        // must not sit in a pipe's buffer.
+        print("listening on \(server.url)")
+        fflush(nil)
         notifier.ready(status: "serving \(server.mode.name) on \(server.url)")
 
         var received: Int32 = 0
